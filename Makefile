@@ -1,0 +1,51 @@
+# Two commands on a fresh machine: `make run` and `make test` (each sets up what is missing).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
+
+# Offline and quiet: no model hub, no telemetry.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_HUB_DISABLE_TELEMETRY := 1
+export KEDRO_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := 1
+export MLFLOW_SERVER_ENABLE_JOB_EXECUTION := false
+
+.PHONY: setup run test bench viz viz-build mlflow-ui lock data clean-outputs
+
+setup: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check "pip==26.3"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+run: setup  ## the default kedro run on the embedded data, offline, CPU
+	$(BIN)/kedro run
+
+test: setup  ## the test suite (no network, no GPU)
+	$(BIN)/python -m pytest
+
+bench: setup  ## TINT engine benchmark -> data/08_reporting/benchmark.json
+	$(BIN)/python benchmarks/bench_tint.py --output data/08_reporting/benchmark.json
+
+viz: setup  ## Kedro-Viz on http://127.0.0.1:4141
+	$(BIN)/kedro viz run
+
+viz-build: setup  ## static Kedro-Viz site in ./build
+	$(BIN)/kedro viz build
+
+mlflow-ui: setup  ## MLflow UI on http://127.0.0.1:5000 over the local SQLite store
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --port 5000
+
+lock: setup  ## re-pin the whole stack after editing pyproject.toml
+	{ head -3 requirements.lock; $(BIN)/python -m pip freeze --exclude-editable | grep -v '^tint' ; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock
+
+data: setup  ## rebuild data/01_raw/openclipart (needs: apt-get install openclipart-png)
+	$(BIN)/python scripts/build_openclipart_subset.py

@@ -1,0 +1,1 @@
+"""Data sources, episode sampling and image grids: plain Python, no Kedro."""

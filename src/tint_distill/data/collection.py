@@ -1,0 +1,125 @@
+"""A lazily decoded, labelled image collection: the common shape of every data source.
+
+Each source (a class-per-folder tree, miniImageNet, CUB-200-2011, CIFAR-FS) becomes an
+:class:`ImageCollection`: an index table with one row per image and a reader that
+decodes one image on demand. Nothing is decoded when a collection is built.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from tint_distill.data.images import ImageReadError, read_rgb_image
+
+INDEX_COLUMNS = ["image_id", "class_name", "split", "source"]
+SPLITS = ("base", "val", "novel")
+
+
+class ImageReader(Protocol):
+    def read(self, source: str, image_id: str, max_side: int | None) -> Image.Image: ...
+
+
+@dataclass(frozen=True)
+class FileReader:
+    """Reads images stored as files below ``root``; ``source`` is the path relative to it."""
+
+    root: str
+
+    def read(self, source: str, image_id: str, max_side: int | None) -> Image.Image:
+        path = Path(self.root) / source
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: image listed for '{image_id}' does not exist.")
+        return read_rgb_image(path, max_side=max_side)
+
+
+@dataclass
+class PickledArrayReader:
+    """Reads images stored as rows of uint8 arrays in pickled batches (the CIFAR format).
+
+    ``source`` is ``"<batch file>#<row>"``. Each batch is unpickled once, on first use.
+    """
+
+    root: str
+    image_shape: tuple[int, int, int] = (3, 32, 32)
+    _cache: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
+
+    def read(self, source: str, image_id: str, max_side: int | None) -> Image.Image:
+        batch, row = source.rsplit("#", 1)
+        if batch not in self._cache:
+            self._cache[batch] = load_cifar_batch(Path(self.root) / batch)[b"data"]
+        pixels = self._cache[batch][int(row)].reshape(self.image_shape).transpose(1, 2, 0)
+        image = Image.fromarray(np.ascontiguousarray(pixels), mode="RGB")
+        if max_side is not None and max(image.size) > max_side:
+            image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+        return image
+
+    def __getstate__(self) -> dict:  # do not ship decoded batches to worker processes
+        return {"root": self.root, "image_shape": self.image_shape, "_cache": {}}
+
+
+def load_cifar_batch(path: Path) -> dict:
+    """Unpickle one batch file of the official CIFAR python release."""
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: CIFAR batch file not found; expected the official 'cifar-100-python' release."
+        )
+    with path.open("rb") as handle:
+        try:
+            return pickle.load(handle, encoding="bytes")  # noqa: S301 - the dataset's own format
+        except Exception as error:
+            raise ImageReadError(f"{path}: cannot unpickle CIFAR batch ({error}).") from error
+
+
+class ImageCollection:
+    """Labelled images with a table of what exists and lazy decoding of each image.
+
+    ``index`` has the columns ``image_id`` (unique, stable across runs), ``class_name``,
+    ``split`` (``base``/``val``/``novel`` when the source defines it, else missing) and
+    ``source`` (where the reader finds the pixels).
+    """
+
+    def __init__(self, index: pd.DataFrame, reader: ImageReader, description: str, max_side: int | None = None):
+        missing = [c for c in INDEX_COLUMNS if c not in index.columns]
+        if missing:
+            raise ValueError(f"image index of {description} lacks columns {missing}")
+        if index["image_id"].duplicated().any():
+            duplicate = index.loc[index["image_id"].duplicated(), "image_id"].iloc[0]
+            raise ValueError(f"{description}: image id '{duplicate}' occurs more than once")
+        self.index = index[INDEX_COLUMNS].sort_values("image_id", kind="stable").reset_index(drop=True)
+        self.reader = reader
+        self.description = description
+        self.max_side = max_side
+        self._sources = dict(zip(self.index["image_id"], self.index["source"]))
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __repr__(self) -> str:
+        return (
+            f"ImageCollection({self.description!r}, {len(self)} images, "
+            f"{self.index['class_name'].nunique()} classes)"
+        )
+
+    def load(self, image_id: str) -> Image.Image:
+        """Decode one image as RGB (errors name the file)."""
+        try:
+            source = self._sources[image_id]
+        except KeyError:
+            raise KeyError(f"{self.description}: no image with id '{image_id}'") from None
+        return self.reader.read(source, image_id, self.max_side)
+
+    def location(self, image_id: str) -> str:
+        """Human-readable place of an image, for error messages."""
+        root = getattr(self.reader, "root", "")
+        return str(Path(root) / self._sources[image_id]) if root else self._sources[image_id]
+
+    def with_index(self, index: pd.DataFrame) -> ImageCollection:
+        """The same images and reader with a new index (for example with splits filled in)."""
+        return ImageCollection(index, self.reader, self.description, self.max_side)

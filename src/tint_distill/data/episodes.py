@@ -1,0 +1,147 @@
+"""Few-shot episodes as data: seeded, validated, saved as a table.
+
+An episode is N classes with K support and Q query images each. Episode ``e`` is drawn
+with its own generator seeded by ``(seed, e)``, so episodes do not depend on how many
+are drawn or in which order (they can be produced on different machines), and the same
+seed and index give the same table byte for byte.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+import numpy as np
+import pandas as pd
+
+from tint_distill.data.collection import SPLITS
+
+EPISODE_COLUMNS = ["episode", "label", "class_name", "role", "position", "image_id"]
+
+
+class EpisodeConfigError(ValueError):
+    """The episode settings cannot be satisfied by the data."""
+
+
+@dataclass(frozen=True)
+class EpisodeSpec:
+    """What to sample: ``n_episodes`` episodes of ``n_way`` classes from ``split``, each class
+    with ``n_shot`` support and ``n_query`` query images."""
+
+    n_way: int = 5
+    n_shot: int = 5
+    n_query: int = 15
+    n_episodes: int = 10
+    seed: int = 0
+    split: str = "novel"
+
+    @classmethod
+    def from_params(cls, params: Mapping, name: str = "data_episodes.sampling") -> EpisodeSpec:
+        unknown = sorted(set(params) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise EpisodeConfigError(f"parameters '{name}' has unknown keys {unknown}; allowed: {sorted(cls.__dataclass_fields__)}.")
+        spec = cls(**params)
+        for key in ("n_way", "n_shot", "n_query", "n_episodes"):
+            value = getattr(spec, key)
+            if not isinstance(value, int) or value < 1:
+                raise EpisodeConfigError(f"parameter '{name}.{key}' must be a positive integer, got {value!r}.")
+        if spec.split not in SPLITS:
+            raise EpisodeConfigError(f"parameter '{name}.split' must be one of {list(SPLITS)}, got {spec.split!r}.")
+        return spec
+
+
+def assign_class_splits(index: pd.DataFrame, class_splits: Mapping[str, Sequence[str]] | None) -> pd.DataFrame:
+    """Fill the ``split`` column from configuration (``{base: [...], val: [...], novel: [...]}``).
+
+    With no configuration the source's own split is kept (benchmarks define theirs). Every
+    class must land in exactly one split, so that novel classes never leak into base-class
+    training.
+    """
+    index = index.copy()
+    if not class_splits:
+        unsplit = sorted(index.loc[index["split"].isna(), "class_name"].unique())
+        if unsplit:
+            raise EpisodeConfigError(
+                f"classes {unsplit[:5]}{'...' if len(unsplit) > 5 else ''} have no split: this data source defines "
+                "none, so list every class under base/val/novel in 'data_episodes.class_splits'."
+            )
+        return index
+    unknown_splits = sorted(set(class_splits) - set(SPLITS))
+    if unknown_splits:
+        raise EpisodeConfigError(f"'data_episodes.class_splits' has unknown splits {unknown_splits}; use {list(SPLITS)}.")
+    split_of: dict[str, str] = {}
+    for split, names in class_splits.items():
+        for name in names or []:
+            if name in split_of:
+                raise EpisodeConfigError(
+                    f"class '{name}' is listed under both '{split_of[name]}' and '{split}' in 'data_episodes.class_splits'."
+                )
+            split_of[name] = split
+    present = set(index["class_name"])
+    absent = sorted(set(split_of) - present)
+    if absent:
+        raise EpisodeConfigError(
+            f"class '{absent[0]}' is listed in 'data_episodes.class_splits' but the data has no such class folder; "
+            "fix the name or remove it from the list."
+        )
+    unlisted = sorted(present - set(split_of))
+    if unlisted:
+        example = index.loc[index["class_name"] == unlisted[0], "image_id"].iloc[0]
+        folder = PurePosixPath(example).parent
+        raise EpisodeConfigError(
+            f"class '{unlisted[0]}' (folder '{folder}') is in no split: add it to base, val or novel in "
+            "'data_episodes.class_splits', or move the folder out of the data."
+        )
+    index["split"] = index["class_name"].map(split_of)
+    return index
+
+
+def check_episode_feasibility(index: pd.DataFrame, spec: EpisodeSpec) -> list[str]:
+    """Raise :class:`EpisodeConfigError` if ``spec`` cannot be sampled; return the split's classes."""
+    in_split = index[index["split"] == spec.split]
+    classes = sorted(in_split["class_name"].unique())
+    if spec.n_way > len(classes):
+        raise EpisodeConfigError(
+            f"'data_episodes.sampling.n_way' is {spec.n_way} but split '{spec.split}' has only {len(classes)} classes; "
+            f"lower n_way to at most {len(classes)} or add classes to that split."
+        )
+    needed = spec.n_shot + spec.n_query
+    counts = in_split.groupby("class_name").size()
+    short = counts[counts < needed].sort_values()
+    if len(short):
+        name, count = short.index[0], int(short.iloc[0])
+        example = in_split.loc[in_split["class_name"] == name, "image_id"].iloc[0]
+        raise EpisodeConfigError(
+            f"class '{name}' (folder '{PurePosixPath(example).parent}') has {count} images but each episode needs "
+            f"n_shot + n_query = {spec.n_shot} + {spec.n_query} = {needed}; add images to it, lower "
+            f"'data_episodes.sampling.n_query', or move the class out of split '{spec.split}'"
+            + (f" ({len(short) - 1} more classes are short)." if len(short) > 1 else ".")
+        )
+    return classes
+
+
+def sample_episodes(index: pd.DataFrame, spec: EpisodeSpec) -> pd.DataFrame:
+    """Sample the episodes table: one row per (episode, image), supports before queries."""
+    classes = check_episode_feasibility(index, spec)
+    in_split = index[index["split"] == spec.split]
+    images_of = {name: sorted(group["image_id"]) for name, group in in_split.groupby("class_name")}
+    rows = []
+    for episode in range(spec.n_episodes):
+        rng = np.random.default_rng([spec.seed, episode])
+        chosen = rng.choice(len(classes), size=spec.n_way, replace=False)
+        for label, class_position in enumerate(chosen):
+            name = classes[class_position]
+            ids = images_of[name]
+            picked = rng.permutation(len(ids))[: spec.n_shot + spec.n_query]
+            for position, image_position in enumerate(picked):
+                role = "support" if position < spec.n_shot else "query"
+                within_role = position if role == "support" else position - spec.n_shot
+                rows.append((episode, label, name, role, within_role, ids[image_position]))
+    return pd.DataFrame(rows, columns=EPISODE_COLUMNS)
+
+
+def episode_images(episodes: pd.DataFrame, episode: int, role: str) -> dict[tuple[int, str], list[str]]:
+    """``{(label, class_name): [image ids]}`` of one role in one episode, in table order."""
+    part = episodes[(episodes["episode"] == episode) & (episodes["role"] == role)]
+    return {key: group["image_id"].tolist() for key, group in part.groupby(["label", "class_name"], sort=True)}

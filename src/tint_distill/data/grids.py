@@ -1,0 +1,44 @@
+"""Labelled image grids that a person looks at (episode supports, synthetic samples)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from PIL import Image, ImageDraw, ImageOps
+
+LABEL_WIDTH = 110
+PADDING = 4
+
+
+def image_grid(
+    rows: Sequence[tuple[str, Sequence[Image.Image]]],
+    *,
+    cell_size: int = 96,
+    title: str | None = None,
+    gap_after: int | None = None,
+) -> Image.Image:
+    """One row per ``(label, images)``; each image is fitted into a square cell.
+
+    ``gap_after`` draws a wider gap after that many images of each row (to separate, say,
+    real supports from the synthetic images beside them).
+    """
+    if not rows:
+        raise ValueError("image_grid needs at least one row")
+    n_columns = max(len(images) for _, images in rows)
+    gap = 3 * PADDING if gap_after else 0
+    title_height = 22 if title else 0
+    width = LABEL_WIDTH + n_columns * (cell_size + PADDING) + gap + PADDING
+    height = title_height + len(rows) * (cell_size + PADDING) + PADDING
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+    if title:
+        draw.text((PADDING, 4), title, fill="black")
+    for r, (label, images) in enumerate(rows):
+        top = title_height + PADDING + r * (cell_size + PADDING)
+        draw.text((PADDING, top + cell_size // 2 - 6), label[:18], fill="black")
+        for c, image in enumerate(images):
+            left = LABEL_WIDTH + c * (cell_size + PADDING) + (gap if gap_after and c >= gap_after else 0)
+            fitted = ImageOps.pad(image.convert("RGB"), (cell_size, cell_size), color="white")
+            canvas.paste(fitted, (left, top))
+            draw.rectangle([left - 1, top - 1, left + cell_size, top + cell_size], outline=(200, 200, 200))
+    return canvas

@@ -1,0 +1,67 @@
+"""Read-only catalog datasets that expose an image source as a lazy :class:`ImageCollection`.
+
+Catalog example::
+
+    raw_images:
+      type: tint_distill.datasets.ImageFolderDataset
+      path: data/01_raw/openclipart
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from kedro.io import AbstractDataset, DatasetError
+
+from tint_distill.data import sources
+from tint_distill.data.collection import ImageCollection
+
+
+class _ImageCollectionDataset(AbstractDataset[None, ImageCollection]):
+    """Common behaviour: lists the source on load, decodes nothing, cannot be saved."""
+
+    builder: Any = None
+
+    def __init__(self, *, path: str, max_side: int | None = None, metadata: dict | None = None, **options: Any):
+        self._path = Path(path)
+        self._max_side = max_side
+        self._options = options
+        self.metadata = metadata
+
+    def load(self) -> ImageCollection:
+        return type(self).builder(self._path, max_side=self._max_side, **self._options)
+
+    def save(self, data: ImageCollection) -> None:
+        raise DatasetError(f"{type(self).__name__} is read-only: raw images are never overwritten.")
+
+    def _exists(self) -> bool:
+        return self._path.is_dir()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path), "max_side": self._max_side, **self._options}
+
+
+class ImageFolderDataset(_ImageCollectionDataset):
+    """``path/<class>/<image>``; class splits come from ``data_episodes.class_splits``."""
+
+    builder = staticmethod(sources.image_folder)
+
+
+class MiniImageNetDataset(_ImageCollectionDataset):
+    """miniImageNet: ``path/{train,val,test}.csv`` (Ravi & Larochelle) and ``path/images/``."""
+
+    builder = staticmethod(sources.mini_imagenet)
+
+
+class CUBDataset(_ImageCollectionDataset):
+    """CUB-200-2011: the official ``CUB_200_2011`` folder; optional ``class_splits``
+    (else the split of Chen et al. 2019)."""
+
+    builder = staticmethod(sources.cub_200_2011)
+
+
+class CIFARFSDataset(_ImageCollectionDataset):
+    """CIFAR-FS: ``path/cifar-100-python/`` and ``path/<split_dir>/{train,val,test}.txt``."""
+
+    builder = staticmethod(sources.cifar_fs)

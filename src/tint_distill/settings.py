@@ -1,0 +1,11 @@
+"""Kedro project settings: https://docs.kedro.org/en/stable/kedro_project_setup/settings.html"""
+
+from kedro.config import OmegaConfigLoader
+
+CONFIG_LOADER_CLASS = OmegaConfigLoader
+CONFIG_LOADER_ARGS = {
+    "base_env": "base",
+    "default_run_env": "local",
+    # An environment (conf/test, conf/gpu, ...) states only the values it changes.
+    "merge_strategy": {"parameters": "soft", "catalog": "soft"},
+}

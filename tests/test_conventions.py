@@ -1,0 +1,68 @@
+"""Cheap checks that keep the project coherent as it grows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from kedro.config import OmegaConfigLoader
+from kedro.framework.project import pipelines
+from kedro.framework.startup import bootstrap_project
+
+from tint_distill.settings import CONFIG_LOADER_ARGS
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+ENVS = sorted(p.name for p in (PROJECT_ROOT / "conf").iterdir() if p.is_dir() and p.name not in ("base", "local"))
+
+
+@pytest.fixture(scope="module")
+def registered():
+    bootstrap_project(PROJECT_ROOT)
+    return dict(pipelines)
+
+
+def config(env: str | None = None) -> OmegaConfigLoader:
+    """The configuration as `kedro run --env <env>` sees it (base plus that environment)."""
+    return OmegaConfigLoader(str(PROJECT_ROOT / "conf"), env=env or "local", **CONFIG_LOADER_ARGS)
+
+
+def leaf_paths(tree: dict, prefix: str = "") -> set[str]:
+    paths = set()
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        paths |= leaf_paths(value, f"{path}.") if isinstance(value, dict) and value else {path}
+    return paths
+
+
+def test_expected_pipelines_exist(registered):
+    assert {"data_episodes", "__default__"} <= set(registered)
+
+
+def test_every_node_is_named_explicitly(registered):
+    for node in registered["__default__"].nodes:
+        assert ":" not in node.name and "(" not in node.name, f"node {node.name!r} has no explicit name"
+
+
+@pytest.mark.parametrize("env", [None, *ENVS])
+def test_every_parameter_is_used_by_some_node(registered, env):
+    used = {name.removeprefix("params:") for name in registered["__default__"].inputs() if name.startswith("params:")}
+    used |= {
+        i.removeprefix("params:") for n in registered["__default__"].nodes for i in n.inputs if i.startswith("params:")
+    }
+    declared = leaf_paths(config(env)["parameters"])
+    unused = sorted(p for p in declared if not any(p == u or p.startswith(f"{u}.") for u in used))
+    assert not unused, f"parameters no node reads (env {env or 'base'}): {unused}"
+
+
+@pytest.mark.parametrize("env", [None, *ENVS])
+def test_environments_only_override_existing_parameters(env):
+    base = leaf_paths(config()["parameters"])
+    overrides = leaf_paths(config(env)["parameters"]) - base if env else set()
+    assert not overrides, f"conf/{env} sets parameters that base does not declare: {sorted(overrides)}"
+
+
+def test_no_dataset_is_an_accidental_memory_dataset(registered):
+    catalog = config()["catalog"]
+    pipeline = registered["__default__"]
+    implicit = sorted(d for d in pipeline.datasets() if not d.startswith("params:") and d not in catalog)
+    assert not implicit, f"datasets missing from conf/base/catalog.yml: {implicit}"

@@ -1,0 +1,71 @@
+"""The project as users drive it: `kedro run`, MLflow tracking, `kedro viz build`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+
+KEDRO = [sys.executable, "-m", "kedro"]
+
+
+def kedro(project: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "400"}  # rich would wrap long lines at 80 columns
+    result = subprocess.run([*KEDRO, *args], cwd=project, capture_output=True, text=True, timeout=600, env=env)
+    if check and result.returncode != 0:
+        raise AssertionError(f"kedro {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+@pytest.mark.slow
+def test_data_episodes_run_is_reproducible_and_tracked(kedro_project: Path):
+    kedro(kedro_project, "run", "--pipeline", "data_episodes", "--env", "test")
+    episodes_file = kedro_project / "data" / "03_primary" / "episodes.csv"
+    first = episodes_file.read_bytes()
+    kedro(kedro_project, "run", "--pipeline", "data_episodes", "--env", "test")
+    assert episodes_file.read_bytes() == first, "same seed and data must give identical episodes"
+
+    episodes = pd.read_csv(episodes_file)
+    assert episodes["episode"].nunique() == 3 and len(episodes) == 3 * 3 * (2 + 4)
+    assert (kedro_project / "data" / "08_reporting" / "episode_support_grids" / "episode_0000.png").is_file()
+
+    mlflow.set_tracking_uri(f"sqlite:///{kedro_project / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["tint_distill"])
+    assert len(runs) == 2 and (runs["status"] == "FINISHED").all()
+    assert runs["params.data_episodes.sampling.n_way"].tolist() == ["3", "3"]
+    assert runs["params.data_episodes.sampling.seed"].tolist() == ["7", "7"]
+    artifacts = mlflow.MlflowClient().list_artifacts(runs["run_id"].iloc[0])
+    assert {"episodes", "episode_support_grids"} <= {a.path for a in artifacts}
+    assert not (kedro_project / "mlruns" / "0").exists(), "no MLflow file store: the SQLite store is used"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("problem", ["three_images", "corrupt_png"])
+def test_bad_input_gives_one_line_error_naming_it(kedro_project: Path, problem: str):
+    raw = kedro_project / "data" / "01_raw" / "openclipart"
+    if problem == "three_images":
+        sparse = raw / "fish"
+        for file in sorted(sparse.glob("*.png"))[3:]:
+            file.unlink()
+        expected = "class 'fish' (folder 'fish') has 3 images"
+    else:
+        victim = sorted((raw / "mammal").glob("*.png"))[0]
+        victim.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+        expected = f"{victim.relative_to(kedro_project)}: cannot decode image (UnidentifiedImageError); replace or delete"
+    result = kedro(kedro_project, "run", "--pipeline", "data_episodes", "--env", "test", check=False)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    lines = [line for line in output.splitlines() if expected in line]
+    assert lines, output[-3000:]
+
+
+@pytest.mark.slow
+def test_kedro_viz_build(kedro_project: Path):
+    kedro(kedro_project, "viz", "build")
+    assert (kedro_project / "build" / "index.html").is_file()
+    assert (kedro_project / "build" / "api" / "main").is_file()
