@@ -57,7 +57,10 @@ def test_every_parameter_is_used_by_some_node(registered, env):
 @pytest.mark.parametrize("env", [None, *ENVS])
 def test_environments_only_override_existing_parameters(env):
     base = leaf_paths(config()["parameters"])
-    overrides = leaf_paths(config(env)["parameters"]) - base if env else set()
+    overrides = {
+        path for path in (leaf_paths(config(env)["parameters"]) if env else set())
+        if path not in base and not any(b.startswith(f"{path}.") for b in base)  # a block set to null is fine
+    }
     assert not overrides, f"conf/{env} sets parameters that base does not declare: {sorted(overrides)}"
 
 
@@ -66,3 +69,16 @@ def test_no_dataset_is_an_accidental_memory_dataset(registered):
     pipeline = registered["__default__"]
     implicit = sorted(d for d in pipeline.datasets() if not d.startswith("params:") and d not in catalog)
     assert not implicit, f"datasets missing from conf/base/catalog.yml: {implicit}"
+
+
+@pytest.mark.parametrize(
+    ("env", "dataset_type"),
+    [(None, "ImageFolderDataset"), ("mini_imagenet", "MiniImageNetDataset"), ("cub", "CUBDataset"), ("cifar_fs", "CIFARFSDataset")],
+)
+def test_environment_selects_the_data_source(env, dataset_type):
+    from kedro.io import DataCatalog
+
+    catalog = DataCatalog.from_config(config(env)["catalog"])
+    assert type(catalog.get("raw_images")).__name__ == dataset_type
+    if env:
+        assert config(env)["parameters"]["data_episodes"]["class_splits"] is None
