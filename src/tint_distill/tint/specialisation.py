@@ -1,0 +1,195 @@
+"""A class specialisation: everything TINT learns for one class, saved without pickle.
+
+``save_specialisation(spec, "x.safetensors")`` writes the tensors to ``x.safetensors`` and
+everything else (token, support ids, settings) to the sidecar ``x.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from .errors import SpecialisationError
+from .models import SDComponents, json_safe
+from .null_text_inversion import NullTextConfig, null_text_invert
+from .progress import Progress
+from .sampling import OutputType, tint_sample
+from .textual_inversion import TextualInversionConfig, add_class_token, set_token_embedding, train_textual_inversion
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+_TENSORS = ("token_embedding", "inverted_latents", "null_embeddings")
+
+
+@dataclass
+class ClassSpecialisation:
+    """TINT's result for one class: the TI token and, per support, zT and S null embeddings."""
+
+    token: str
+    init_word: str
+    token_embedding: torch.Tensor  # (D,)
+    inverted_latents: torch.Tensor  # (K, C, h, w)
+    null_embeddings: torch.Tensor  # (K, S, L, D)
+    support_ids: list[str]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        k = self.inverted_latents.shape[0]
+        if self.token_embedding.dim() != 1 or self.inverted_latents.dim() != 4 or self.null_embeddings.dim() != 4:
+            raise SpecialisationError("expected token_embedding (D,), inverted_latents (K, C, h, w) and "
+                                      "null_embeddings (K, S, L, D)")
+        if self.null_embeddings.shape[0] != k or len(self.support_ids) != k:
+            raise SpecialisationError(f"{k} inverted latents, {self.null_embeddings.shape[0]} null-embedding "
+                                      f"sets and {len(self.support_ids)} support ids do not match")
+        if self.null_embeddings.shape[-1] != self.token_embedding.shape[0]:
+            raise SpecialisationError("token and null embeddings have different widths")
+
+    @property
+    def prompt(self) -> str:
+        """The textual-inversion prompt, e.g. "A photo of an <class-3>"."""
+        template = self.settings.get("prompt_template", TextualInversionConfig.prompt_template)
+        return template.format(token=self.token)
+
+    @property
+    def num_steps(self) -> int:
+        return int(self.null_embeddings.shape[1])
+
+
+def save_specialisation(spec: ClassSpecialisation, path: str | Path) -> Path:
+    """Write the tensors to ``path`` (.safetensors) and the rest to ``path.with_suffix('.json')``."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"the specialisation file must end in .safetensors, got {path.name}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {name: getattr(spec, name).detach().float().cpu().contiguous() for name in _TENSORS}
+    save_file(tensors, str(path), metadata={"format": "tint-class-specialisation", "version": str(FORMAT_VERSION)})
+    sidecar = {
+        "format_version": FORMAT_VERSION,
+        "token": spec.token,
+        "init_word": spec.init_word,
+        "support_ids": list(spec.support_ids),
+        "tensors": {name: list(t.shape) for name, t in tensors.items()},
+        "settings": json_safe(spec.settings),
+    }
+    path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2), encoding="utf-8")
+    return path
+
+
+def load_specialisation(path: str | Path) -> ClassSpecialisation:
+    """Read a specialisation written by :func:`save_specialisation`."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    sidecar_path = path.with_suffix(".json")
+    for needed in (path, sidecar_path):
+        if not needed.is_file():
+            raise SpecialisationError(f"specialisation file {needed} is missing (need both .safetensors and .json)")
+    tensors = load_file(str(path))
+    sidecar = json.loads(sidecar_path.read_text(encoding="utf-8"))
+    missing = [name for name in _TENSORS if name not in tensors]
+    if missing:
+        raise SpecialisationError(f"{path} lacks tensors {missing}")
+    if sidecar.get("format_version") != FORMAT_VERSION:
+        raise SpecialisationError(f"{sidecar_path}: unsupported format_version {sidecar.get('format_version')}")
+    return ClassSpecialisation(token=sidecar["token"], init_word=sidecar["init_word"],
+                               support_ids=list(sidecar["support_ids"]), settings=sidecar["settings"],
+                               **{name: tensors[name] for name in _TENSORS})
+
+
+def apply_specialisation(components: SDComponents, spec: ClassSpecialisation) -> int:
+    """Install the specialisation's token and learned embedding into the tokenizer/text encoder."""
+    width = components.text_encoder.get_input_embeddings().weight.shape[1]
+    if spec.token_embedding.shape[0] != width:
+        raise SpecialisationError(f"specialisation embeddings are {spec.token_embedding.shape[0]}-d, the model's "
+                                  f"text encoder is {width}-d: it was made with another model")
+    if tuple(spec.inverted_latents.shape[1:]) != components.latent_shape:
+        raise SpecialisationError(f"specialisation latents {tuple(spec.inverted_latents.shape[1:])} do not fit the "
+                                  f"model's {components.latent_shape}")
+    token_id = add_class_token(components, spec.token, spec.init_word)
+    set_token_embedding(components, token_id, spec.token_embedding)
+    return token_id
+
+
+def specialise_class(components: SDComponents, images: torch.Tensor, *, token: str, init_word: str,
+                     ti_config: TextualInversionConfig = TextualInversionConfig(),
+                     nti_config: NullTextConfig = NullTextConfig(), support_ids: Sequence[str] | None = None,
+                     fallback_word: str = "object", progress: Progress = None) -> ClassSpecialisation:
+    """Textual inversion on all supports, then batched null-text inversion of each support.
+
+    ``images`` is (K, 3, R, R) in [-1, 1] at the model resolution; the token's embedding starts
+    from ``init_word`` if it is one known token, else from ``fallback_word``.
+    """
+    support_ids = [str(s) for s in (support_ids if support_ids is not None else range(images.shape[0]))]
+    if len(support_ids) != images.shape[0]:
+        raise ValueError(f"{len(support_ids)} support ids for {images.shape[0]} images")
+    started = time.perf_counter()
+    token_id = add_class_token(components, token, init_word, fallback_word)
+    initial = components.text_encoder.get_input_embeddings().weight[token_id].detach().float().cpu().clone()
+    losses: list[float] = []
+    embedding = train_textual_inversion(components, images, token, config=ti_config, progress=progress,
+                                        losses=losses)
+    ti_seconds = time.perf_counter() - started
+    prompt = ti_config.prompt_template.format(token=token)
+    result = null_text_invert(components, images, prompt, config=nti_config, progress=progress)
+    tail = losses[-min(len(losses), 100):]
+    settings = {
+        "model_path": components.path,
+        "resolution": components.resolution,
+        "num_steps": nti_config.num_steps,
+        "guidance_scale": nti_config.guidance_scale,
+        "timestep_spacing": nti_config.timestep_spacing,
+        "timesteps": list(result.timesteps),
+        "prompt_template": ti_config.prompt_template,
+        "textual_inversion": dataclasses.asdict(ti_config),
+        "null_text": dataclasses.asdict(nti_config),
+        "seeds": {"textual_inversion": ti_config.seed},
+        "losses": {
+            "textual_inversion_first": losses[0],
+            "textual_inversion_last100_mean": sum(tail) / len(tail),
+            "null_text_final_mse_mean": float(result.final_mse.mean()),
+            "null_text_final_mse_max": float(result.final_mse.max()),
+            "null_text_inner_steps_mean": float(result.inner_steps.float().mean()),
+        },
+        "seconds": {"textual_inversion": ti_seconds,
+                    "null_text": time.perf_counter() - started - ti_seconds},
+        "dtype": str(components.dtype),
+        "fallback_word": fallback_word,
+        "embedding_change_norm": float((embedding - initial).norm()),
+    }
+    return ClassSpecialisation(token=token, init_word=init_word, token_embedding=embedding,
+                               inverted_latents=result.inverted_latents, null_embeddings=result.null_embeddings,
+                               support_ids=support_ids, settings=json_safe(settings))
+
+
+def sample_class(components: SDComponents, spec: ClassSpecialisation, *, n_images: int, alpha: float = 1.0,
+                 alpha_mode: str = "fixed", seed: int = 0, batch_size: int = 16,
+                 guidance_scale: float | None = None, output_size: int | Sequence[int] | None = None,
+                 output_type: OutputType = "pil", return_info: bool = False, progress: Progress = None):
+    """TINT sampling with a specialisation's prompt, spacing and (by default) guidance scale.
+
+    The specialisation must have been applied to ``components`` (:func:`apply_specialisation`).
+    """
+    if spec.token not in components.tokenizer.get_vocab():
+        raise SpecialisationError(f"token {spec.token!r} is not installed: call apply_specialisation first")
+    installed = components.text_encoder.get_input_embeddings().weight[
+        components.tokenizer.convert_tokens_to_ids(spec.token)].detach().float().cpu()
+    if not torch.equal(installed, spec.token_embedding.float().cpu()):
+        raise SpecialisationError(f"token {spec.token!r} holds another embedding (another class or episode): "
+                                  "call apply_specialisation(components, spec) first")
+    if guidance_scale is None:
+        guidance_scale = float(spec.settings.get("guidance_scale", 7.5))
+    return tint_sample(
+        components, spec.inverted_latents, spec.null_embeddings, spec.prompt, n_images=n_images, alpha=alpha,
+        alpha_mode=alpha_mode, seed=seed, batch_size=batch_size, guidance_scale=guidance_scale,
+        timestep_spacing=str(spec.settings.get("timestep_spacing", "trailing")), output_size=output_size,
+        output_type=output_type, return_info=return_info, progress=progress)
