@@ -1,0 +1,305 @@
+"""Knowledge distillation of the teacher's soft labels into a small student, and its evaluation.
+
+Loss per step (Hinton et al. 2015):
+
+    kd_weight * T^2 * KL(softmax(teacher / T) || softmax(student / T))   on synthetic images
+  + ce_weight * cross-entropy(student, label)                            on support images
+
+Batching: an epoch is one pass over the synthetic images in shuffled batches of
+``batch_size``. The supports are *oversampled*: every batch also carries
+``support_batch_size`` supports, taken in turn from a reshuffled cycle over all supports, so
+each support is seen equally often (within one) and every step has both loss terms. Both parts
+go through the student in one forward pass. With no synthetic images (the "supports_only"
+method) an epoch is one pass over the supports and the loss is cross-entropy only.
+
+Augmentation (train only): random resized crop (area fraction ``crop_scale``, aspect ratio in
+[3/4, 4/3]) to ``image_size`` plus horizontal flip with probability 1/2, applied per image
+with ``torchvision.transforms.v2.functional``; crop boxes and flips come from a seeded
+``torch.Generator``. Images are decoded and resized once (to a ``2 * image_size`` uint8
+canvas for cropping, or straight to ``image_size`` without augmentation).
+
+Optimiser: AdamW with a per-step cosine decay of the learning rate to 0. The global torch RNG
+of the caller is left untouched (training runs in ``torch.random.fork_rng`` seeded with
+``seed``, for dropout / drop-path inside the model).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.transforms.v2 import InterpolationMode
+from torchvision.transforms.v2 import functional as TF
+
+from .errors import NonFiniteLossError
+from .images import Images, images_to_tensor, normalise
+
+logger = logging.getLogger(__name__)
+
+STUDENT_MEAN = (0.485, 0.456, 0.406)  # ImageNet statistics, timm's default for most models
+STUDENT_STD = (0.229, 0.224, 0.225)
+
+ProgressCallback = Callable[[str, int, int, dict[str, Any]], None]
+"""Called as ``callback(stage, epoch, epochs, record)`` after every epoch (1-based epoch)."""
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Hinton KD loss: ``T^2 * KL(softmax(teacher/T) || softmax(student/T))``, mean over the batch."""
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"student logits {tuple(student_logits.shape)} and teacher logits "
+                         f"{tuple(teacher_logits.shape)} differ in shape")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    student_log_p = F.log_softmax(student_logits / temperature, dim=1)
+    teacher_log_p = F.log_softmax(teacher_logits.detach() / temperature, dim=1)
+    return F.kl_div(student_log_p, teacher_log_p, reduction="batchmean", log_target=True) * temperature**2
+
+
+@dataclass
+class DistillationConfig:
+    """Settings of :func:`train_student` (see the module docstring for the scheme)."""
+
+    epochs: int = 30
+    batch_size: int = 64
+    learning_rate: float = 2e-3
+    weight_decay: float = 0.05
+    temperature: float = 4.0
+    kd_weight: float = 1.0
+    ce_weight: float = 1.0
+    image_size: int = 32
+    seed: int = 0
+    augmentation: bool = True
+    support_batch_size: int | None = None  # None: min(#supports, max(1, batch_size // 4))
+    crop_scale: tuple[float, float] = (0.35, 1.0)
+
+    def __post_init__(self) -> None:
+        self.crop_scale = tuple(float(v) for v in self.crop_scale)  # YAML gives lists
+        for name in ("epochs", "batch_size", "image_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"DistillationConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.temperature <= 0:
+            raise ValueError(f"DistillationConfig.temperature must be positive, got {self.temperature}")
+        if self.kd_weight < 0 or self.ce_weight < 0:
+            raise ValueError("DistillationConfig kd_weight and ce_weight must be >= 0")
+        if self.support_batch_size is not None and self.support_batch_size < 1:
+            raise ValueError(
+                f"DistillationConfig.support_batch_size must be >= 1 or None, got {self.support_batch_size}")
+        low, high = self.crop_scale
+        if not 0 < low <= high <= 1:
+            raise ValueError(f"DistillationConfig.crop_scale must satisfy 0 < low <= high <= 1, got {self.crop_scale}")
+
+
+def _crop_box(height: int, width: int, scale: tuple[float, float],
+              generator: torch.Generator) -> tuple[int, int, int, int]:
+    """(top, left, h, w) of a random crop covering ``scale`` of the area, aspect in [3/4, 4/3]."""
+    area = height * width
+    log_low, log_high = math.log(3 / 4), math.log(4 / 3)
+    for _ in range(10):
+        u = torch.rand(4, generator=generator).tolist()
+        target = area * (scale[0] + (scale[1] - scale[0]) * u[0])
+        aspect = math.exp(log_low + (log_high - log_low) * u[1])
+        w = round(math.sqrt(target * aspect))
+        h = round(math.sqrt(target / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            top = min(int(u[2] * (height - h + 1)), height - h)
+            left = min(int(u[3] * (width - w + 1)), width - w)
+            return top, left, h, w
+    return 0, 0, height, width  # fall back to the whole image
+
+
+def _augment(canvas: torch.Tensor, size: int, scale: tuple[float, float], generator: torch.Generator) -> torch.Tensor:
+    """Random resized crop + horizontal flip of each image of a uint8 ``[B, 3, H, W]`` batch."""
+    height, width = canvas.shape[-2:]
+    flips = torch.rand(canvas.shape[0], generator=generator) < 0.5
+    out = []
+    for image, flip in zip(canvas, flips.tolist()):
+        top, left, h, w = _crop_box(height, width, scale, generator)
+        crop = TF.resized_crop(image, top, left, h, w, [size, size], interpolation=InterpolationMode.BILINEAR,
+                               antialias=True)
+        out.append(TF.horizontal_flip(crop) if flip else crop)
+    return torch.stack(out)
+
+
+def _prepare(images: Images, size: int) -> torch.Tensor:
+    """Decode + resize once; kept as uint8 to bound memory."""
+    return (images_to_tensor(images, size) * 255).round_().to(torch.uint8)
+
+
+def _support_stream(n: int, generator: torch.Generator) -> Iterator[int]:
+    while True:
+        yield from torch.randperm(n, generator=generator).tolist()
+
+
+def _student_input(batch_uint8: torch.Tensor, config: DistillationConfig, generator: torch.Generator) -> torch.Tensor:
+    if config.augmentation:
+        batch_uint8 = _augment(batch_uint8, config.image_size, config.crop_scale, generator)
+    return normalise(TF.to_dtype(batch_uint8, torch.float32, scale=True), STUDENT_MEAN, STUDENT_STD)
+
+
+def train_student(
+    student: nn.Module,
+    synthetic_images: Images | None,
+    teacher_logits_for_synthetic: torch.Tensor | None,
+    support_images: Images,
+    support_labels: Sequence[int] | torch.Tensor,
+    config: DistillationConfig,
+    progress: ProgressCallback | None = None,
+) -> list[dict[str, float]]:
+    """Train ``student`` in place (KD on synthetic images + CE on supports); returns per-epoch
+    records ``{epoch, loss, kd_loss, ce_loss, lr, steps, seconds}`` (losses: means over the
+    epoch's steps, kd/ce unweighted; lr: at the start of the epoch). Runs on the student's device.
+
+    ``synthetic_images=None`` (or empty) trains on the supports with cross-entropy only. The
+    student is left in eval mode. A NaN/inf loss raises :class:`NonFiniteLossError`.
+    """
+    n_synthetic = 0 if synthetic_images is None else len(synthetic_images)
+    labels = torch.as_tensor(support_labels, dtype=torch.long)
+    n_supports = len(support_images)
+    if labels.shape != (n_supports,):
+        raise ValueError(f"{n_supports} support images but {tuple(labels.shape)} labels")
+    if n_supports == 0 and n_synthetic == 0:
+        raise ValueError("train_student needs support images or synthetic images")
+    if n_synthetic:
+        if teacher_logits_for_synthetic is None or teacher_logits_for_synthetic.shape[0] != n_synthetic:
+            got = None if teacher_logits_for_synthetic is None else tuple(teacher_logits_for_synthetic.shape)
+            raise ValueError(f"{n_synthetic} synthetic images need teacher logits [{n_synthetic}, C], got {got}")
+        teacher = teacher_logits_for_synthetic.detach().float().to(next(student.parameters()).device)
+        if n_supports and int(labels.max()) >= teacher.shape[1]:
+            raise ValueError(f"support label {int(labels.max())} but the teacher has {teacher.shape[1]} classes")
+
+    device = next(student.parameters()).device
+    labels = labels.to(device)
+    generator = torch.Generator().manual_seed(config.seed)
+    canvas_size = 2 * config.image_size if config.augmentation else config.image_size
+    supports = _prepare(support_images, canvas_size) if n_supports else None
+    synthetic = _prepare(synthetic_images, canvas_size) if n_synthetic else None
+
+    if n_synthetic:
+        n_items = n_synthetic
+        support_per_batch = (min(n_supports, config.support_batch_size or max(1, config.batch_size // 4))
+                             if n_supports else 0)
+    else:
+        n_items, support_per_batch = n_supports, 0
+    steps_per_epoch = math.ceil(n_items / config.batch_size)
+    if n_items // steps_per_epoch + support_per_batch < 2:
+        raise ValueError("train_student needs at least 2 images per batch (BatchNorm cannot train on one)")
+    total_steps = config.epochs * steps_per_epoch
+
+    optimiser = torch.optim.AdamW(student.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps)))
+    stream = _support_stream(n_supports, generator) if support_per_batch else None
+    logger.info("student training: %d synthetic + %d support images, %d epochs x %d steps (%s)",
+                n_synthetic, n_supports, config.epochs, steps_per_epoch, asdict(config))
+
+    history: list[dict[str, float]] = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        student.train()
+        for epoch in range(1, config.epochs + 1):
+            started = time.perf_counter()
+            totals = {"loss": 0.0, "kd_loss": 0.0, "ce_loss": 0.0}
+            lr = optimiser.param_groups[0]["lr"]
+            order = torch.randperm(n_items, generator=generator)
+            # near-equal batches: no trailing batch of 1 (BatchNorm cannot train on it)
+            for step, index in enumerate(torch.tensor_split(order, steps_per_epoch), start=1):
+                if n_synthetic:
+                    parts = [synthetic[index]]
+                    if support_per_batch:
+                        support_index = torch.tensor([next(stream) for _ in range(support_per_batch)])
+                        parts.append(supports[support_index])
+                    logits = student(_student_input(torch.cat(parts), config, generator).to(device))
+                    kd = kd_loss(logits[: len(index)], teacher[index.to(device)], config.temperature)
+                    ce = (F.cross_entropy(logits[len(index):], labels[support_index.to(device)]) if support_per_batch
+                          else logits.new_zeros(()))
+                else:
+                    logits = student(_student_input(supports[index], config, generator).to(device))
+                    kd, ce = logits.new_zeros(()), F.cross_entropy(logits, labels[index.to(device)])
+                loss = config.kd_weight * kd + config.ce_weight * ce if n_synthetic else config.ce_weight * ce
+                if not torch.isfinite(loss):
+                    raise NonFiniteLossError(epoch, step, loss.item(), f"kd={kd.item():.4g}, ce={ce.item():.4g}")
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+                scheduler.step()
+                totals["loss"] += loss.item()
+                totals["kd_loss"] += kd.item()
+                totals["ce_loss"] += ce.item()
+            record = {"epoch": epoch, **{k: v / steps_per_epoch for k, v in totals.items()}, "lr": lr,
+                      "steps": steps_per_epoch, "seconds": time.perf_counter() - started}
+            history.append(record)
+            logger.info("student epoch %d/%d: loss %.4f (kd %.4f, ce %.4f) lr %.3g", epoch, config.epochs,
+                        record["loss"], record["kd_loss"], record["ce_loss"], lr)
+            if progress is not None:
+                progress("student training", epoch, config.epochs, record)
+    student.eval()
+    return history
+
+
+def predict(model: nn.Module, images: Images, image_size: int, batch_size: int = 128) -> torch.Tensor:
+    """Logits ``[N, C]`` of the student for images resized (whole image) to ``image_size``."""
+    was_training = model.training
+    device = next(model.parameters()).device
+    model.eval()
+    outputs = []
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(images), batch_size):
+                batch = images_to_tensor(images[start:start + batch_size], image_size).to(device)
+                outputs.append(model(normalise(batch, STUDENT_MEAN, STUDENT_STD)).float().cpu())
+    finally:
+        model.train(was_training)
+    if not outputs:
+        raise ValueError("predict: no images")
+    return torch.cat(outputs)
+
+
+def accuracy(logits: torch.Tensor, labels: Sequence[int] | torch.Tensor) -> float:
+    """Fraction of rows whose arg-max equals the label."""
+    labels = torch.as_tensor(labels, dtype=torch.long)
+    if logits.shape[0] != labels.shape[0] or logits.shape[0] == 0:
+        raise ValueError(f"accuracy: {logits.shape[0]} predictions for {labels.shape[0]} labels")
+    return float((logits.argmax(dim=1) == labels).float().mean())
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters (all, or only those with ``requires_grad``)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def measure_throughput(model: nn.Module, image_size: int, batch_size: int = 64, n_batches: int = 10,
+                       warmup: int = 2, threads: int | None = None) -> float:
+    """Inference images/s on CPU (eval mode, ``torch.inference_mode``) for random inputs.
+
+    ``threads`` temporarily sets ``torch.set_num_threads`` (None: leave as is).
+    """
+    if n_batches < 1 or batch_size < 1:
+        raise ValueError("measure_throughput needs n_batches >= 1 and batch_size >= 1")
+    device = next(model.parameters()).device
+    if device.type != "cpu":
+        raise ValueError(f"measure_throughput measures CPU speed; the model is on {device}")
+    x = torch.randn(batch_size, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
+    was_training = model.training
+    previous_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for _ in range(warmup):
+                model(x)
+            started = time.perf_counter()
+            for _ in range(n_batches):
+                model(x)
+            elapsed = time.perf_counter() - started
+    finally:
+        model.train(was_training)
+        torch.set_num_threads(previous_threads)
+    return batch_size * n_batches / elapsed

@@ -1,0 +1,108 @@
+"""The student: a small timm classifier, randomly initialised or from base-class weights."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from torch import nn
+
+from .distillation import count_parameters
+from .errors import WeightsFileNotFoundError, WeightsMismatchError
+
+logger = logging.getLogger(__name__)
+
+# Named variants of timm architectures: name -> (timm name, keyword arguments).
+STUDENT_PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
+    # ResNet-10-T (3-conv deep stem, avg-pool downsampling) at half width: 1.26 M parameters with
+    # 5 classes, learns from a few dozen 32-64 px images from scratch, fast on CPU.
+    "resnet10t_half": ("resnet10t", {"channels": (32, 64, 128, 256)}),
+}
+DEFAULT_STUDENT = "resnet10t_half"
+
+
+class StudentWeightsNotFoundError(WeightsFileNotFoundError):
+    """The student's base-class weights file does not exist."""
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model"):
+        if isinstance(state, Mapping) and key in state and isinstance(state[key], Mapping):
+            state = state[key]
+    if not isinstance(state, Mapping):
+        raise WeightsMismatchError(f"{path}: expected a state dict, found {type(state).__name__}")
+    return dict(state)
+
+
+def _head_prefixes(model: nn.Module) -> tuple[str, ...]:
+    names = model.pretrained_cfg.get("classifier", "fc") if hasattr(model, "pretrained_cfg") else "fc"
+    names = (names,) if isinstance(names, str) else tuple(names)
+    return tuple(f"{name}." for name in names)
+
+
+def load_backbone_weights(model: nn.Module, weights_file: str | Path) -> None:
+    """Load a local state dict (``.pth``/``.pt``/``.safetensors``) into ``model`` except its
+    classifier head. Every non-head parameter must be present and fit."""
+    path = Path(weights_file)
+    if not path.is_file():
+        raise StudentWeightsNotFoundError(
+            str(path), "student base-class",
+            "Put there the state dict of the same timm architecture trained on the base classes "
+            "(torch.save(model.state_dict(), path)), or set pretrained_weights to null for random init.",
+        )
+    heads = _head_prefixes(model)
+    state = {k: v for k, v in _read_state_dict(path).items() if not k.startswith(heads)}
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # shape mismatch
+        raise WeightsMismatchError(f"{path}: does not fit this student ({error})") from error
+    missing = [k for k in result.missing_keys if not k.startswith(heads)]
+    if missing or result.unexpected_keys:
+        raise WeightsMismatchError(
+            f"{path}: does not fit this student: missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+            f"unexpected {result.unexpected_keys[:5]}{'...' if len(result.unexpected_keys) > 5 else ''}"
+        )
+
+
+def create_student(name: str = DEFAULT_STUDENT, num_classes: int = 5, image_size: int = 32,
+                   pretrained_weights: str | Path | None = None, seed: int = 0, **model_kwargs: Any) -> nn.Module:
+    """A timm classifier with ``num_classes`` outputs for ``image_size`` px inputs.
+
+    ``name`` is a timm model name or a key of :data:`STUDENT_PRESETS` (default
+    ``resnet10t_half``); ``model_kwargs`` go to ``timm.create_model`` (over the preset's).
+
+    Random initialisation (seeded, without touching the global RNG) unless
+    ``pretrained_weights`` names a local state dict of the same architecture (e.g. trained on
+    the base classes); its classifier head is skipped and re-initialised. A dry forward pass at
+    ``image_size`` checks that the model accepts that size. Returned in eval mode.
+    """
+    timm_name, preset_kwargs = STUDENT_PRESETS.get(name, (name, {}))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        try:
+            model = timm.create_model(timm_name, pretrained=False, num_classes=num_classes,
+                                      **{**preset_kwargs, **model_kwargs})
+        except RuntimeError as error:
+            raise ValueError(f"timm cannot build student '{name}': {error}") from error
+    if pretrained_weights is not None:
+        load_backbone_weights(model, pretrained_weights)
+    model.eval()
+    try:
+        with torch.inference_mode():
+            out = model(torch.zeros(2, 3, image_size, image_size))
+    except RuntimeError as error:
+        raise ValueError(f"student '{name}' cannot take {image_size} px inputs: {error}") from error
+    if out.shape != (2, num_classes):
+        raise ValueError(f"student '{name}' gives outputs {tuple(out.shape)}, expected (2, {num_classes})")
+    logger.info("student: %s, %d classes, %d px, %d parameters%s", name, num_classes, image_size,
+                count_parameters(model), f", backbone from {pretrained_weights}" if pretrained_weights else "")
+    return model

