@@ -45,3 +45,11 @@ def kedro_project(tmp_path: Path) -> Path:
     (project / "src").mkdir()  # the package itself is installed (editable) in the environment
     shutil.copytree(EMBEDDED, project / "data" / "01_raw" / "openclipart")
     return project
+
+
+@pytest.fixture(scope="session")
+def tiny_generator(tmp_path_factory) -> Path:
+    """A 32 px Stable-Diffusion-architecture model with random weights, as a diffusers folder."""
+    from tint_distill.tint import TinySDConfig, build_tiny_stable_diffusion
+
+    return build_tiny_stable_diffusion(tmp_path_factory.mktemp("generator") / "model", config=TinySDConfig(resolution=32))

@@ -35,7 +35,10 @@ def leaf_paths(tree: dict, prefix: str = "") -> set[str]:
 
 
 def test_expected_pipelines_exist(registered):
-    assert {"data_episodes", "__default__"} <= set(registered)
+    assert {"generator", "data_episodes", "inversion", "synthesis", "tint", "__default__"} <= set(registered)
+    assert "build_untrained_generator" not in {n.name for n in registered["tint"].nodes}, (
+        "`tint` must not overwrite a user's generator"
+    )
 
 
 def test_every_node_is_named_explicitly(registered):
@@ -82,3 +85,12 @@ def test_environment_selects_the_data_source(env, dataset_type):
     assert type(catalog.get("raw_images")).__name__ == dataset_type
     if env:
         assert config(env)["parameters"]["data_episodes"]["class_splits"] is None
+
+
+def test_gpu_environment_reads_a_users_model_read_only():
+    generator = config("gpu")["catalog"]["generator"]
+    assert generator["read_only"] is True
+    parameters = config("gpu")["parameters"]
+    assert parameters["inversion"]["textual_inversion"]["num_steps"] == 5000
+    assert parameters["inversion"]["null_text"]["num_steps"] == 25
+    assert parameters["synthesis"]["dtype"] == "float16"

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from tint_distill.data import sources
+from tint_distill.params import ParameterError
 from tint_distill.data.episodes import (
     EpisodeConfigError,
     EpisodeSpec,
@@ -86,7 +87,7 @@ def test_split_configuration_errors(small_folder: Path):
 
 def test_spec_from_params_validates():
     assert EpisodeSpec.from_params({"n_way": 2, "split": "val"}).n_way == 2
-    with pytest.raises(EpisodeConfigError, match="unknown keys \\['n_ways'\\]"):
+    with pytest.raises(ParameterError, match="unknown keys \\['n_ways'\\]"):
         EpisodeSpec.from_params({"n_ways": 2})
     with pytest.raises(EpisodeConfigError, match="n_shot' must be a positive integer"):
         EpisodeSpec.from_params({"n_shot": 0})

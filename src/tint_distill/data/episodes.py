@@ -16,11 +16,12 @@ import numpy as np
 import pandas as pd
 
 from tint_distill.data.collection import SPLITS
+from tint_distill.params import ParameterError, settings_from_params
 
 EPISODE_COLUMNS = ["episode", "label", "class_name", "role", "position", "image_id"]
 
 
-class EpisodeConfigError(ValueError):
+class EpisodeConfigError(ParameterError):
     """The episode settings cannot be satisfied by the data."""
 
 
@@ -38,10 +39,7 @@ class EpisodeSpec:
 
     @classmethod
     def from_params(cls, params: Mapping, name: str = "data_episodes.sampling") -> EpisodeSpec:
-        unknown = sorted(set(params) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise EpisodeConfigError(f"parameters '{name}' has unknown keys {unknown}; allowed: {sorted(cls.__dataclass_fields__)}.")
-        spec = cls(**params)
+        spec = settings_from_params(cls, params, name)
         for key in ("n_way", "n_shot", "n_query", "n_episodes"):
             value = getattr(spec, key)
             if not isinstance(value, int) or value < 1:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from PIL import Image, ImageDraw, ImageOps
 
-LABEL_WIDTH = 110
+LABEL_WIDTH = 150
 PADDING = 4
 
 
@@ -35,7 +35,7 @@ def image_grid(
         draw.text((PADDING, 4), title, fill="black")
     for r, (label, images) in enumerate(rows):
         top = title_height + PADDING + r * (cell_size + PADDING)
-        draw.text((PADDING, top + cell_size // 2 - 6), label[:18], fill="black")
+        draw.text((PADDING, top + cell_size // 2 - 6), label[:24], fill="black")
         for c, image in enumerate(images):
             left = LABEL_WIDTH + c * (cell_size + PADDING) + (gap if gap_after and c >= gap_after else 0)
             fitted = ImageOps.pad(image.convert("RGB"), (cell_size, cell_size), color="white")

@@ -1,4 +1,4 @@
-"""Catalog datasets of the project (thin Kedro adapters over ``tint_distill.data``)."""
+"""Catalog datasets of the project (thin Kedro adapters over the plain-Python core)."""
 
 from tint_distill.datasets.image_collections import (
     CIFARFSDataset,
@@ -7,5 +7,19 @@ from tint_distill.datasets.image_collections import (
     MiniImageNetDataset,
 )
 from tint_distill.datasets.png_image import PNGImageDataset
+from tint_distill.datasets.resumable_partitions import ResumablePartitionedDataset
+from tint_distill.datasets.tensor_dict import TensorDictDataset
+from tint_distill.datasets.tint_artifacts import DiffusersModelDataset, ImageSetDataset, SpecialisationDataset
 
-__all__ = ["CIFARFSDataset", "CUBDataset", "ImageFolderDataset", "MiniImageNetDataset", "PNGImageDataset"]
+__all__ = [
+    "CIFARFSDataset",
+    "CUBDataset",
+    "DiffusersModelDataset",
+    "ImageFolderDataset",
+    "ImageSetDataset",
+    "MiniImageNetDataset",
+    "PNGImageDataset",
+    "ResumablePartitionedDataset",
+    "SpecialisationDataset",
+    "TensorDictDataset",
+]

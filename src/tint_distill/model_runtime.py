@@ -1,0 +1,29 @@
+"""What the pipelines that run the diffusion model share: lazy loading and partition keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tint_distill.params import resolve_device, resolve_dtype
+from tint_distill.tint import SDComponents, check_model_folder, load_stable_diffusion
+from tint_distill.work import slug
+
+
+class ModelOnDemand:
+    """Loads the diffusion model the first time some work needs it (never, if all is done)."""
+
+    def __init__(self, path: Path, device: str = "auto", dtype: str = "float32"):
+        self.path = check_model_folder(path)  # fail before any work is planned, not at the first class
+        self.device, self.dtype = device, dtype
+        self._components: SDComponents | None = None
+
+    def get(self) -> SDComponents:
+        if self._components is None:
+            device = resolve_device(self.device)
+            self._components = load_stable_diffusion(self.path, device=device, dtype=resolve_dtype(self.dtype, device))
+        return self._components
+
+
+def partition_key(episode: int, class_name: str) -> str:
+    """``episode_0003/fish``: where one class of one episode lives in partitioned outputs."""
+    return f"episode_{int(episode):04d}/{slug(class_name)}"

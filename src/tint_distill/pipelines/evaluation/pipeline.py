@@ -1,0 +1,38 @@
+"""``evaluation``: accuracy per method with CIs, paired comparisons, planner, speed, plots."""
+
+from kedro.pipeline import Node, Pipeline
+
+from tint_distill.pipelines.evaluation import nodes
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline(
+        [
+            Node(
+                nodes.collect_episode_accuracies,
+                inputs=["student_results", "teacher_outputs"],
+                outputs="episode_accuracies",
+                name="collect_episode_accuracies",
+            ),
+            Node(
+                nodes.measure_speed,
+                inputs=["params:teacher", "params:student", "params:distillation", "params:data_episodes.sampling.n_way", "params:speed"],
+                outputs="speed_report",
+                name="measure_speed",
+            ),
+            Node(
+                nodes.summarise,
+                inputs=["episode_accuracies", "speed_report", "params:evaluation.comparisons", "params:evaluation.planner"],
+                outputs="evaluation_summary",
+                name="summarise_evaluation",
+            ),
+            Node(nodes.plot_accuracy, inputs="evaluation_summary", outputs="accuracy_plot", name="plot_accuracy"),
+            Node(nodes.plot_speed_accuracy, inputs="evaluation_summary", outputs="speed_accuracy_plot", name="plot_speed_accuracy"),
+            Node(
+                nodes.mlflow_metrics,
+                inputs=["evaluation_summary", "student_results"],
+                outputs="evaluation_metrics",
+                name="log_evaluation_metrics",
+            ),
+        ]
+    )

@@ -1,0 +1,113 @@
+"""Nodes of the ``synthesis`` pipeline: TINT images per (episode, class) and preview grids."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import pandas as pd
+from PIL import Image
+
+from tint_distill.data.collection import ImageCollection
+from tint_distill.data.episodes import episode_images
+from tint_distill.data.grids import image_grid
+from tint_distill.model_runtime import ModelOnDemand, partition_key
+from tint_distill.params import settings_from_params
+from tint_distill.tint import apply_specialisation, sample_class, textual_inversion_sample
+from tint_distill.work import Deferred, fingerprint, folder_fingerprint
+
+logger = logging.getLogger(__name__)
+
+
+SAMPLERS = ("tint", "textual_inversion")
+
+
+@dataclass(frozen=True)
+class SynthesisSettings:
+    samplers: tuple[str, ...] = SAMPLERS  # tint; textual_inversion = the TI-only baseline
+    images_per_class: int = 20
+    alpha: float = 1.0            # 1: pure noise (diversity); 0: reproduce the support
+    alpha_mode: str = "fixed"     # fixed | random (alpha ~ U[0, 1] per image)
+    batch_size: int = 16
+    seed: int = 0
+    output_size: int | None = 64  # side of the saved images; null: the model's resolution
+    device: str = "auto"
+    dtype: str = "float16"        # used on a GPU; the CPU always samples in float32
+
+    def __post_init__(self) -> None:
+        if self.images_per_class < 1 or self.batch_size < 1:
+            raise ValueError("images_per_class and batch_size must be >= 1")
+        unknown = sorted(set(self.samplers) - set(SAMPLERS))
+        if unknown or not self.samplers:
+            raise ValueError(f"samplers must be a non-empty subset of {list(SAMPLERS)}, got {list(self.samplers)}")
+
+
+def _generate(
+    model: ModelOnDemand, load_specialisation, settings: SynthesisSettings, sampler: str, key: str
+) -> list[Image.Image]:
+    components = model.get()
+    spec = load_specialisation()
+    apply_specialisation(components, spec)
+    logger.info("Generating %d %s images for %s", settings.images_per_class, sampler, key)
+    common = dict(
+        n_images=settings.images_per_class,
+        seed=settings.seed,
+        batch_size=settings.batch_size,
+        output_size=settings.output_size,
+        progress=True,
+    )
+    if sampler == "tint":
+        return sample_class(components, spec, alpha=settings.alpha, alpha_mode=settings.alpha_mode, **common)
+    return textual_inversion_sample(  # the baseline: pure noise, TI prompt, plain "" null embedding
+        components,
+        spec.prompt,
+        guidance_scale=float(spec.settings.get("guidance_scale", 7.5)),
+        num_steps=spec.num_steps,
+        timestep_spacing=str(spec.settings.get("timestep_spacing", "trailing")),
+        **common,
+    )
+
+
+def generate_synthetic_images(generator: Path, class_specialisations: dict, synthesis: dict) -> dict[str, Deferred]:
+    """M images per specialised class and sampler (keys ``<sampler>/episode_XXXX/<class>``),
+    computed and saved one class at a time; those whose inputs did not change are kept."""
+    settings = settings_from_params(SynthesisSettings, synthesis, "synthesis")
+    model = ModelOnDemand(generator, settings.device, settings.dtype)
+    model_key = folder_fingerprint(generator)
+    sampler_settings = {k: v for k, v in dataclasses.asdict(settings).items() if k != "samplers"}
+    work = {}
+    for sampler in settings.samplers:
+        for key, specialisation in sorted(class_specialisations.items()):
+            upstream = getattr(specialisation, "fingerprint", None)  # chains on the inversion's fingerprint
+            work[f"{sampler}/{key}"] = Deferred(
+                fingerprint(model_key, upstream, sampler, sampler_settings),
+                partial(_generate, model, specialisation, settings, sampler, key),
+            )
+    return work
+
+
+def draw_synthesis_previews(
+    images: ImageCollection, episodes: pd.DataFrame, synthetic_images: dict, n_episodes: int, n_images: int, cell_size: int
+) -> tuple[dict[str, Image.Image], Image.Image]:
+    """Per episode and class: its supports, then images of each sampler (a row per sampler).
+    Also returns the first episode's grid alone (previewed in Kedro-Viz)."""
+    samplers = [s for s in SAMPLERS if any(k.startswith(f"{s}/") for k in synthetic_images)]
+    grids = {}
+    for episode in sorted(episodes["episode"].unique())[:n_episodes]:
+        rows, n_supports = [], 0
+        for (label, name), support_ids in episode_images(episodes, episode, "support").items():
+            n_supports = len(support_ids)
+            supports = [images.load(i) for i in support_ids]
+            for sampler in samplers:
+                key = f"{sampler}/{partition_key(episode, name)}"
+                if key in synthetic_images:
+                    rows.append((f"{label}: {name} ({sampler.replace('textual_inversion', 'TI')})", supports + synthetic_images[key]()[:n_images]))
+        if rows:
+            title = f"episode {episode}: supports | synthetic samples ({', '.join(samplers)})"
+            grids[f"episode_{episode:04d}"] = image_grid(rows, cell_size=cell_size, title=title, gap_after=n_supports)
+    if not grids:
+        raise ValueError("no synthetic images match the episodes: run the synthesis pipeline for these episodes.")
+    return grids, grids[min(grids)]

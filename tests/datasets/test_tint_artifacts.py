@@ -1,0 +1,48 @@
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from kedro.io import DatasetError
+
+from tint_distill.datasets import DiffusersModelDataset, ImageSetDataset
+from tint_distill.pipelines.generator.nodes import build_untrained_generator
+
+
+def test_generator_node_output_round_trips_through_the_catalog(tmp_path: Path):
+    dataset = DiffusersModelDataset(path=str(tmp_path / "generator"))
+    assert not dataset.exists()
+    dataset.save(build_untrained_generator({"resolution": 32}, seed=3))
+    assert dataset.exists() and dataset.load() == tmp_path / "generator"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no staging folder is left behind"
+
+
+def test_read_only_model_folder_is_never_overwritten(tiny_generator: Path, tmp_path: Path):
+    user_model = tmp_path / "sd15"
+    shutil.copytree(tiny_generator, user_model)
+    dataset = DiffusersModelDataset(path=str(user_model), read_only=True)
+    assert dataset.load() == user_model
+    with pytest.raises(DatasetError, match="read-only model folder"):
+        dataset.save(user_model)
+
+
+def test_incomplete_and_hub_id_model_folders(tiny_generator: Path, tmp_path: Path):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_generator, broken)
+    shutil.rmtree(broken / "vae")
+    with pytest.raises(DatasetError, match="incomplete: missing vae/"):
+        DiffusersModelDataset(path=str(broken)).load()
+    with pytest.raises(DatasetError, match="looks like a Hugging Face Hub id, but downloads are impossible"):
+        DiffusersModelDataset(path="runwayml/stable-diffusion-v1-5").load()
+
+
+def test_image_set_round_trip(embedded_root: Path, tmp_path: Path):
+    from PIL import Image
+
+    images = [Image.open(p).convert("RGB") for p in sorted((embedded_root / "fish").glob("*.png"))[:3]]
+    dataset = ImageSetDataset(filepath=str(tmp_path / "set"))
+    dataset.save(images)
+    dataset.save(images[:2])  # a new save replaces the folder
+    loaded = dataset.load()
+    assert len(loaded) == 2 and [im.size for im in loaded] == [im.size for im in images[:2]]
+    assert np.array_equal(np.asarray(loaded[0]), np.asarray(images[0]))

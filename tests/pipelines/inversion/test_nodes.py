@@ -1,0 +1,47 @@
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tint_distill.data import sources
+from tint_distill.pipelines.inversion.nodes import ClassSpecialisationError, specialise_classes
+from tint_distill.tint import ModelFolderError
+
+
+def episode_table(folder: Path) -> pd.DataFrame:
+    rows = []
+    for label, name in enumerate(["fish", "clock"]):
+        ids = sorted(p.relative_to(folder).as_posix() for p in (folder / name).glob("*.png"))
+        rows += [(0, label, name, "support", i, image_id) for i, image_id in enumerate(ids[:2])]
+    return pd.DataFrame(rows, columns=["episode", "label", "class_name", "role", "position", "image_id"])
+
+
+PARAMS = {"device": "cpu", "textual_inversion": {"num_steps": 3}, "null_text": {"num_steps": 3, "inner_steps": 2}}
+
+
+def test_specialisation_per_class_is_deferred_and_fingerprinted(tiny_generator: Path, small_folder: Path, tmp_path: Path):
+    work = specialise_classes(tiny_generator, sources.image_folder(small_folder), episode_table(small_folder), PARAMS)
+    assert sorted(work) == ["episode_0000/clock", "episode_0000/fish"]
+    again = specialise_classes(tiny_generator, sources.image_folder(small_folder), episode_table(small_folder), PARAMS)
+    assert {k: w.fingerprint for k, w in work.items()} == {k: w.fingerprint for k, w in again.items()}
+    changed = specialise_classes(
+        tiny_generator, sources.image_folder(small_folder), episode_table(small_folder),
+        {**PARAMS, "textual_inversion": {"num_steps": 4}},
+    )
+    assert all(changed[k].fingerprint != work[k].fingerprint for k in work)
+
+    spec = work["episode_0000/fish"]()
+    assert spec.token == "<fish>" and spec.settings["class_name"] == "fish" and spec.settings["episode"] == 0
+    assert spec.inverted_latents.shape[0] == 2 and spec.null_embeddings.shape[:2] == (2, 3)
+
+
+def test_non_finite_loss_names_episode_class_and_step(tiny_generator: Path, small_folder: Path):
+    params = {**PARAMS, "textual_inversion": {"num_steps": 5, "learning_rate": 1e30}}
+    work = specialise_classes(tiny_generator, sources.image_folder(small_folder), episode_table(small_folder), params)
+    with pytest.raises(ClassSpecialisationError, match=r"episode 0, class 'fish': textual inversion: non-finite loss .* at step \d"):
+        work["episode_0000/fish"]()
+
+
+def test_missing_generator_folder_is_a_clear_error(small_folder: Path, tmp_path: Path):
+    with pytest.raises(ModelFolderError, match="does not exist"):
+        specialise_classes(tmp_path / "no-model", sources.image_folder(small_folder), episode_table(small_folder), PARAMS)

@@ -1,0 +1,99 @@
+"""The whole `kedro run` on the test environment: interrupted and resumed TINT stages, then
+distillation and evaluation producing the summary with every method."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import nbformat
+from nbclient import NotebookClient
+import pandas as pd
+import pytest
+
+from tests.conftest import PROJECT_ROOT
+from tests.test_kedro_project import kedro
+
+
+def markers(folder: Path) -> list[Path]:
+    return sorted(folder.rglob("*.done")) if folder.exists() else []
+
+
+@pytest.mark.slow
+def test_pipelines_resume_after_kill_and_produce_the_evaluation(kedro_project: Path):
+    kedro(kedro_project, "run", "--env", "test", "--pipelines", "generator,data_episodes")
+    episodes = pd.read_csv(kedro_project / "data" / "03_primary" / "episodes.csv")
+    n_classes = len(episodes[["episode", "label"]].drop_duplicates())
+
+    specialisations = kedro_project / "data" / "06_models" / "class_specialisations"
+    env = {**os.environ, "COLUMNS": "400"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kedro", "run", "--env", "test", "--pipeline", "inversion"],
+        cwd=kedro_project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    deadline = time.time() + 300
+    while len(markers(specialisations)) < 2 and process.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    finished = len(markers(specialisations))
+    assert 2 <= finished < n_classes, f"the kill should land mid-run ({finished} of {n_classes} done)"
+
+    resumed = kedro(kedro_project, "run", "--env", "test", "--pipelines", "inversion,synthesis")
+    log = resumed.stdout + resumed.stderr
+    recomputed = sum("class_specialisations: saved partition" in line for line in log.splitlines())
+    assert recomputed == n_classes - finished, "only unfinished classes are recomputed"
+    assert len(markers(specialisations)) == n_classes
+    assert len(list(specialisations.rglob("*.safetensors"))) == len(list(specialisations.rglob("*.json"))) == n_classes
+
+    synthetic = kedro_project / "data" / "05_model_input" / "synthetic_images"
+    for sampler in ("tint", "textual_inversion"):
+        folders = [p.parent / p.name[: -len(".done")] for p in markers(synthetic / sampler)]
+        counts = [len(list(folder.glob("*.png"))) for folder in folders]
+        assert counts == [4] * n_classes, f"images_per_class {sampler} images for every (episode, class)"
+    assert (kedro_project / "data" / "08_reporting" / "synthesis_preview.png").is_file()
+
+    again = kedro(kedro_project, "run", "--env", "test", "--pipeline", "tint")
+    output = again.stdout + again.stderr
+    assert "saved partition" not in output, "nothing changed, so nothing is recomputed"
+    assert output.count("already done and reused") == 2
+
+    mlflow.set_tracking_uri(f"sqlite:///{kedro_project / 'mlflow.db'}")
+    last = mlflow.search_runs(experiment_names=["tint_distill"], order_by=["start_time DESC"]).iloc[0]
+    paths = {a.path for a in mlflow.MlflowClient().list_artifacts(last["run_id"])}
+    assert {"synthesis_previews", "synthesis_preview"} <= paths
+    assert last["params.inversion.null_text.guidance_scale"] == "7.5"
+
+    kedro(kedro_project, "run", "--env", "test", "--pipelines", "distillation,evaluation")
+    reporting = kedro_project / "data" / "08_reporting"
+    summary = json.loads((reporting / "evaluation_summary.json").read_text())
+    assert set(summary["methods"]) == {"supports_only", "textual_inversion", "tint", "real_unlabeled", "teacher"}
+    for stats in summary["methods"].values():
+        assert 0 <= stats["accuracy"] <= 1 and stats["ci95"] >= 0
+        assert stats["n_episodes"] == 3 and stats["n_queries_per_class"] == 4
+    low, high = summary["comparisons"]["tint_vs_supports_only"]["ci95"]
+    assert low <= summary["comparisons"]["tint_vs_supports_only"]["mean_diff"] <= high
+    assert {"tint", "supports_only", "teacher"} <= set(summary["planner"])
+    assert summary["speed"]["student"]["parameters"] < summary["speed"]["teacher"]["parameters"]
+    per_episode = pd.read_csv(reporting / "episode_accuracies.csv")
+    assert len(per_episode) == 5 * 3
+    assert (reporting / "accuracy_per_method.png").is_file() and (reporting / "accuracy_vs_speed.png").is_file()
+
+    run = mlflow.search_runs(experiment_names=["tint_distill"], order_by=["start_time DESC"]).iloc[0]
+    assert 0 <= run["metrics.accuracy.tint"] <= 1
+    history = mlflow.MlflowClient().get_metric_history(run["run_id"], "loss.tint.episode_0000")
+    assert [m.step for m in history] == [1, 2], "one loss value per epoch"
+
+    notebook = nbformat.read(PROJECT_ROOT / "notebooks" / "explore_run.ipynb", as_version=4)
+    (kedro_project / "notebooks").mkdir()
+    NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(kedro_project / "notebooks")}}).execute()
+    tables = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs if "text/html" in o.get("data", {})]
+    images = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs if "image/png" in o.get("data", {})]
+    assert len(images) >= 2, "the notebook shows the support grid and the synthetic images"
+    assert any("tint" in t["data"]["text/html"] and "ci95" in t["data"]["text/html"] for t in tables)
