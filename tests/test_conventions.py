@@ -35,10 +35,12 @@ def leaf_paths(tree: dict, prefix: str = "") -> set[str]:
 
 
 def test_expected_pipelines_exist(registered):
-    assert {"generator", "data_episodes", "inversion", "synthesis", "tint", "__default__"} <= set(registered)
-    assert "build_untrained_generator" not in {n.name for n in registered["tint"].nodes}, (
-        "`tint` must not overwrite a user's generator"
-    )
+    expected = {"generator", "data_episodes", "inversion", "synthesis", "distillation", "evaluation", "tint", "experiment"}
+    assert expected | {"__default__"} <= set(registered)
+    for name in ("tint", "experiment"):
+        assert "build_untrained_generator" not in {n.name for n in registered[name].nodes}, (
+            f"`{name}` runs with a user's generator and must not overwrite it"
+        )
 
 
 def test_every_node_is_named_explicitly(registered):

@@ -35,7 +35,7 @@ class DiffusersModelDataset(AbstractDataset[Any, Path]):
         if self._read_only:
             raise DatasetError(
                 f"{self._path} is a read-only model folder in this environment; run the pipelines that "
-                "use it (e.g. --pipeline tint) rather than the ones that would overwrite it."
+                "use it (--pipeline experiment or tint) rather than the generator pipeline that would overwrite it."
             )
         self._path.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{self._path.name}-", dir=self._path.parent))
