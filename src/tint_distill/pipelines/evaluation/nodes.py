@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import logging
 
-import matplotlib
+import pandas as pd
+import torch
+from matplotlib.figure import Figure  # no pyplot: no global backend or figure registry to touch
 
-matplotlib.use("Agg")  # headless: figures go to files and MLflow
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-
-from tint_distill.distill.distillation import DistillationConfig, count_parameters, measure_throughput  # noqa: E402
-from tint_distill.distill.statistics import mean_ci95, paired_difference, variance_decomposition  # noqa: E402
-from tint_distill.distill.student import create_student  # noqa: E402
-from tint_distill.params import settings_from_params  # noqa: E402
-from tint_distill.pipelines.distillation.nodes import (  # noqa: E402
+from tint_distill.distill.distillation import DistillationConfig, count_parameters, measure_throughput
+from tint_distill.distill.statistics import mean_ci95, paired_difference, variance_decomposition
+from tint_distill.distill.student import create_student
+from tint_distill.params import settings_from_params
+from tint_distill.pipelines.distillation.nodes import (
     StudentSettings,
     TeacherOnDemand,
     TeacherSettings,
@@ -106,12 +103,13 @@ def summarise(episode_accuracies: pd.DataFrame, speed: dict, comparisons: list[l
     return {"methods": methods, "comparisons": paired, "planner": planned, "speed": speed}
 
 
-def plot_accuracy(summary: dict) -> plt.Figure:
+def plot_accuracy(summary: dict) -> Figure:
     """Accuracy per method with its 95% confidence interval."""
     names = list(summary["methods"])
     means = [summary["methods"][m]["accuracy"] for m in names]
     errors = [summary["methods"][m]["ci95"] for m in names]
-    figure, axis = plt.subplots(figsize=(7, 3.5), layout="constrained")
+    figure = Figure(figsize=(7, 3.5), layout="constrained")
+    axis = figure.subplots()
     axis.errorbar(range(len(names)), means, yerr=errors, fmt="o", capsize=5)
     axis.set_xticks(range(len(names)), names, rotation=20)
     if names:
@@ -124,10 +122,11 @@ def plot_accuracy(summary: dict) -> plt.Figure:
     return figure
 
 
-def plot_speed_accuracy(summary: dict) -> plt.Figure:
+def plot_speed_accuracy(summary: dict) -> Figure:
     """Teacher and students: accuracy against CPU throughput (images/s, log scale)."""
     speed = summary["speed"]
-    figure, axis = plt.subplots(figsize=(6, 4), layout="constrained")
+    figure = Figure(figsize=(6, 4), layout="constrained")
+    axis = figure.subplots()
     for position, (method, stats) in enumerate(summary["methods"].items()):
         role = "teacher" if method == "teacher" else "student"
         x = speed[role]["images_per_s"] * (1 + 0.04 * position)  # students share one speed: spread them
