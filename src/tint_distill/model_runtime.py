@@ -1,4 +1,4 @@
-"""What the pipelines that run the diffusion model share: lazy loading and partition keys."""
+"""What the pipelines that run the diffusion model share: lazy loading."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ from pathlib import Path
 
 from tint_distill.params import resolve_device, resolve_dtype
 from tint_distill.tint import SDComponents, check_model_folder, load_stable_diffusion
-from tint_distill.work import slug
 
 
 class ModelOnDemand:
@@ -22,8 +21,3 @@ class ModelOnDemand:
             device = resolve_device(self.device)
             self._components = load_stable_diffusion(self.path, device=device, dtype=resolve_dtype(self.dtype, device))
         return self._components
-
-
-def partition_key(episode: int, class_name: str) -> str:
-    """``episode_0003/fish``: where one class of one episode lives in partitioned outputs."""
-    return f"episode_{int(episode):04d}/{slug(class_name)}"

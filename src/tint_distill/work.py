@@ -53,6 +53,16 @@ def folder_fingerprint(path: str | Path, sample_bytes: int = 1 << 20) -> str:
     return digest.hexdigest()[:16]
 
 
+def episode_key(episode: int) -> str:
+    """``episode_0003``: how every partitioned output names an episode."""
+    return f"episode_{int(episode):04d}"
+
+
+def partition_key(episode: int, class_name: str) -> str:
+    """``episode_0003/fish``: where one class of one episode lives in partitioned outputs."""
+    return f"{episode_key(episode)}/{slug(class_name)}"
+
+
 def slug(name: str) -> str:
     """A file-name-safe form of a class name (``001.Black_footed_Albatross`` -> ``001_Black_footed_Albatross``)."""
     return re.sub(r"[^A-Za-z0-9_-]+", "_", str(name)).strip("_") or "class"

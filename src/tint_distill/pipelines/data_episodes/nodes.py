@@ -10,6 +10,7 @@ from PIL import Image
 from tint_distill.data.collection import ImageCollection
 from tint_distill.data.episodes import EpisodeSpec, assign_class_splits, episode_images, sample_episodes
 from tint_distill.data.grids import image_grid
+from tint_distill.work import episode_key
 
 logger = logging.getLogger(__name__)
 
@@ -65,5 +66,5 @@ def draw_support_grids(images: ImageCollection, episodes: pd.DataFrame, n_episod
             (f"{label}: {name}", [images.load(i) for i in ids])
             for (label, name), ids in episode_images(episodes, episode, "support").items()
         ]
-        grids[f"episode_{episode:04d}"] = image_grid(rows, cell_size=cell_size, title=f"episode {episode}: supports")
+        grids[episode_key(episode)] = image_grid(rows, cell_size=cell_size, title=f"episode {episode}: supports")
     return grids

@@ -33,9 +33,8 @@ from tint_distill.distill.teacher import (
     load_timm_backbone,
     teacher_logits,
 )
-from tint_distill.model_runtime import partition_key
 from tint_distill.params import ParameterError, settings_from_params
-from tint_distill.work import Deferred, fingerprint
+from tint_distill.work import Deferred, episode_key, fingerprint, partition_key
 
 logger = logging.getLogger(__name__)
 
@@ -163,7 +162,7 @@ def _episode_inputs_key(episodes: pd.DataFrame, episode: int, synthetic_images: 
     upstream = sorted(
         (k, getattr(v, "fingerprint", None))
         for k, v in synthetic_images.items()
-        if k.split("/", 1)[0] in methods and f"/episode_{episode:04d}/" in k
+        if k.split("/", 1)[0] in methods and f"/{episode_key(episode)}/" in k
     )
     return fingerprint(rows.to_dict("list"), upstream, dataclasses.asdict(real) if "real_unlabeled" in methods else None)
 
@@ -203,7 +202,7 @@ def label_with_teacher(
     for episode in sorted(int(e) for e in episodes["episode"].unique()):
         data = partial(_episode_data, images, episodes, image_index, synthetic_images, episode, methods, real)
         key = fingerprint(dataclasses.asdict(settings), _episode_inputs_key(episodes, episode, synthetic_images, methods, real))
-        work[f"episode_{episode:04d}"] = Deferred(key, partial(_teacher_outputs, model, settings, data))
+        work[episode_key(episode)] = Deferred(key, partial(_teacher_outputs, model, settings, data))
     return work
 
 
@@ -257,7 +256,7 @@ def train_students(
     real = settings_from_params(RealUnlabeledSettings, real_unlabeled, "real_unlabeled")
     work = {}
     for episode in sorted(int(e) for e in episodes["episode"].unique()):
-        key = f"episode_{episode:04d}"
+        key = episode_key(episode)
         if key not in teacher_outputs:
             raise KeyError(f"no teacher outputs for {key}: run the distillation pipeline's label_with_teacher node.")
         for method in methods:

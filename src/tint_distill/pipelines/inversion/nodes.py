@@ -12,7 +12,7 @@ import pandas as pd
 
 from tint_distill.data.collection import ImageCollection
 from tint_distill.data.episodes import episode_images
-from tint_distill.model_runtime import ModelOnDemand, partition_key
+from tint_distill.model_runtime import ModelOnDemand
 from tint_distill.params import settings_from_params
 from tint_distill.tint import (
     ClassSpecialisation,
@@ -22,7 +22,7 @@ from tint_distill.tint import (
     specialise_class,
 )
 from tint_distill.tint.imaging import to_model_tensor
-from tint_distill.work import Deferred, fingerprint, folder_fingerprint, slug
+from tint_distill.work import Deferred, fingerprint, folder_fingerprint, partition_key, slug
 
 logger = logging.getLogger(__name__)
 

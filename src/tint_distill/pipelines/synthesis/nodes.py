@@ -14,10 +14,10 @@ from PIL import Image
 from tint_distill.data.collection import ImageCollection
 from tint_distill.data.episodes import episode_images
 from tint_distill.data.grids import image_grid
-from tint_distill.model_runtime import ModelOnDemand, partition_key
+from tint_distill.model_runtime import ModelOnDemand
 from tint_distill.params import settings_from_params
 from tint_distill.tint import apply_specialisation, sample_class, textual_inversion_sample
-from tint_distill.work import Deferred, fingerprint, folder_fingerprint
+from tint_distill.work import Deferred, episode_key, fingerprint, folder_fingerprint, partition_key
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def draw_synthesis_previews(
                     rows.append((f"{label}: {name} ({sampler.replace('textual_inversion', 'TI')})", supports + synthetic_images[key]()[:n_images]))
         if rows:
             title = f"episode {episode}: supports | synthetic samples ({', '.join(samplers)})"
-            grids[f"episode_{episode:04d}"] = image_grid(rows, cell_size=cell_size, title=title, gap_after=n_supports)
+            grids[episode_key(episode)] = image_grid(rows, cell_size=cell_size, title=title, gap_after=n_supports)
     if not grids:
         raise ValueError("no synthetic images match the episodes: run the synthesis pipeline for these episodes.")
     return grids, grids[min(grids)]
