@@ -42,8 +42,23 @@ def test_build_is_seeded(tmp_path, shared_components):
 def test_config_accepts_lists():
     config = TinySDConfig(unet_block_out_channels=[32, 64], vae_block_out_channels=[8, 16, 16, 16])
     assert config.unet_block_out_channels == (32, 64)
-    with pytest.raises(ValueError, match="multiple of 8"):
+    with pytest.raises(ValueError, match="multiple of the VAE scale factor 8"):
         TinySDConfig(resolution=60)
+
+
+def test_vae_levels_set_the_scale_factor_and_the_latent_size(tmp_path):
+    from tint_distill.tint import build_tiny_stable_diffusion
+
+    config = TinySDConfig(resolution=32, vae_block_out_channels=[16, 32, 32])
+    assert config.vae_scale_factor == 4
+    components = load_stable_diffusion(build_tiny_stable_diffusion(tmp_path / "m", config=config))
+    assert components.vae_scale_factor == 4 and components.resolution == 32
+    assert components.latent_shape == (4, 8, 8)
+    with torch.no_grad():
+        latents = components.vae.encode(torch.zeros(1, 3, 32, 32)).latent_dist.mean
+    assert tuple(latents.shape[1:]) == components.latent_shape
+    with pytest.raises(ValueError, match="2 to 4 levels"):
+        TinySDConfig(vae_block_out_channels=[16])
 
 
 def test_missing_folder(tmp_path):

@@ -40,7 +40,11 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 @dataclass(frozen=True)
 class TinySDConfig:
-    """Architecture sizes of a small SD-1.x-shaped model (latents are resolution / 8)."""
+    """Architecture sizes of a small SD-1.x-shaped model.
+
+    The VAE has one level per entry of ``vae_block_out_channels``; its scale factor is
+    ``2 ** (levels - 1)`` (SD 1.x: 4 levels, factor 8), so latents are ``resolution / factor``.
+    """
 
     resolution: int = 64
     unet_block_out_channels: tuple[int, ...] = (32, 64)
@@ -48,7 +52,7 @@ class TinySDConfig:
     unet_attention_head_dim: int = 8
     unet_norm_num_groups: int = 32
     cross_attention_dim: int = 32
-    vae_block_out_channels: tuple[int, int, int, int] = (16, 32, 32, 32)
+    vae_block_out_channels: tuple[int, ...] = (16, 32, 32, 32)
     vae_layers_per_block: int = 1
     vae_norm_num_groups: int = 8
     latent_channels: int = 4
@@ -58,6 +62,10 @@ class TinySDConfig:
     text_intermediate_size: int = 64
     unet_last_level_attention: bool = True  # False: SD 1.x layout (no attention at the deepest level)
     scaling_factor: float | None = None  # None: calibrated so that latents have unit std
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae_block_out_channels) - 1)
 
     @classmethod
     def sd15(cls) -> "TinySDConfig":
@@ -71,10 +79,11 @@ class TinySDConfig:
     def __post_init__(self) -> None:
         for name in ("unet_block_out_channels", "vae_block_out_channels"):  # YAML gives lists
             object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
-        if self.resolution % 8:
-            raise ValueError(f"resolution must be a multiple of 8, got {self.resolution}")
-        if len(self.vae_block_out_channels) != 4:
-            raise ValueError("the VAE needs 4 blocks (scale factor 8, as in SD 1.x)")
+        if not 2 <= len(self.vae_block_out_channels) <= 4:
+            raise ValueError("the VAE needs 2 to 4 levels (scale factor 2 to 8; SD 1.x has 4, factor 8)")
+        if self.resolution % self.vae_scale_factor:
+            raise ValueError(f"resolution must be a multiple of the VAE scale factor {self.vae_scale_factor}, "
+                             f"got {self.resolution}")
         if self.cross_attention_dim != self.text_hidden_size:
             raise ValueError("cross_attention_dim must equal text_hidden_size")
 
@@ -153,7 +162,7 @@ def build_sd_modules(config: TinySDConfig, seed: int = 0) -> dict[str, Any]:
     if not cfg.unet_last_level_attention:
         down[-1], up[0] = "DownBlock2D", "UpBlock2D"
     unet = UNet2DConditionModel(
-        sample_size=cfg.resolution // 8,
+        sample_size=cfg.resolution // cfg.vae_scale_factor,
         in_channels=cfg.latent_channels,
         out_channels=cfg.latent_channels,
         block_out_channels=cfg.unet_block_out_channels,
@@ -167,8 +176,8 @@ def build_sd_modules(config: TinySDConfig, seed: int = 0) -> dict[str, Any]:
     vae = AutoencoderKL(
         in_channels=3,
         out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
+        down_block_types=("DownEncoderBlock2D",) * len(cfg.vae_block_out_channels),
+        up_block_types=("UpDecoderBlock2D",) * len(cfg.vae_block_out_channels),
         block_out_channels=cfg.vae_block_out_channels,
         layers_per_block=cfg.vae_layers_per_block,
         latent_channels=cfg.latent_channels,
@@ -200,9 +209,9 @@ def build_tiny_stable_diffusion(directory: str | Path, *, resolution: int = 64, 
     """Build a small random-weight SD-1.x-architecture model and save it as a diffusers folder.
 
     Uses the real CLIP tokenizer (49408 tokens), a CLIP text encoder, a cross-attention UNet,
-    a scale-factor-8 VAE and the SD 1.x DDIM scheduler ("trailing" spacing). ``config``
-    sets the sizes (its ``resolution`` wins over the ``resolution`` argument). Returns
-    ``directory``.
+    a VAE (scale factor 8 with the default 4 levels) and the SD 1.x DDIM scheduler ("trailing"
+    spacing). ``config`` sets the sizes (its ``resolution`` wins over the ``resolution``
+    argument). Returns ``directory``.
     """
     from diffusers import StableDiffusionPipeline
     from transformers import CLIPTokenizer
