@@ -19,10 +19,15 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Deferred:
-    """``compute()`` produces the value; ``fingerprint`` identifies everything it depends on."""
+    """``compute()`` produces the value; ``fingerprint`` identifies everything it depends on.
+
+    ``force``: compute even when a saved value has the same fingerprint (an explicit request
+    to redo the work; the fingerprint saved afterwards is still ``fingerprint``).
+    """
 
     fingerprint: str
     compute: Callable[[], Any]
+    force: bool = False
 
     def __call__(self) -> Any:
         return self.compute()

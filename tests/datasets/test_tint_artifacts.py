@@ -1,3 +1,4 @@
+import json
 import shutil
 from pathlib import Path
 
@@ -6,15 +7,43 @@ import pytest
 from kedro.io import DatasetError
 
 from tint_distill.datasets import DiffusersModelDataset, ImageSetDataset
-from tint_distill.pipelines.generator.nodes import build_untrained_generator
+from tint_distill.work import Deferred
 
 
-def test_generator_node_output_round_trips_through_the_catalog(tmp_path: Path):
+def _pipeline(folder: Path):
+    from diffusers import StableDiffusionPipeline
+
+    return StableDiffusionPipeline.from_pretrained(folder, local_files_only=True)
+
+
+def test_generator_node_output_round_trips_through_the_catalog(tiny_generator: Path, tmp_path: Path):
     dataset = DiffusersModelDataset(path=str(tmp_path / "generator"))
     assert not dataset.exists()
-    dataset.save(build_untrained_generator({"resolution": 32}, seed=3))
+    dataset.save(_pipeline(tiny_generator))
     assert dataset.exists() and dataset.load() == tmp_path / "generator"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no staging folder is left behind"
+
+
+def test_trained_model_is_cached_by_fingerprint(tiny_generator: Path, tmp_path: Path):
+    dataset = DiffusersModelDataset(path=str(tmp_path / "generator"))
+    calls = []
+
+    def train(tag: str):
+        calls.append(tag)
+        return _pipeline(tiny_generator), {"fingerprint": tag.split("-")[0], "note": tag}
+
+    dataset.save(Deferred("aaa", lambda: train("aaa")))
+    assert calls == ["aaa"] and dataset.stored_fingerprint() == "aaa"
+    record = json.loads((tmp_path / "generator" / "training_record.json").read_text())
+    assert record == {"fingerprint": "aaa", "note": "aaa"}
+
+    dataset.save(Deferred("aaa", lambda: train("aaa-again")))
+    assert calls == ["aaa"], "same fingerprint: not trained again"
+    dataset.save(Deferred("aaa", lambda: train("aaa-forced"), force=True))
+    assert calls == ["aaa", "aaa-forced"], "retrain asked for"
+    dataset.save(Deferred("bbb", lambda: train("bbb")))
+    assert calls[-1] == "bbb" and dataset.stored_fingerprint() == "bbb", "changed data or settings: trained again"
+    assert dataset.load() == tmp_path / "generator"
 
 
 def test_read_only_model_folder_is_never_overwritten(tiny_generator: Path, tmp_path: Path):

@@ -3,6 +3,8 @@ folders of generated images."""
 
 from __future__ import annotations
 
+import json
+import logging
 import shutil
 import tempfile
 from pathlib import Path
@@ -12,6 +14,19 @@ from kedro.io import AbstractDataset, DatasetError
 from PIL import Image
 
 from tint_distill.tint import ClassSpecialisation, check_model_folder, load_specialisation, save_specialisation
+from tint_distill.work import Deferred
+
+logger = logging.getLogger(__name__)
+
+TRAINING_RECORD = "training_record.json"
+
+
+def _compact_tokenizer_file(folder: Path) -> None:
+    """Rewrite ``tokenizer/tokenizer.json`` without indentation: the same content in half the bytes."""
+    file = folder / "tokenizer" / "tokenizer.json"
+    if file.is_file():
+        file.write_text(json.dumps(json.loads(file.read_text(encoding="utf-8")), ensure_ascii=False,
+                                   separators=(",", ":")), encoding="utf-8")
 
 
 class DiffusersModelDataset(AbstractDataset[Any, Path]):
@@ -19,8 +34,14 @@ class DiffusersModelDataset(AbstractDataset[Any, Path]):
 
     ``load()`` checks the folder and returns its path (nodes load the weights on the device
     and precision their parameters ask for). ``save()`` takes a diffusers pipeline
-    (``save_pretrained``) or the path of a folder to copy in, and replaces the folder
-    atomically. ``read_only: true`` protects a user's own model folder.
+    (``save_pretrained``), the path of a folder to copy in, or a ``(pipeline, record)`` pair
+    whose JSON-able ``record`` is written as ``training_record.json`` in the folder; it
+    replaces the folder atomically. ``read_only: true`` protects a user's own model folder.
+
+    Trained models are cached: ``save()`` also takes a :class:`~tint_distill.work.Deferred`
+    and runs its ``compute()`` only when the folder's ``training_record.json`` holds another
+    fingerprint (or none), or when the Deferred is forced. The record must then carry the
+    fingerprint under ``"fingerprint"``.
     """
 
     def __init__(self, *, path: str, read_only: bool = False, metadata: dict | None = None):
@@ -31,19 +52,42 @@ class DiffusersModelDataset(AbstractDataset[Any, Path]):
     def load(self) -> Path:
         return check_model_folder(self._path)
 
+    def stored_fingerprint(self) -> str | None:
+        """The fingerprint in the folder's training record, or None."""
+        try:
+            return json.loads((self._path / TRAINING_RECORD).read_text()).get("fingerprint")
+        except (OSError, ValueError, AttributeError):
+            return None
+
     def save(self, data: Any) -> None:
         if self._read_only:
             raise DatasetError(
                 f"{self._path} is a read-only model folder in this environment; run the pipelines that "
-                "use it (--pipeline experiment or tint) rather than the generator pipeline that would overwrite it."
+                "use it (--pipeline experiment or tint) rather than the generator_pretraining pipeline that "
+                "would overwrite it."
             )
+        if isinstance(data, Deferred):
+            if not data.force and self._exists() and self.stored_fingerprint() == data.fingerprint:
+                logger.info("%s is up to date (fingerprint %s): not retraining it. To retrain, set the "
+                            "parameter generator_pretraining.retrain=true or delete the folder.",
+                            self._path, data.fingerprint)
+                return
+            data = data()
+        record = None
+        if isinstance(data, tuple):
+            data, record = data
+            if not isinstance(record, dict):
+                raise DatasetError(f"{self._path}: the training record must be a dict, got {type(record).__name__}")
         self._path.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{self._path.name}-", dir=self._path.parent))
         try:
             if hasattr(data, "save_pretrained"):
                 data.save_pretrained(staging)
+                _compact_tokenizer_file(staging)
             else:
                 shutil.copytree(Path(data), staging, dirs_exist_ok=True)
+            if record is not None:
+                (staging / TRAINING_RECORD).write_text(json.dumps(record, indent=1, sort_keys=True))
             check_model_folder(staging)
             if self._path.exists():
                 shutil.rmtree(self._path)
