@@ -35,12 +35,15 @@ def leaf_paths(tree: dict, prefix: str = "") -> set[str]:
 
 
 def test_expected_pipelines_exist(registered):
-    expected = {"generator", "data_episodes", "inversion", "synthesis", "distillation", "evaluation", "tint", "experiment"}
+    expected = {"generator_pretraining", "data_episodes", "inversion", "synthesis", "distillation", "evaluation",
+                "tint", "experiment"}
     assert expected | {"__default__"} <= set(registered)
     for name in ("tint", "experiment"):
-        assert "build_untrained_generator" not in {n.name for n in registered[name].nodes}, (
+        assert "generator" not in registered[name].all_outputs(), (
             f"`{name}` runs with a user's generator and must not overwrite it"
         )
+    assert "generator" in registered["generator_pretraining"].all_outputs()
+    assert registered["__default__"].all_outputs() >= registered["experiment"].all_outputs()
 
 
 def test_every_node_is_named_explicitly(registered):

@@ -27,7 +27,7 @@ def markers(folder: Path) -> list[Path]:
 
 @pytest.mark.slow
 def test_pipelines_resume_after_kill_and_produce_the_evaluation(kedro_project: Path):
-    kedro(kedro_project, "run", "--env", "test", "--pipelines", "generator,data_episodes")
+    kedro(kedro_project, "run", "--env", "test", "--pipelines", "generator_pretraining,data_episodes")
     episodes = pd.read_csv(kedro_project / "data" / "03_primary" / "episodes.csv")
     n_classes = len(episodes[["episode", "label"]].drop_duplicates())
 

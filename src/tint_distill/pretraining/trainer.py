@@ -184,6 +184,7 @@ def train_vae(vae: torch.nn.Module, pool: torch.Tensor, config: PretrainingConfi
               progress: Progress = None) -> dict[str, Any]:
     """Stage 1: train ``vae`` in place on augmented crops of ``pool`` (N, 3, S, S)."""
     generator = torch.Generator().manual_seed(config.seed)
+    device = next(vae.parameters()).device
     vae.train().requires_grad_(True)
     optimiser = torch.optim.AdamW(vae.parameters(), lr=config.vae_learning_rate, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, _lr_lambda(config.warmup_steps, config.vae_steps))
@@ -194,9 +195,9 @@ def train_vae(vae: torch.nn.Module, pool: torch.Tensor, config: PretrainingConfi
                   logger=logger) as reporter:
         for step in range(1, config.vae_steps + 1):
             index = torch.randint(pool.shape[0], (config.vae_batch_size,), generator=generator)
-            x = augment(pool[index], config.resolution, config.crop_scale, config.hflip, generator)
+            x = augment(pool[index], config.resolution, config.crop_scale, config.hflip, generator).to(device)
             posterior = vae.encode(x).latent_dist
-            z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator)
+            z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator).to(device)
             recon = vae.decode(z).sample
             mse = F.mse_loss(recon, x)
             l1 = F.l1_loss(recon, x)
@@ -230,6 +231,7 @@ def encode_latent_bank(vae: torch.nn.Module, pool: torch.Tensor, config: Pretrai
     each image is the un-augmented image.
     """
     generator = torch.Generator().manual_seed(config.seed + 1)
+    device = next(vae.parameters()).device
     means, stds, owners = [], [], []
     base = F.interpolate(pool, size=(config.resolution, config.resolution), mode="bilinear",
                          align_corners=False, antialias=True) if pool.shape[-1] != config.resolution else pool
@@ -238,11 +240,11 @@ def encode_latent_bank(vae: torch.nn.Module, pool: torch.Tensor, config: Pretrai
             chunk = pool[begin:begin + batch_size]
             x = base[begin:begin + batch_size] if copy_index == 0 else augment(
                 chunk, config.resolution, config.crop_scale, config.hflip, generator)
-            posterior = vae.encode(x).latent_dist
+            posterior = vae.encode(x.to(device)).latent_dist
             means.append(posterior.mean)
             stds.append(posterior.std)
             owners.append(torch.arange(begin, begin + chunk.shape[0]))
-    return torch.cat(means), torch.cat(stds), torch.cat(owners)
+    return torch.cat(means).cpu(), torch.cat(stds).cpu(), torch.cat(owners)
 
 
 def _tokenize(tokenizer: Any, prompts: Sequence[str]) -> torch.Tensor:
@@ -258,6 +260,7 @@ def train_unet(unet: torch.nn.Module, text_encoder: torch.nn.Module, scheduler: 
     ``labels[i]`` is the class (row of ``prompt_ids``) of bank latent ``i``.
     """
     generator = torch.Generator().manual_seed(config.seed + 2)
+    device = next(unet.parameters()).device
     unet.train().requires_grad_(True)
     groups = [{"params": list(unet.parameters()), "lr": config.unet_learning_rate}]
     if config.train_text_encoder:
@@ -284,15 +287,16 @@ def train_unet(unet: torch.nn.Module, text_encoder: torch.nn.Module, scheduler: 
             z0 = mean + std * torch.randn(mean.shape, generator=generator) if config.sample_posterior else mean
             z0 = z0 * scaling
             noise = torch.randn(z0.shape, generator=generator)
+            z0, noise = z0.to(device), noise.to(device)
             t = torch.randint(num_train, (batch,), generator=generator)
-            a = alphas_cumprod[t].view(-1, 1, 1, 1)
+            a = alphas_cumprod[t].view(-1, 1, 1, 1).to(device)
             noisy = a.sqrt() * z0 + (1 - a).sqrt() * noise
             rows = labels[index].clone()
             rows[torch.rand(batch, generator=generator) < config.cfg_dropout] = null_row
             unique_rows, inverse = torch.unique(rows, return_inverse=True)
             with torch.set_grad_enabled(config.train_text_encoder):
-                hidden = text_encoder(all_ids[unique_rows])[0]
-            prediction = unet(noisy, t, encoder_hidden_states=hidden[inverse]).sample
+                hidden = text_encoder(all_ids[unique_rows].to(device))[0]
+            prediction = unet(noisy, t.to(device), encoder_hidden_states=hidden[inverse.to(device)]).sample
             per_item = F.mse_loss(prediction, noise, reduction="none").flatten(1).mean(1)
             if config.snr_gamma is not None:
                 snr = a.flatten() / (1 - a.flatten())
@@ -321,14 +325,16 @@ def train_unet(unet: torch.nn.Module, text_encoder: torch.nn.Module, scheduler: 
 
 
 def pretrain_generator(images: Sequence[Image.Image], class_names: Sequence[str],
-                       config: PretrainingConfig | None = None, progress: Progress = None):
+                       config: PretrainingConfig | None = None, progress: Progress = None,
+                       device: str | torch.device = "cpu"):
     """Pre-train a small SD-1.x-shaped model from scratch on ``images`` labelled ``class_names``.
 
     Returns ``(pipeline, history)``: a diffusers ``StableDiffusionPipeline`` (safety checker
     off, real CLIP tokenizer, SD 1.x DDIM scheduler) whose ``save_pretrained(folder)`` gives a
     folder for :func:`tint_distill.tint.load_stable_diffusion`, and a dict with the loss
     curves (``vae_loss``, ``vae_mse``, ``vae_kl``, ``unet_loss``), steps done, seconds per
-    stage, the scaling factor and the class list.
+    stage, the scaling factor and the class list. Training runs on ``device``; the returned
+    pipeline is on the CPU.
     """
     from diffusers import StableDiffusionPipeline
 
@@ -343,6 +349,8 @@ def pretrain_generator(images: Sequence[Image.Image], class_names: Sequence[str]
     total_start = time.perf_counter()
 
     modules = build_sd_modules(config.model, seed=config.seed)
+    for name in ("vae", "unet", "text_encoder"):
+        modules[name].to(device)
     with tempfile.TemporaryDirectory() as folder:
         tokenizer = build_clip_tokenizer(folder)
     pool_size = 2 * config.resolution
@@ -364,6 +372,8 @@ def pretrain_generator(images: Sequence[Image.Image], class_names: Sequence[str]
     history.update(train_unet(modules["unet"], modules["text_encoder"], modules["scheduler"], means, stds,
                               labels_per_image[owners], prompt_ids, null_ids, scaling, config, progress))
     history["total_seconds"] = time.perf_counter() - total_start
+    for name in ("vae", "unet", "text_encoder"):
+        modules[name].to("cpu")
 
     pipeline = StableDiffusionPipeline(
         vae=modules["vae"], text_encoder=modules["text_encoder"], tokenizer=tokenizer, unet=modules["unet"],
