@@ -14,11 +14,10 @@ from kedro.io import AbstractDataset, DatasetError
 from PIL import Image
 
 from tint_distill.tint import ClassSpecialisation, check_model_folder, load_specialisation, save_specialisation
+from tint_distill.tint.models import TRAINING_RECORD, read_training_record
 from tint_distill.work import Deferred
 
 logger = logging.getLogger(__name__)
-
-TRAINING_RECORD = "training_record.json"
 
 
 def _compact_tokenizer_file(folder: Path) -> None:
@@ -54,10 +53,7 @@ class DiffusersModelDataset(AbstractDataset[Any, Path]):
 
     def stored_fingerprint(self) -> str | None:
         """The fingerprint in the folder's training record, or None."""
-        try:
-            return json.loads((self._path / TRAINING_RECORD).read_text()).get("fingerprint")
-        except (OSError, ValueError, AttributeError):
-            return None
+        return read_training_record(self._path).get("fingerprint")
 
     def save(self, data: Any) -> None:
         if self._read_only:

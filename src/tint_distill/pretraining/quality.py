@@ -95,7 +95,8 @@ class QualitySettings:
 
 
 @torch.no_grad()
-def assess_generator(components: SDComponents, prompt_template: str, train_by_class: Mapping[str, Sequence[Image.Image]],
+def assess_generator(components: SDComponents, prompt_template: str,
+                     train_by_class: Mapping[str, Sequence[Image.Image]],
                      heldout_by_class: Mapping[str, Sequence[Image.Image]], backbone: Any, temperature: float,
                      settings: QualitySettings = QualitySettings()) -> tuple[dict[str, Any], dict[str, list], list]:
     """Judge a generator pre-trained on the classes of ``train_by_class``.

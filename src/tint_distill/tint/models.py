@@ -8,6 +8,7 @@ and a real SD 1.5 copy; nothing is ever downloaded.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ SD1_SCHEDULER_CONFIG: dict[str, Any] = {
 }
 
 REQUIRED_PARTS = ("model_index.json", "unet", "vae", "text_encoder", "tokenizer", "scheduler")
+TRAINING_RECORD = "training_record.json"  # how a model trained by this project describes itself
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -246,6 +248,16 @@ def components_from_modules(modules: dict[str, Any], tokenizer: Any, *, device: 
                               vae=modules["vae"], scheduler=modules["scheduler"], device=torch.device(device),
                               dtype=dtype)
     return components.to(device=device, dtype=dtype)
+
+
+def read_training_record(folder: str | Path) -> dict:
+    """The folder's ``training_record.json`` (fingerprint, settings, loss curves), or ``{}``
+    for a model this project did not train (or an unreadable record)."""
+    try:
+        record = json.loads((Path(folder) / TRAINING_RECORD).read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
 def _has_weights(folder: Path) -> bool:

@@ -10,7 +10,6 @@ the catalog retrains it only when its data or settings change, or when asked
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import platform
 from dataclasses import dataclass, field
@@ -29,11 +28,11 @@ from tint_distill.pretraining import PretrainingConfig, pretrain_generator
 from tint_distill.pretraining.data import pixel_fingerprint, pretraining_split
 from tint_distill.pretraining.quality import QualitySettings, assess_generator
 from tint_distill.tint import TinySDConfig, load_stable_diffusion
+from tint_distill.tint.models import read_training_record
 from tint_distill.work import Deferred, fingerprint
 
 logger = logging.getLogger(__name__)
 
-TRAINING_RECORD = "training_record.json"
 STORAGE_DTYPE = torch.float16  # the weights are stored in half precision: half the folder size
 
 
@@ -117,13 +116,6 @@ def pretrain_domain_generator(raw_images: ImageCollection, pretraining_images: p
                     force=settings.retrain)
 
 
-def _training_record(generator: Path) -> dict:
-    file = Path(generator) / TRAINING_RECORD
-    if not file.is_file():
-        return {}
-    return json.loads(file.read_text())
-
-
 def assess_domain_generator(generator: Path, raw_images: ImageCollection, pretraining_images: pd.DataFrame,
                             generator_pretraining: dict, teacher: dict) -> tuple[dict, Image.Image, Image.Image]:
     """Class fidelity, held-out VAE error and references (see :func:`assess_generator`), a grid
@@ -134,13 +126,16 @@ def assess_domain_generator(generator: Path, raw_images: ImageCollection, pretra
     components = load_stable_diffusion(generator, device=resolve_device(settings.device))
     teacher_settings = settings_from_params(TeacherSettings, teacher, "teacher")
     backbone = TeacherOnDemand(teacher_settings).get()
-    by_role = {role: {name: [raw_images.load(i) for i in group["image_id"]]
-                      for name, group in pretraining_images[pretraining_images["role"] == role].groupby("class_name")}
-               for role in ("train", "heldout")}
+
+    def images_by_class(role: str, limit: int | None = None) -> dict[str, list[Image.Image]]:
+        rows = pretraining_images[pretraining_images["role"] == role]
+        return {name: [raw_images.load(i) for i in group["image_id"].iloc[:limit]]
+                for name, group in rows.groupby("class_name")}
+
     report, samples, reconstruction_rows = assess_generator(
-        components, config.prompt_template, by_role["train"], by_role["heldout"], backbone,
-        teacher_settings.temperature, quality)
-    record = _training_record(generator)
+        components, config.prompt_template, images_by_class("train", quality.prototypes_per_class),
+        images_by_class("heldout"), backbone, teacher_settings.temperature, quality)
+    record = read_training_record(generator)
     report["training"] = {k: record.get("history", {}).get(k) for k in
                           ("vae_steps_done", "unet_steps_done", "vae_seconds", "unet_seconds", "total_seconds")}
     report["training"]["fingerprint"] = record.get("fingerprint")
@@ -160,7 +155,7 @@ def assess_domain_generator(generator: Path, raw_images: ImageCollection, pretra
 
 def plot_pretraining_curves(generator: Path) -> Figure:
     """Loss per step of both pre-training stages (from the model's training record)."""
-    history = _training_record(generator).get("history", {})
+    history = read_training_record(generator).get("history", {})
     figure = Figure(figsize=(9, 3.2), layout="constrained")
     axes = figure.subplots(1, 2)
     stages = (("vae_loss", "VAE (MSE + L1 + KL)"), ("unet_loss", "UNet (min-SNR-weighted noise MSE)"))
@@ -190,7 +185,7 @@ def generator_metrics(generator_quality: dict, generator: Path) -> dict:
     }
     for name, value in generator_quality["real_heldout_accuracy"].items():
         metrics[f"generator.real_heldout_accuracy.{name}"] = {"value": value, "step": 0}
-    history = _training_record(generator).get("history", {})
+    history = read_training_record(generator).get("history", {})
     every = 10  # MLflow stores every 10th step of the curves: enough to see them, small to log
     for name in ("vae_loss", "unet_loss"):
         values = history.get(name) or []
