@@ -79,13 +79,11 @@ def split_pretraining_images(image_index: pd.DataFrame, generator_pretraining: d
     return table
 
 
-def _train(images: ImageCollection, table: pd.DataFrame, config: PretrainingConfig, device: str,
+def _train(pictures: list[Image.Image], class_names: list[str], config: PretrainingConfig, device: str,
            key: str, settings: dict) -> tuple[Any, dict]:
-    train = table[table["role"] == "train"]
     logger.info("Pre-training the generator on %d images (%d classes); progress is logged every %d steps",
-                len(train), train["class_name"].nunique(), config.log_every)
-    pictures = [images.load(i) for i in train["image_id"]]
-    pipeline, history = pretrain_generator(pictures, list(train["class_name"]), config, progress=True,
+                len(pictures), len(set(class_names)), config.log_every)
+    pipeline, history = pretrain_generator(pictures, class_names, config, progress=True,
                                            device=resolve_device(device))
     pipeline.to(dtype=STORAGE_DTYPE)  # loaders upcast to float32 on the CPU
     record = {
@@ -107,12 +105,14 @@ def pretrain_domain_generator(raw_images: ImageCollection, pretraining_images: p
     (training pixels + architecture + training settings) differs, or if ``retrain`` is set."""
     settings, config, _ = _settings(generator_pretraining)
     train = pretraining_images[pretraining_images["role"] == "train"]
-    data_key = pixel_fingerprint(raw_images.load(i) for i in train["image_id"])
+    pictures = [raw_images.load(i) for i in train["image_id"]]  # decoded once: fingerprinted, and trained on if needed
+    class_names = list(train["class_name"])
+    data_key = pixel_fingerprint(pictures)
     recipe = {"architecture": dataclasses.asdict(config.model),
               "training": {k: v for k, v in dataclasses.asdict(config).items() if k not in ("model", "log_every")},
               "classes": sorted(train["class_name"].unique())}
     key = fingerprint(data_key, list(zip(train["image_id"], train["class_name"])), recipe)
-    return Deferred(key, lambda: _train(raw_images, pretraining_images, config, settings.device, key, recipe),
+    return Deferred(key, lambda: _train(pictures, class_names, config, settings.device, key, recipe),
                     force=settings.retrain)
 
 
