@@ -52,22 +52,84 @@ def test_interrupted_save_keeps_finished_partitions_and_resumes(tmp_path: Path):
     assert counter.calls == keys[2:], "the rerun computes only the unfinished partitions"
 
 
+def version_dir(root: Path, key: str) -> Path:
+    return next(p for p in (root / key).iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
 def test_half_written_partition_without_marker_is_redone(tmp_path: Path):
     counter, store = Counter(), dataset(tmp_path / "parts")
     store.save({"a": counter.work("a", 1)})
-    (tmp_path / "parts" / "a.json.done").unlink()  # killed between writing the data and the marker
-    (tmp_path / "parts" / "a.json").write_text("{ truncated")
+    folder = version_dir(tmp_path / "parts", "a")
+    folder.with_name(folder.name + ".done").unlink()  # killed between writing the data and the marker
+    (folder / "a.json").write_text("{ truncated")
     counter.calls.clear()
     store.save({"a": counter.work("a", 1)})
     assert counter.calls == ["a"] and store.load()["a"]()["value"] == 1
 
 
-def test_partitions_missing_from_the_new_run_are_removed(tmp_path: Path):
+def test_a_run_with_other_partitions_deletes_nothing_and_going_back_reuses_all(tmp_path: Path):
+    """Finding 1: a smaller run (other episodes, env, seed) used to delete every partition it did not produce."""
     counter, store = Counter(), dataset(tmp_path / "parts")
     store.save({k: counter.work(k, 1) for k in ("a", "b", "c")})
+    counter.calls.clear()
     store.save({k: counter.work(k, 1) for k in ("a", "c")})
-    assert sorted(store.load()) == ["a", "c"]
-    assert not (tmp_path / "parts" / "b.json").exists()
+    assert counter.calls == [], "a and c are reused"
+    assert sorted(store.load()) == ["a", "c"], "load gives the last run's partitions only"
+    assert (tmp_path / "parts" / "b").is_dir(), "b's finished work is kept on disk"
+    store.save({k: counter.work(k, 1) for k in ("a", "b", "c")})
+    assert counter.calls == [], "going back recomputes nothing"
+    assert sorted(store.load()) == ["a", "b", "c"]
+
+
+def test_other_settings_add_a_version_and_keep_the_old_one(tmp_path: Path):
+    counter, store = Counter(), dataset(tmp_path / "parts")
+    store.save({"a": counter.work("a", 1)})
+    store.save({"a": counter.work("a", 2)})
+    assert store.load()["a"]()["value"] == 2
+    store.save({"a": counter.work("a", 1)})
+    assert counter.calls == ["a", "a"], "the first version was kept, so switching back reuses it"
+    assert store.load()["a"]()["value"] == 1
+
+
+def test_a_partition_that_fails_while_saving_leaves_nothing_that_looks_finished(tmp_path: Path):
+    """Finding 4: a partition left with 2 of 4 images under a valid marker was trusted by every later run."""
+    from PIL import Image
+
+    store = ResumablePartitionedDataset(path=str(tmp_path / "images"), dataset="tint_distill.datasets.ImageSetDataset")
+    good = [Image.new("RGB", (8, 8), (i * 40, 0, 0)) for i in range(4)]
+    broken = good[:2] + ["not an image"] + good[3:]
+    with pytest.raises(DatasetError):
+        store.save({"episode_0000/fish": Deferred("v1", lambda: broken)})
+    assert not list((tmp_path / "images").rglob("*.done"))
+    assert not list((tmp_path / "images").rglob("*.png")), "the half-written images were staged and removed"
+    with pytest.raises(DatasetError, match="No finished partitions"):
+        store.load()
+    store.save({"episode_0000/fish": Deferred("v1", lambda: good)})
+    assert len(store.load()["episode_0000/fish"]()) == 4
+
+
+def test_prune_removes_only_what_the_last_run_does_not_use(tmp_path: Path):
+    counter, store = Counter(), dataset(tmp_path / "parts")
+    store.save({k: counter.work(k, 1) for k in ("a", "b")})
+    store.save({"a": counter.work("a", 2)})
+    (tmp_path / "parts" / "a" / ".leftover.tmp").mkdir()  # a staging folder of a killed run
+    planned = store.prune(dry_run=True)
+    names = sorted(Path(p).relative_to(tmp_path / "parts").as_posix() for p, _ in planned)
+    assert names == ["a/.leftover.tmp", "a/a-1", "a/a-1.done", "b"]
+    assert all(size >= 0 for _, size in planned) and (tmp_path / "parts" / "b").exists(), "a dry run removes nothing"
+    store.prune(dry_run=False)
+    assert not (tmp_path / "parts" / "b").exists() and not (tmp_path / "parts" / "a" / "a-1").exists()
+    assert store.load()["a"]()["value"] == 2 and store.prune() == []
+
+
+def test_prune_keeps_the_current_work_when_the_path_is_relative(tmp_path: Path, monkeypatch):
+    """A catalog built without Kedro's path resolution gives relative paths; listing gives absolute ones."""
+    monkeypatch.chdir(tmp_path)
+    counter, store = Counter(), dataset(Path("parts"))
+    store.save({k: counter.work(k, 1) for k in ("a", "b")})
+    store.save({"a": counter.work("a", 1)})
+    assert [Path(p).name for p, _ in store.prune(dry_run=False)] == ["b"]
+    assert store.load()["a"]()["value"] == 1
 
 
 def test_plain_values_and_empty_store(tmp_path: Path):

@@ -1,86 +1,225 @@
-"""A PartitionedDataset that saves each partition as soon as it is computed and skips the
-partitions that are already done (see :mod:`tint_distill.work`)."""
+"""A store of expensive partitioned work that never loses or silently reuses a result.
+
+Each partition (one class of one episode, one student, ...) is kept in one *version per
+fingerprint*: what it was computed from (pixels, settings, model, algorithm version, see
+:mod:`tint_distill.work`). Layout under ``path``::
+
+    <key>/<fingerprint>/                 one finished version: the partition's folder, or a folder
+                                         holding ``<last part of key><suffix>``
+    <key>/<fingerprint>.done             its completion marker (JSON), written last
+    _current.json                        the keys and fingerprints of the last run that saved here
+
+- A version is computed into a hidden staging folder, renamed into place, then marked done, so a
+  run killed at any moment leaves no version that looks finished and is not; a version without
+  its marker is recomputed.
+- A run that needs other partitions (other episodes, another seed, another environment, another
+  setting) adds versions and never removes or overwrites one: going back reuses them.
+- ``load()`` returns exactly the partitions of the last run that saved here (``_current.json``),
+  so downstream stages read the current run's work and nothing else.
+- Old versions stay until the user prunes them explicitly (:meth:`ResumablePartitionedDataset.prune`,
+  ``kedro prune``).
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import posixpath
+import socket
+import time
+import uuid
 from copy import deepcopy
+from datetime import datetime, timezone
 from typing import Any
 
 from kedro.io import DatasetError
 from kedro_datasets.partitions import PartitionedDataset
 
-from tint_distill.work import Deferred
+from tint_distill.work import Deferred, fingerprint
 
 logger = logging.getLogger(__name__)
 
 MARKER_SUFFIX = ".done"
+CURRENT_FILE = "_current.json"
 
 
 class ResumablePartitionedDataset(PartitionedDataset):
-    """Partitions listed by their completion markers (``<partition>.done``, holding a fingerprint).
+    """Partitions saved one at a time as they are computed, one immutable version per fingerprint.
 
-    On save, for each ``key -> value``: a :class:`Deferred` whose fingerprint matches the marker
-    is skipped; anything else is computed (if callable), saved, then marked done. Partitions
-    that are not in the saved dict are removed, so the folder always mirrors the latest run.
-    A partition may be a file or a folder (``filename_suffix: ""`` with a folder dataset).
+    ``save({key: value})``: a :class:`Deferred` whose version is already finished is reused
+    (unless forced); anything else is computed (if callable) and saved as a new version. Plain
+    values are versioned by a hash of their JSON form. A partition may be a file or a folder
+    (``filename_suffix: ""`` with a folder dataset).
     """
 
     def __init__(self, *, path: str, dataset: Any, filename_suffix: str = "", **kwargs: Any):
         kwargs.setdefault("save_lazily", True)
         super().__init__(path=path, dataset=dataset, filename_suffix=filename_suffix, **kwargs)
 
-    def _marker(self, partition_id: str) -> str:
-        return self._partition_to_path(partition_id) + MARKER_SUFFIX
+    # --- where things are -------------------------------------------------------------------
 
-    def _done_fingerprints(self) -> dict[str, str]:
-        if not self._filesystem.exists(self._normalized_path):
-            return {}
-        done = {}
-        for marker in self._filesystem.find(self._normalized_path):
-            if marker.endswith(MARKER_SUFFIX):
-                partition_id = self._path_to_partition(marker[: -len(MARKER_SUFFIX)])
-                with self._filesystem.open(marker, "r") as handle:
-                    done[partition_id] = handle.read().strip()
-        return done
+    def _under(self, *parts: str) -> str:
+        return posixpath.join(self._normalized_path, *parts)
 
-    def _dataset_at(self, partition_id: str):
+    def _version_dir(self, key: str, version: str) -> str:
+        return self._under(key, version)
+
+    def _marker(self, key: str, version: str) -> str:
+        return self._version_dir(key, version) + MARKER_SUFFIX
+
+    def _dataset_in(self, folder: str, key: str):
+        """The underlying dataset of one version, stored in ``folder``."""
         kwargs = deepcopy(self._dataset_config)
-        kwargs[self._filepath_arg] = self._join_protocol(self._partition_to_path(partition_id))
+        target = folder if not self._filename_suffix else posixpath.join(folder, key.rsplit("/", 1)[-1] + self._filename_suffix)
+        kwargs[self._filepath_arg] = self._join_protocol(target)
         return self._dataset_type(**kwargs)
 
-    def _remove(self, partition_id: str) -> None:
-        for path in (self._marker(partition_id), self._partition_to_path(partition_id)):
-            if self._filesystem.exists(path):
-                self._filesystem.rm(path, recursive=True)
+    # --- bookkeeping ------------------------------------------------------------------------
+
+    def _write_atomically(self, path: str, text: str) -> None:
+        staging = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
+        with self._filesystem.open(staging, "w") as handle:
+            handle.write(text)
+        self._filesystem.mv(staging, path)
+
+    def _is_done(self, key: str, version: str) -> bool:
+        marker = self._marker(key, version)
+        if not self._filesystem.exists(marker):
+            return False
+        try:
+            with self._filesystem.open(marker, "r") as handle:
+                return json.load(handle).get("fingerprint") == version
+        except (ValueError, OSError):
+            return False
+
+    def current(self) -> dict[str, str]:
+        """``{key: fingerprint}`` of the last run that saved here (empty if none did)."""
+        path = self._under(CURRENT_FILE)
+        if not self._filesystem.exists(path):
+            return {}
+        with self._filesystem.open(path, "r") as handle:
+            return dict(json.load(handle)["partitions"])
+
+    @staticmethod
+    def _version_of(value: Any) -> str:
+        if isinstance(value, Deferred):
+            return value.fingerprint
+        if callable(value):
+            raise DatasetError("a callable partition must be a Deferred carrying the fingerprint of its inputs")
+        return fingerprint(value)
+
+    # --- the dataset interface --------------------------------------------------------------
 
     def load(self) -> dict[str, Deferred]:
-        """``{key: Deferred(fingerprint, load)}``: callables like PartitionedDataset's, which also
-        carry the fingerprint of the work that made them (so later stages can chain on it)."""
-        done = self._done_fingerprints()
+        """``{key: Deferred(fingerprint, load)}`` for the finished partitions of the last run that
+        saved here; the fingerprint lets later stages chain on it."""
+        current = self.current()
+        done = {key: version for key, version in current.items() if self._is_done(key, version)}
         if not done:
             raise DatasetError(f"No finished partitions in '{self._path}': run the pipeline that produces them.")
-        return {key: Deferred(done[key], self._dataset_at(key).load) for key in sorted(done)}
+        if len(done) < len(current):
+            logger.warning(
+                "%s: %d of the %d partitions of the last run that saved here are not finished (was it "
+                "interrupted?); using the %d finished ones. Rerun the pipeline that produces them to complete it.",
+                self._path, len(current) - len(done), len(current), len(done),
+            )
+        return {
+            key: Deferred(version, self._dataset_in(self._version_dir(key, version), key).load)
+            for key, version in sorted(done.items())
+        }
 
     def save(self, data: dict[str, Any]) -> None:
-        done = self._done_fingerprints()
-        for stale in sorted(set(done) - set(data)):
-            self._remove(stale)
+        versions = {key: self._version_of(value) for key, value in data.items()}
+        self._filesystem.makedirs(self._normalized_path, exist_ok=True)
+        record = {"partitions": dict(sorted(versions.items())), "saved_at": _now()}
+        self._write_atomically(self._under(CURRENT_FILE), json.dumps(record, indent=1))
         reused = 0
-        for position, (partition_id, value) in enumerate(sorted(data.items()), start=1):
-            key = value.fingerprint if isinstance(value, Deferred) else None
-            if key is not None and done.get(partition_id) == key:
+        for position, (key, value) in enumerate(sorted(data.items()), start=1):
+            version = versions[key]
+            forced = isinstance(value, Deferred) and value.force
+            if not forced and self._is_done(key, version):
                 reused += 1
                 continue
-            self._remove(partition_id)  # a half-written partition from an interrupted run
+            started = time.perf_counter()
             result = value() if callable(value) else value
-            self._dataset_at(partition_id).save(result)
-            with self._filesystem.open(self._marker(partition_id), "w") as handle:
-                handle.write(key or "")
-            logger.info("%s: saved partition %s (%d / %d)", self._path, partition_id, position, len(data))
+            seconds = time.perf_counter() - started
+            self._commit(key, version, result, seconds, replace=forced)
+            logger.info("%s: saved partition %s (%d / %d) in %.1f s", self._path, key, position, len(data), seconds)
         if reused:
             logger.info("%s: %d of %d partitions were already done and reused", self._path, reused, len(data))
         self._invalidate_caches()
 
+    def _commit(self, key: str, version: str, result: Any, seconds: float, replace: bool) -> None:
+        """Write ``result`` as version ``version`` of ``key``: staged, renamed into place, marked done."""
+        fs = self._filesystem
+        target = self._version_dir(key, version)
+        parent = posixpath.dirname(target)
+        staging = posixpath.join(parent, f".{version}.{uuid.uuid4().hex[:8]}.tmp")
+        fs.makedirs(staging, exist_ok=True)
+        try:
+            self._dataset_in(staging, key).save(result)
+            if fs.exists(target):
+                if self._is_done(key, version) and not replace:
+                    return  # finished meanwhile by someone else: theirs is as good as ours
+                # an unfinished leftover (killed before its marker), or an explicit request to redo it
+                if fs.exists(self._marker(key, version)):
+                    fs.rm(self._marker(key, version))
+                fs.rm(target, recursive=True)
+            fs.mv(staging, target, recursive=True)
+        finally:
+            if fs.exists(staging):
+                fs.rm(staging, recursive=True)
+        marker = {
+            "fingerprint": version,
+            "key": key,
+            "saved_at": _now(),
+            "seconds": round(seconds, 3),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+        }
+        self._write_atomically(self._marker(key, version), json.dumps(marker, indent=1))
+
     def _exists(self) -> bool:
-        return bool(self._done_fingerprints())
+        return any(self._is_done(key, version) for key, version in self.current().items())
+
+    # --- explicit clean-up --------------------------------------------------------------------
+
+    def prune(self, *, dry_run: bool = True) -> list[tuple[str, int]]:
+        """Remove everything the last run that saved here does not use: versions of other
+        settings, episodes or data, unfinished versions, staging leftovers and files of older
+        layouts. Returns ``[(path, bytes)]`` of what was (or, with ``dry_run``, would be) removed."""
+        fs = self._filesystem
+
+        def norm(path: str) -> str:  # one spelling for what listing returns and what we compute
+            return fs._strip_protocol(path).rstrip("/")
+
+        root = norm(self._normalized_path)
+        if not fs.exists(root):
+            return []
+        kept = {norm(self._under(CURRENT_FILE))}
+        for key, version in self.current().items():
+            if self._is_done(key, version):
+                kept |= {norm(self._version_dir(key, version)), norm(self._marker(key, version))}
+        removable: list[tuple[str, int]] = []
+
+        def visit(folder: str) -> None:
+            for entry in sorted(fs.ls(folder, detail=False)):
+                entry = norm(entry)
+                if entry in kept:
+                    continue
+                if fs.isdir(entry) and any(k.startswith(entry + "/") for k in kept):
+                    visit(entry)
+                else:
+                    removable.append((entry, int(fs.du(entry)) if fs.isdir(entry) else int(fs.size(entry))))
+
+        visit(root)
+        if not dry_run:
+            for path, _ in removable:
+                fs.rm(path, recursive=True)
+            self._invalidate_caches()
+        return removable
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
