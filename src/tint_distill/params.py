@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import types
+import typing
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -16,18 +19,72 @@ class ParameterError(ValueError):
     """A parameter block has unknown keys or values of the wrong kind."""
 
 
+class SettingError(ValueError):
+    """One setting of a settings dataclass is invalid: raised by ``__post_init__`` checks so that
+    :func:`settings_from_params` can name the parameter (``synthesis.alpha``)."""
+
+    def __init__(self, field: str, problem: str):
+        self.field, self.problem = field, problem
+        super().__init__(f"{field} {problem}")
+
+
+DTYPES = ("float32", "float16", "bfloat16")
+
+_KINDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+def _type_problem(value: Any, hint: Any) -> str | None:
+    """What is wrong with ``value`` for a simple annotation (int, float, str, bool, X | None, tuple,
+    dict, list), or None. Other annotations are not checked."""
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    if value is None:
+        return None if type(None) in options else "must be set (it cannot be null)"
+    kinds = []
+    for option in options:
+        origin = typing.get_origin(option) or option
+        if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return None
+        if option in (int, str) and isinstance(value, option) and not isinstance(value, bool):
+            return None
+        if option is bool and isinstance(value, bool):
+            return None
+        if origin in (tuple, list) and isinstance(value, (tuple, list)):
+            return None
+        if origin is dict and isinstance(value, Mapping):
+            return None
+        if option not in _KINDS and origin not in (tuple, list, dict) and option is not type(None):
+            return None  # an annotation this check does not know: accept
+        kinds.append(_KINDS.get(option, {tuple: "a list", list: "a list", dict: "a mapping"}.get(origin, "null")))
+    return f"must be {' or '.join(kinds)}, got {value!r}"
+
+
 def settings_from_params(cls: type[T], params: Mapping[str, Any] | None, name: str) -> T:
-    """``cls(**params)`` for a dataclass ``cls``, refusing unknown keys and invalid values."""
+    """``cls(**params)`` for a dataclass ``cls``, refusing unknown keys, values of the wrong type
+    and invalid values, with errors that name the parameter (``parameter 'synthesis.alpha' ...``)."""
+    if params is not None and not isinstance(params, Mapping):
+        raise ParameterError(f"parameter '{name}' must be a mapping of settings, got {params!r}.")
     params = dict(params or {})
     allowed = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(params) - allowed)
     if unknown:
-        raise ParameterError(f"parameters '{name}' has unknown keys {unknown}; allowed: {sorted(allowed)}.")
-    for field in dataclasses.fields(cls):  # YAML lists where the dataclass wants tuples
-        if isinstance(params.get(field.name), list) and "tuple" in str(field.type):
+        hints = {u: difflib.get_close_matches(u, allowed, n=1) for u in unknown}
+        meant = "".join(f" ('{u}': did you mean '{h[0]}'?)" for u, h in hints.items() if h)
+        raise ParameterError(
+            f"parameters '{name}' has unknown keys {unknown}{meant}; allowed: {sorted(allowed)}."
+        )
+    hints = typing.get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        if field.name not in params:
+            continue
+        problem = _type_problem(params[field.name], hints.get(field.name, Any))
+        if problem:
+            raise ParameterError(f"parameter '{name}.{field.name}' {problem}.")
+        if isinstance(params[field.name], list) and "tuple" in str(field.type):  # YAML lists where tuples are wanted
             params[field.name] = tuple(params[field.name])
     try:
         return cls(**params)
+    except SettingError as error:
+        raise ParameterError(f"parameter '{name}.{error.field}' {error.problem}.") from error
     except (TypeError, ValueError) as error:
         raise ParameterError(f"parameters '{name}': {error}") from error
 
@@ -47,6 +104,6 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     """``float16``/``bfloat16`` on a GPU; on the CPU half precision is slow and poorly supported, so float32."""
     import torch
 
-    if dtype not in ("float32", "float16", "bfloat16"):
+    if dtype not in DTYPES:
         raise ParameterError(f"dtype must be float32, float16 or bfloat16, got {dtype!r}.")
     return getattr(torch, dtype) if device.type == "cuda" else torch.float32

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,19 @@ def folder_fingerprint(path: str | Path, sample_bytes: int = 1 << 20) -> str:
     return digest.hexdigest()[:16]
 
 
+def file_fingerprint(path: str | Path, sample_bytes: int = 1 << 20) -> str:
+    """Fingerprint of one file (a weights file, say) from its size and first and last MiB."""
+    path = Path(path)
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with path.open("rb") as handle:
+        digest.update(handle.read(sample_bytes))
+        if size > 2 * sample_bytes:
+            handle.seek(-sample_bytes, 2)
+            digest.update(handle.read())
+    return digest.hexdigest()[:16]
+
+
 def episode_key(episode: int) -> str:
     """``episode_0003``: how every partitioned output names an episode."""
     return f"episode_{int(episode):04d}"
@@ -68,6 +82,41 @@ def partition_key(episode: int, class_name: str) -> str:
     return f"{episode_key(episode)}/{slug(class_name)}"
 
 
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
 def slug(name: str) -> str:
-    """A file-name-safe form of a class name (``001.Black_footed_Albatross`` -> ``001_Black_footed_Albatross``)."""
-    return re.sub(r"[^A-Za-z0-9_-]+", "_", str(name)).strip("_") or "class"
+    """A file-name-safe, collision-free form of a class name.
+
+    Names made only of ASCII letters, digits, ``_``, ``.`` and ``-`` (at most 64 characters,
+    starting with a letter or digit) are kept as they are (``001.Black_footed_Albatross``). Any
+    other name becomes a readable ASCII part plus the first 8 hex digits of the SHA-256 of the
+    name (``a b`` -> ``a_b-c8687a08``, ``кот`` -> ``class-77095ebd``), so two different names
+    never share a slug, and the class name itself is stored with every result.
+    """
+    text = str(name)
+    if _SAFE_NAME.fullmatch(text):
+        return text
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    readable = re.sub(r"[^A-Za-z0-9_-]+", "_", ascii_text).strip("_")[:40] or "class"
+    return f"{readable}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+
+
+class ClassNameCollisionError(ValueError):
+    """Two class names would share one place on disk."""
+
+
+def check_class_slugs(class_names) -> dict[str, str]:
+    """``{class name: slug}``; two classes whose slugs are equal ignoring case (a case-insensitive
+    file system would give them one folder) are an error naming both."""
+    seen: dict[str, str] = {}
+    slugs = {}
+    for name in sorted({str(n) for n in class_names}):
+        slugs[name] = slug(name)
+        other = seen.setdefault(slugs[name].lower(), name)
+        if other != name:
+            raise ClassNameCollisionError(
+                f"the classes '{other}' and '{name}' would be stored under one name ('{slugs[name]}', ignoring "
+                "case); rename one of the class folders."
+            )
+    return slugs

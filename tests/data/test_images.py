@@ -58,3 +58,39 @@ def test_too_large_image_is_refused_before_decoding(tmp_path: Path, monkeypatch)
     monkeypatch.setattr(images_module, "MAX_PIXELS", 300 * 299)
     with pytest.raises(ImageReadError, match="too large"):
         read_rgb_image(path)
+
+
+def _sideways_drawing(path: Path, **save_args) -> None:
+    """Stored 40x20 px, red top-left quadrant, blue elsewhere; EXIF Orientation 6 = a viewer
+    turns it 90 degrees clockwise, showing 20x40 px with the red quadrant at the top right."""
+    stored = Image.new("RGB", (40, 20), (0, 0, 255))
+    stored.paste((255, 0, 0), (0, 0, 20, 10))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored.save(path, exif=exif, **save_args)
+
+
+@pytest.mark.parametrize(
+    ("suffix", "save_args"),
+    [(".jpg", {"quality": 95}), (".png", {}), (".webp", {"lossless": True}), (".tif", {})],
+)
+def test_exif_orientation_is_applied_as_a_viewer_shows_it(tmp_path: Path, suffix: str, save_args: dict):
+    path = tmp_path / f"photo{suffix}"
+    _sideways_drawing(path, **save_args)
+    with Image.open(path) as stored:
+        assert stored.getexif().get(0x0112) == 6
+        # PIL turns TIFFs itself (and must not be turned twice); the others come as stored.
+        assert stored.size == ((20, 40) if suffix == ".tif" else (40, 20))
+
+    def colour(image: Image.Image, x: float, y: float) -> np.ndarray:  # at fractions of width, height
+        pixels = np.asarray(image, dtype=int)
+        return pixels[int(y * pixels.shape[0]), int(x * pixels.shape[1])]
+
+    for max_side in (None, 20, 200):
+        upright = read_rgb_image(path, max_side=max_side)
+        expected_size = (10, 20) if max_side == 20 else (20, 40)
+        assert upright.size == expected_size, f"max_side={max_side}"
+        assert np.abs(colour(upright, 0.75, 0.25) - [255, 0, 0]).max() < 40, "red quadrant: top right"
+        for x, y in ((0.25, 0.25), (0.25, 0.75), (0.75, 0.75)):
+            assert np.abs(colour(upright, x, y) - [0, 0, 255]).max() < 40, (x, y, max_side)
+    assert images_module.DECODE_VERSION >= 2

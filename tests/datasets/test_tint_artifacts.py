@@ -1,5 +1,7 @@
 import json
+import os
 import shutil
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -75,3 +77,20 @@ def test_image_set_round_trip(embedded_root: Path, tmp_path: Path):
     loaded = dataset.load()
     assert len(loaded) == 2 and [im.size for im in loaded] == [im.size for im in images[:2]]
     assert np.array_equal(np.asarray(loaded[0]), np.asarray(images[0]))
+
+
+def test_saved_model_folder_gets_the_mode_mkdir_would_give(tiny_generator: Path, tmp_path: Path):
+    private_copy = tmp_path / "private"
+    shutil.copytree(tiny_generator, private_copy)
+    private_copy.chmod(0o700)  # copying must not carry this over either
+    old_umask = os.umask(0o022)
+    try:
+        trained = DiffusersModelDataset(path=str(tmp_path / "generator"))
+        trained.save(_pipeline(tiny_generator))  # staged in a 0700 temporary folder
+        assert stat.S_IMODE((tmp_path / "generator").stat().st_mode) == 0o755
+        os.umask(0o002)
+        copied = DiffusersModelDataset(path=str(tmp_path / "copied"))
+        copied.save(private_copy)
+        assert stat.S_IMODE((tmp_path / "copied").stat().st_mode) == 0o775
+    finally:
+        os.umask(old_umask)

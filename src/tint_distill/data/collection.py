@@ -7,6 +7,7 @@ decodes one image on demand. Nothing is decoded when a collection is built.
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from tint_distill.data.images import ImageReadError, read_rgb_image
+from tint_distill.data.images import DECODE_VERSION, ImageReadError, read_rgb_image
 
 INDEX_COLUMNS = ["image_id", "class_name", "split", "source"]
 SPLITS = ("base", "val", "novel")
@@ -24,6 +25,15 @@ SPLITS = ("base", "val", "novel")
 
 class ImageReader(Protocol):
     def read(self, source: str, image_id: str, max_side: int | None) -> Image.Image: ...
+
+    def content_hash(self, source: str) -> str: ...
+
+
+def _sha256(chunks) -> str:
+    digest = hashlib.sha256(f"decode-v{DECODE_VERSION}:".encode())
+    for chunk in chunks:
+        digest.update(chunk)
+    return digest.hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -37,6 +47,14 @@ class FileReader:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: image listed for '{image_id}' does not exist.")
         return read_rgb_image(path, max_side=max_side)
+
+    def content_hash(self, source: str) -> str:
+        """SHA-256 of the file's bytes (and of the decoder's version)."""
+        path = Path(self.root) / source
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: image file does not exist.")
+        with path.open("rb") as handle:
+            return _sha256(iter(lambda: handle.read(1 << 20), b""))
 
 
 @dataclass
@@ -59,6 +77,13 @@ class PickledArrayReader:
         if max_side is not None and max(image.size) > max_side:
             image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
         return image
+
+    def content_hash(self, source: str) -> str:
+        """SHA-256 of the image's row of pixels in its batch."""
+        batch, row = source.rsplit("#", 1)
+        if batch not in self._cache:
+            self._cache[batch] = load_cifar_batch(Path(self.root) / batch)[b"data"]
+        return _sha256([self._cache[batch][int(row)].tobytes()])
 
     def __getstate__(self) -> dict:  # do not ship decoded batches to worker processes
         return {"root": self.root, "image_shape": self.image_shape, "_cache": {}}
@@ -97,6 +122,7 @@ class ImageCollection:
         self.description = description
         self.max_side = max_side
         self._sources = dict(zip(self.index["image_id"], self.index["source"]))
+        self._hashes: dict[str, str] = {}
 
     def __len__(self) -> int:
         return len(self.index)
@@ -114,6 +140,21 @@ class ImageCollection:
         except KeyError:
             raise KeyError(f"{self.description}: no image with id '{image_id}'") from None
         return self.reader.read(source, image_id, self.max_side)
+
+    def content_hash(self, image_id: str) -> str:
+        """A hash of the image's stored content: results computed from an image include it in their
+        fingerprints, so an image overwritten with other pixels under the same name is noticed.
+        Computed once per image and collection."""
+        if image_id not in self._hashes:
+            try:
+                source = self._sources[image_id]
+            except KeyError:
+                raise KeyError(f"{self.description}: no image with id '{image_id}'") from None
+            self._hashes[image_id] = self.reader.content_hash(source)
+        return self._hashes[image_id]
+
+    def content_hashes(self, image_ids) -> list[str]:
+        return [self.content_hash(i) for i in image_ids]
 
     def location(self, image_id: str) -> str:
         """Human-readable place of an image, for error messages."""

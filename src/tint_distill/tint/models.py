@@ -264,14 +264,27 @@ def _has_weights(folder: Path) -> bool:
     return any(folder.glob("*.safetensors")) or any(folder.glob("*.bin"))
 
 
+def _hub_id_in(raw: str) -> str | None:
+    """``owner/name`` if ``raw`` looks like a Hub id, also after Kedro made it an absolute path
+    below the project folder; else None."""
+    candidates = [raw]
+    if Path(raw).is_absolute():
+        try:
+            candidates.append(Path(raw).relative_to(Path.cwd()).as_posix())
+        except ValueError:
+            pass
+    return next((c for c in candidates if _HUB_ID.match(c) and not c.startswith((".", "~"))), None)
+
+
 def check_model_folder(path: str | Path) -> Path:
     """Return ``path`` as a Path if it is a complete diffusers SD folder, else raise a clear error."""
     raw = str(path)
     folder = Path(path).expanduser()
     if not folder.exists():
-        if _HUB_ID.match(raw) and not raw.startswith((".", "~")):
+        hub_id = _hub_id_in(raw)
+        if hub_id:
             raise ModelFolderError(
-                f"'{raw}' is not a local folder; it looks like a Hugging Face Hub id, but downloads "
+                f"'{hub_id}' is not a local folder; it looks like a Hugging Face Hub id, but downloads "
                 "are impossible here (offline): copy a diffusers Stable Diffusion 1.x folder "
                 "(model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/) to this "
                 "machine and pass its local path"

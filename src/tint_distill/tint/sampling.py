@@ -23,6 +23,10 @@ logger = logging.getLogger(__name__)
 
 OutputType = Literal["pil", "uint8", "float"]
 
+# Bumped whenever a change alters the images a seed gives: cached synthetic images carry it in
+# their fingerprints, so such a change regenerates them instead of reusing stale ones.
+SAMPLING_VERSION = 1
+
 
 def image_generator(seed: int, index: int) -> torch.Generator:
     """A CPU generator for image ``index`` of a run with ``seed`` (well-mixed, independent streams)."""

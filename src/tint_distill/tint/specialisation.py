@@ -26,6 +26,9 @@ from .textual_inversion import TextualInversionConfig, add_class_token, set_toke
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+# Bumped whenever a change to textual or null-text inversion alters what a specialisation holds:
+# cached specialisations carry it in their fingerprints and are recomputed after such a change.
+SPECIALISATION_VERSION = 1
 _TENSORS = ("token_embedding", "inverted_latents", "null_embeddings")
 
 

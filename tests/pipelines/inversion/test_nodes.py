@@ -45,3 +45,32 @@ def test_non_finite_loss_names_episode_class_and_step(tiny_generator: Path, smal
 def test_missing_generator_folder_is_a_clear_error(small_folder: Path, tmp_path: Path):
     with pytest.raises(ModelFolderError, match="does not exist"):
         specialise_classes(tmp_path / "no-model", sources.image_folder(small_folder), episode_table(small_folder), PARAMS)
+
+
+def test_classes_whose_names_differ_only_outside_ascii_get_their_own_partitions(
+    tiny_generator: Path, small_folder: Path
+):
+    """Finding 3: 'кот' and 'собака' both became 'class': one specialisation served both labels."""
+    for old, new in (("fish", "кот"), ("clock", "собака")):
+        (small_folder / old).rename(small_folder / new)
+    rows = []
+    for label, name in enumerate(["кот", "собака"]):
+        ids = sorted(p.relative_to(small_folder).as_posix() for p in (small_folder / name).glob("*.png"))[:2]
+        rows += [(0, label, name, "support", i, image_id) for i, image_id in enumerate(ids)]
+    episodes = pd.DataFrame(rows, columns=["episode", "label", "class_name", "role", "position", "image_id"])
+    work = specialise_classes(tiny_generator, sources.image_folder(small_folder), episodes, PARAMS)
+    assert len(work) == 2, sorted(work)
+    specs = {key: work[key]() for key in work}
+    assert {s.settings["class_name"] for s in specs.values()} == {"кот", "собака"}
+    assert len({s.token for s in specs.values()}) == 2
+
+
+def test_changed_support_pixels_change_the_fingerprint(tiny_generator: Path, small_folder: Path):
+    """Finding 2: a support overwritten with other pixels under the same name reused the old result."""
+    table = episode_table(small_folder)
+    before = specialise_classes(tiny_generator, sources.image_folder(small_folder), table, PARAMS)
+    victim = small_folder / table.loc[table["class_name"] == "fish", "image_id"].iloc[0]
+    victim.write_bytes(next((small_folder / "house").glob("*.png")).read_bytes())
+    after = specialise_classes(tiny_generator, sources.image_folder(small_folder), table, PARAMS)
+    assert after["episode_0000/fish"].fingerprint != before["episode_0000/fish"].fingerprint
+    assert after["episode_0000/clock"].fingerprint == before["episode_0000/clock"].fingerprint

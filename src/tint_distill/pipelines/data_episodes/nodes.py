@@ -3,22 +3,60 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 
 import pandas as pd
 from PIL import Image
 
-from tint_distill.data.collection import ImageCollection
+from tint_distill.data.collection import SPLITS, ImageCollection
 from tint_distill.data.episodes import EpisodeSpec, assign_class_splits, episode_images, sample_episodes
 from tint_distill.data.grids import image_grid
-from tint_distill.work import episode_key
+from tint_distill.params import SettingError, settings_from_params
+from tint_distill.work import check_class_slugs, episode_key
 
 logger = logging.getLogger(__name__)
 
 IMAGE_CHECK_SCOPES = ("all", "episodes", "none")
 
 
+@dataclass(frozen=True)
+class GridSettings:
+    n_episodes: int = 3
+    cell_size: int = 80
+
+
+@dataclass(frozen=True)
+class DataEpisodesSettings:
+    class_splits: dict | None = None  # {base: [...], val: [...], novel: [...]}; null: the source's own split
+    sampling: dict = field(default_factory=dict)  # tint_distill.data.episodes.EpisodeSpec
+    image_check: str = "all"
+    min_image_side: int = 8
+    grids: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.image_check not in IMAGE_CHECK_SCOPES:
+            raise SettingError("image_check", f"must be one of {list(IMAGE_CHECK_SCOPES)}, got {self.image_check!r}")
+        if self.min_image_side < 0:
+            raise SettingError("min_image_side", f"must be >= 0, got {self.min_image_side}")
+        for split, names in (self.class_splits or {}).items():
+            if split not in SPLITS:
+                raise SettingError("class_splits", f"has the unknown split {split!r}; use {list(SPLITS)}")
+            if names is not None and not isinstance(names, (list, tuple)):
+                raise SettingError(f"class_splits.{split}", f"must be a list of class names, got {names!r}")
+
+
+def parse_settings(data_episodes: dict) -> DataEpisodesSettings:
+    """The ``data_episodes`` block as settings (errors name the parameter)."""
+    settings = settings_from_params(DataEpisodesSettings, data_episodes, "data_episodes")
+    EpisodeSpec.from_params(settings.sampling)
+    settings_from_params(GridSettings, settings.grids, "data_episodes.grids")
+    return settings
+
+
 def build_image_index(images: ImageCollection, class_splits: dict | None) -> pd.DataFrame:
-    """Table of every image with its class and split (base / val / novel)."""
+    """Table of every image with its class and split (base / val / novel). Class names that
+    would share a folder in the partitioned outputs are refused here, before any work."""
+    check_class_slugs(images.index["class_name"].unique())
     index = assign_class_splits(images.index, class_splits)
     counts = index.groupby("split")["class_name"].nunique().to_dict()
     logger.info("%s: %d images, classes per split %s", images.description, len(index), counts)
@@ -36,10 +74,13 @@ def sample_episode_table(image_index: pd.DataFrame, sampling: dict) -> pd.DataFr
     return episodes
 
 
-def check_images(images: ImageCollection, image_index: pd.DataFrame, episodes: pd.DataFrame, scope: str) -> dict:
+def check_images(
+    images: ImageCollection, image_index: pd.DataFrame, episodes: pd.DataFrame, scope: str, min_side: int
+) -> dict:
     """Decode images fully (catches corrupt or truncated files before any expensive stage).
 
     ``scope``: ``all`` images of the index, only those in the ``episodes``, or ``none``.
+    Images whose shorter side is below ``min_side`` pixels (icons, tracking pixels) stop the run.
     """
     if scope not in IMAGE_CHECK_SCOPES:
         raise ValueError(f"parameter 'data_episodes.image_check' must be one of {list(IMAGE_CHECK_SCOPES)}, got {scope!r}.")
@@ -50,8 +91,16 @@ def check_images(images: ImageCollection, image_index: pd.DataFrame, episodes: p
         sizes.append(images.load(image_id).size)
         if done % 500 == 0:
             logger.info("Checked %d / %d images", done, len(ids))
+    tiny = [(image_id, size) for image_id, size in zip(ids, sizes) if min(size) < min_side]
+    if tiny:
+        listed = "; ".join(f"{images.location(image_id)} ({w}x{h} px)" for image_id, (w, h) in tiny[:10])
+        more = f" and {len(tiny) - 10} more" if len(tiny) > 10 else ""
+        raise ValueError(
+            f"{len(tiny)} image(s) have a side shorter than {min_side} px: {listed}{more}. "
+            "Delete or enlarge them, or lower 'data_episodes.min_image_side'."
+        )
     widths, heights = zip(*sizes) if sizes else ((), ())
-    report = {"scope": scope, "images_checked": len(ids)}
+    report = {"scope": scope, "images_checked": len(ids), "min_side": min_side}
     if sizes:
         report.update(min_size=[min(widths), min(heights)], max_size=[max(widths), max(heights)])
     logger.info("Image check: %s", report)

@@ -22,7 +22,10 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 nodes.check_images,
-                inputs=["raw_images", "image_index", "episodes", "params:data_episodes.image_check"],
+                inputs=[
+                    "raw_images", "image_index", "episodes",
+                    "params:data_episodes.image_check", "params:data_episodes.min_image_side",
+                ],
                 outputs="image_check_report",
                 name="check_images",
             ),

@@ -17,24 +17,27 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
 from tint_distill.data.collection import ImageCollection
-from tint_distill.distill.distillation import DistillationConfig, accuracy, predict, train_student
+from tint_distill.distill.distillation import DISTILLATION_VERSION, DistillationConfig, accuracy, predict, train_student
 from tint_distill.distill.student import DEFAULT_STUDENT, create_student
 from tint_distill.distill.teacher import (
+    TEACHER_VERSION,
     FeatureBackbone,
     PrototypeClassifier,
+    efficientnet_lite0_weights_path,
     extract_features,
     load_efficientnet_lite0,
     load_timm_backbone,
     teacher_logits,
 )
 from tint_distill.params import ParameterError, settings_from_params
-from tint_distill.work import Deferred, episode_key, fingerprint, partition_key
+from tint_distill.work import Deferred, episode_key, file_fingerprint, fingerprint, partition_key
 
 logger = logging.getLogger(__name__)
 
@@ -63,11 +66,38 @@ class RealUnlabeledSettings:
     seed: int = 0
 
 
-def _methods(methods: list[str]) -> list[str]:
-    unknown = sorted(set(methods) - set(METHODS))
-    if unknown or not methods:
-        raise ParameterError(f"parameter 'methods' must be a non-empty subset of {list(METHODS)}, got {methods}.")
+def parse_methods(methods: list[str]) -> list[str]:
+    """The ``methods`` parameter, in the canonical order."""
+    if not isinstance(methods, (list, tuple)) or not methods or sorted(set(methods) - set(METHODS)):
+        raise ParameterError(f"parameter 'methods' must be a non-empty subset of {list(METHODS)}, got {methods!r}.")
     return [m for m in METHODS if m in methods]
+
+
+def parse_teacher(teacher: dict) -> TeacherSettings:
+    return settings_from_params(TeacherSettings, teacher, "teacher")
+
+
+def parse_student(student: dict) -> StudentSettings:
+    return settings_from_params(StudentSettings, student, "student")
+
+
+def parse_distillation(distillation: dict) -> DistillationConfig:
+    return settings_from_params(DistillationConfig, distillation, "distillation")
+
+
+def parse_real_unlabeled(real_unlabeled: dict) -> RealUnlabeledSettings:
+    return settings_from_params(RealUnlabeledSettings, real_unlabeled, "real_unlabeled")
+
+
+def teacher_weights(settings: TeacherSettings) -> str | None:
+    """The teacher's weights file: the configured one, or the packaged EfficientNet-Lite0's."""
+    if settings.weights_file:
+        return settings.weights_file
+    return str(efficientnet_lite0_weights_path()) if settings.backbone == "efficientnet_lite0" else None
+
+
+def _weights_key(path: str | None) -> str | None:
+    return file_fingerprint(path) if path and Path(path).is_file() else path
 
 
 class TeacherOnDemand:
@@ -157,14 +187,23 @@ def _episode_data(
     )
 
 
-def _episode_inputs_key(episodes: pd.DataFrame, episode: int, synthetic_images: dict, methods: list[str], real) -> str:
+def _episode_inputs_key(
+    images: ImageCollection, episodes: pd.DataFrame, image_index: pd.DataFrame, synthetic_images: dict,
+    episode: int, methods: list[str], real: RealUnlabeledSettings,
+) -> str:
+    """What the teacher's outputs for an episode depend on: the episode's images (ids and pixels),
+    the fingerprints of its synthetic images, and the real unlabeled images (ids and pixels)."""
     rows = episodes[episodes["episode"] == episode]
+    classes = rows["class_name"].drop_duplicates()
     upstream = sorted(
-        (k, getattr(v, "fingerprint", None))
-        for k, v in synthetic_images.items()
-        if k.split("/", 1)[0] in methods and f"/{episode_key(episode)}/" in k
+        (key, getattr(synthetic_images.get(key), "fingerprint", None))
+        for key in (f"{m}/{partition_key(episode, name)}" for m in methods if m in SYNTHETIC_METHODS for name in classes)
     )
-    return fingerprint(rows.to_dict("list"), upstream, dataclasses.asdict(real) if "real_unlabeled" in methods else None)
+    real_images = None
+    if "real_unlabeled" in methods:
+        chosen = real_unlabeled_ids(image_index, episodes, episode, real)
+        real_images = {label: images.content_hashes(ids) for label, ids in chosen.items()}
+    return fingerprint(rows.to_dict("list"), images.content_hashes(rows["image_id"]), upstream, real_images)
 
 
 def _teacher_outputs(teacher: TeacherOnDemand, settings: TeacherSettings, data_for_episode) -> dict[str, torch.Tensor]:
@@ -194,14 +233,16 @@ def label_with_teacher(
 ) -> dict[str, Deferred]:
     """Per episode: the prototype teacher fitted on the supports, its logits on the queries and
     on every method's unlabeled images (the soft targets), computed once and cached."""
-    settings = settings_from_params(TeacherSettings, teacher, "teacher")
-    real = settings_from_params(RealUnlabeledSettings, real_unlabeled, "real_unlabeled")
-    methods = _methods(methods)
+    settings = parse_teacher(teacher)
+    real = parse_real_unlabeled(real_unlabeled)
+    methods = parse_methods(methods)
     model = TeacherOnDemand(settings)
+    weights = _weights_key(teacher_weights(settings))
     work = {}
     for episode in sorted(int(e) for e in episodes["episode"].unique()):
         data = partial(_episode_data, images, episodes, image_index, synthetic_images, episode, methods, real)
-        key = fingerprint(dataclasses.asdict(settings), _episode_inputs_key(episodes, episode, synthetic_images, methods, real))
+        inputs = _episode_inputs_key(images, episodes, image_index, synthetic_images, episode, methods, real)
+        key = fingerprint(TEACHER_VERSION, dataclasses.asdict(settings), weights, inputs)
         work[episode_key(episode)] = Deferred(key, partial(_teacher_outputs, model, settings, data))
     return work
 
@@ -250,10 +291,11 @@ def train_students(
 ) -> dict[str, Deferred]:
     """One student per (method, episode), trained with KD on the method's unlabeled images
     plus cross-entropy on the supports, and scored on the episode's queries."""
-    methods = _methods(methods)
-    student_settings = settings_from_params(StudentSettings, student, "student")
-    config = settings_from_params(DistillationConfig, distillation, "distillation")
-    real = settings_from_params(RealUnlabeledSettings, real_unlabeled, "real_unlabeled")
+    methods = parse_methods(methods)
+    student_settings = parse_student(student)
+    config = parse_distillation(distillation)
+    real = parse_real_unlabeled(real_unlabeled)
+    student_weights = _weights_key(student_settings.pretrained_weights)
     work = {}
     for episode in sorted(int(e) for e in episodes["episode"].unique()):
         key = episode_key(episode)
@@ -262,8 +304,8 @@ def train_students(
         for method in methods:
             data = partial(_episode_data, images, episodes, image_index, synthetic_images, episode, [method], real)
             fp = fingerprint(
-                method, dataclasses.asdict(student_settings), dataclasses.asdict(config),
-                getattr(teacher_outputs[key], "fingerprint", None),
+                DISTILLATION_VERSION, method, dataclasses.asdict(student_settings), student_weights,
+                dataclasses.asdict(config), getattr(teacher_outputs[key], "fingerprint", None),
             )
             work[f"{method}/{key}"] = Deferred(
                 fp, partial(_train_one, method, episode, student_settings, config, data, teacher_outputs[key])

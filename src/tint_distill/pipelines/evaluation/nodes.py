@@ -4,22 +4,71 @@ comparisons, the episode planner, speed, plots and MLflow metrics."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 
 import pandas as pd
 import torch
 from matplotlib.figure import Figure  # no pyplot: no global backend or figure registry to touch
 
-from tint_distill.distill.distillation import DistillationConfig, count_parameters, measure_throughput
+from tint_distill.distill.distillation import count_parameters, measure_throughput
 from tint_distill.distill.statistics import mean_ci95, paired_difference, variance_decomposition
 from tint_distill.distill.student import create_student
-from tint_distill.params import settings_from_params
+from tint_distill.params import SettingError, settings_from_params
 from tint_distill.pipelines.distillation.nodes import (
-    StudentSettings,
+    METHODS,
     TeacherOnDemand,
-    TeacherSettings,
+    parse_distillation,
+    parse_student,
+    parse_teacher,
 )
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SpeedSettings:
+    batch_size: int = 32
+    n_batches: int = 5
+    threads: int | None = None  # None: torch's default
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "n_batches"):
+            if getattr(self, name) < 1:
+                raise SettingError(name, f"must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class PlannerSettings:
+    methods: tuple[str, ...] = ("tint", "supports_only", "teacher")
+    target_half_widths: tuple[float, ...] = (0.01, 0.02, 0.05)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.methods) - {*METHODS, "teacher"})
+        if unknown:
+            raise SettingError("methods", f"has unknown methods {unknown}; known: {[*METHODS, 'teacher']}")
+        if any(not 0 < w < 1 for w in self.target_half_widths):
+            raise SettingError("target_half_widths", f"must be in (0, 1), got {list(self.target_half_widths)}")
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    comparisons: tuple = ()   # [a, b] pairs: a - b per episode
+    planner: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        known = {*METHODS, "teacher"}
+        for pair in self.comparisons:
+            if not isinstance(pair, (list, tuple)) or len(pair) != 2 or not set(pair) <= known:
+                raise SettingError("comparisons", f"must be [a, b] pairs of {sorted(known)}, got {pair!r}")
+
+
+def parse_speed(speed: dict) -> SpeedSettings:
+    return settings_from_params(SpeedSettings, speed, "speed")
+
+
+def parse_evaluation(evaluation: dict) -> tuple[EvaluationSettings, PlannerSettings]:
+    settings = settings_from_params(EvaluationSettings, evaluation, "evaluation")
+    return settings, settings_from_params(PlannerSettings, settings.planner, "evaluation.planner")
 
 
 def collect_episode_accuracies(student_results: dict, teacher_outputs: dict) -> pd.DataFrame:
@@ -46,19 +95,18 @@ def collect_episode_accuracies(student_results: dict, teacher_outputs: dict) -> 
 
 def measure_speed(teacher: dict, student: dict, distillation: dict, n_way: int, speed: dict) -> dict:
     """Parameters and CPU inference throughput (images/s) of the teacher and the student."""
-    teacher_settings = settings_from_params(TeacherSettings, teacher, "teacher")
-    student_settings = settings_from_params(StudentSettings, student, "student")
-    config = settings_from_params(DistillationConfig, distillation, "distillation")
-    backbone = TeacherOnDemand(teacher_settings).get()
-    student_model = create_student(student_settings.name, num_classes=n_way, image_size=config.image_size)
-    threads = speed.get("threads") or torch.get_num_threads()
+    config = parse_distillation(distillation)
+    speed = parse_speed(speed)
+    backbone = TeacherOnDemand(parse_teacher(teacher)).get()
+    student_model = create_student(parse_student(student).name, num_classes=n_way, image_size=config.image_size)
+    threads = speed.threads or torch.get_num_threads()
     measured = {}
     for name, model, size in (
         ("teacher", backbone.model, backbone.image_size),
         ("student", student_model, config.image_size),
     ):
         images_per_s = measure_throughput(
-            model, size, batch_size=speed["batch_size"], n_batches=speed["n_batches"], threads=threads
+            model, size, batch_size=speed.batch_size, n_batches=speed.n_batches, threads=threads
         )
         measured[name] = {"parameters": count_parameters(model), "image_size": size, "images_per_s": images_per_s}
         logger.info("%s: %d parameters, %.1f images/s at %d px", name, measured[name]["parameters"], images_per_s, size)
@@ -93,12 +141,13 @@ def summarise(episode_accuracies: pd.DataFrame, speed: dict, comparisons: list[l
             paired[f"{first}_vs_{second}"] = {
                 "mean_diff": result["mean"], "ci95": [result["low"], result["high"]], "n_episodes": len(common),
             }
+    planner = settings_from_params(PlannerSettings, planner, "evaluation.planner")
     planned = {}
-    for method in planner["methods"]:
+    for method in planner.methods:
         if method in by_method:
             group = by_method[method]
             planned[method] = variance_decomposition(
-                group["accuracy"].to_numpy(), int(group["n_queries"].iloc[0]), planner["target_half_widths"]
+                group["accuracy"].to_numpy(), int(group["n_queries"].iloc[0]), list(planner.target_half_widths)
             )
     return {"methods": methods, "comparisons": paired, "planner": planned, "speed": speed}
 

@@ -47,7 +47,8 @@ class PretrainingSettings:
     quality: dict = field(default_factory=dict)       # tint_distill.pretraining.quality.QualitySettings
 
 
-def _settings(params: dict) -> tuple[PretrainingSettings, PretrainingConfig, QualitySettings]:
+def parse_settings(params: dict) -> tuple[PretrainingSettings, PretrainingConfig, QualitySettings]:
+    """The ``generator_pretraining`` block as settings (errors name the parameter)."""
     settings = settings_from_params(PretrainingSettings, params, "generator_pretraining")
     architecture = settings_from_params(TinySDConfig, settings.architecture, "generator_pretraining.architecture")
     training = dict(settings.training)
@@ -64,7 +65,7 @@ def _settings(params: dict) -> tuple[PretrainingSettings, PretrainingConfig, Qua
 
 def split_pretraining_images(image_index: pd.DataFrame, generator_pretraining: dict) -> pd.DataFrame:
     """The images of the pre-training classes (the base split), each marked ``train`` or ``heldout``."""
-    settings, config, _ = _settings(generator_pretraining)
+    settings, config, _ = parse_settings(generator_pretraining)
     split = settings.classes_from_split
     classes = sorted(image_index.loc[image_index["split"] == split, "class_name"].astype(str).unique())
     if not classes:
@@ -103,7 +104,7 @@ def pretrain_domain_generator(raw_images: ImageCollection, pretraining_images: p
                               generator_pretraining: dict) -> Deferred:
     """Train the generator, lazily: the catalog trains only if the saved model's fingerprint
     (training pixels + architecture + training settings) differs, or if ``retrain`` is set."""
-    settings, config, _ = _settings(generator_pretraining)
+    settings, config, _ = parse_settings(generator_pretraining)
     train = pretraining_images[pretraining_images["role"] == "train"]
     pictures = [raw_images.load(i) for i in train["image_id"]]  # decoded once: fingerprinted, and trained on if needed
     class_names = list(train["class_name"])
@@ -120,11 +121,11 @@ def assess_domain_generator(generator: Path, raw_images: ImageCollection, pretra
                             generator_pretraining: dict, teacher: dict) -> tuple[dict, Image.Image, Image.Image]:
     """Class fidelity, held-out VAE error and references (see :func:`assess_generator`), a grid
     of samples per class and a grid of held-out images with their VAE reconstructions."""
-    from tint_distill.pipelines.distillation.nodes import TeacherOnDemand, TeacherSettings
+    from tint_distill.pipelines.distillation.nodes import TeacherOnDemand, parse_teacher
 
-    settings, config, quality = _settings(generator_pretraining)
+    settings, config, quality = parse_settings(generator_pretraining)
     components = load_stable_diffusion(generator, device=resolve_device(settings.device))
-    teacher_settings = settings_from_params(TeacherSettings, teacher, "teacher")
+    teacher_settings = parse_teacher(teacher)
     backbone = TeacherOnDemand(teacher_settings).get()
 
     def images_by_class(role: str, limit: int | None = None) -> dict[str, list[Image.Image]]:

@@ -22,7 +22,8 @@ from tint_distill.tint import (
     specialise_class,
 )
 from tint_distill.tint.imaging import to_model_tensor
-from tint_distill.work import Deferred, fingerprint, folder_fingerprint, partition_key, slug
+from tint_distill.tint.specialisation import SPECIALISATION_VERSION
+from tint_distill.work import Deferred, check_class_slugs, fingerprint, folder_fingerprint, partition_key, slug
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,16 @@ class InversionSettings:
     null_text: dict = field(default_factory=dict)
 
 
+def parse_settings(inversion: dict) -> tuple[InversionSettings, TextualInversionConfig, NullTextConfig]:
+    """The ``inversion`` block as settings (errors name the parameter)."""
+    settings = settings_from_params(InversionSettings, inversion, "inversion")
+    ti_config = settings_from_params(TextualInversionConfig, settings.textual_inversion, "inversion.textual_inversion")
+    nti_config = settings_from_params(NullTextConfig, settings.null_text, "inversion.null_text")
+    return settings, ti_config, nti_config
+
+
 def class_token(class_name: str) -> str:
+    """The new token of a class: unique per class name (see :func:`tint_distill.work.slug`)."""
     return f"<{slug(class_name).lower()}>"
 
 
@@ -81,18 +91,17 @@ def specialise_classes(
 ) -> dict[str, Deferred]:
     """For every (episode, class): textual inversion of a new token, then null-text inversion
     of each support. Returned lazily: the catalog computes and saves one class at a time and
-    skips classes already done with the same model, supports and settings."""
-    settings = settings_from_params(InversionSettings, inversion, "inversion")
-    ti_config = settings_from_params(TextualInversionConfig, settings.textual_inversion, "inversion.textual_inversion")
-    nti_config = settings_from_params(NullTextConfig, settings.null_text, "inversion.null_text")
+    skips classes already done with the same model, support pixels, settings and algorithm."""
+    settings, ti_config, nti_config = parse_settings(inversion)
+    check_class_slugs(episodes["class_name"].unique())
     model = ModelOnDemand(generator, settings.device, "float32")  # optimisation stays in fp32
     model_key = folder_fingerprint(generator)
     work = {}
     for episode in sorted(episodes["episode"].unique()):
         for (_, class_name), support_ids in episode_images(episodes, episode, "support").items():
             key = fingerprint(
-                model_key, class_name, support_ids, dataclasses.asdict(ti_config), dataclasses.asdict(nti_config),
-                settings.init_word_fallback,
+                SPECIALISATION_VERSION, model_key, class_name, support_ids, images.content_hashes(support_ids),
+                dataclasses.asdict(ti_config), dataclasses.asdict(nti_config), settings.init_word_fallback,
             )
             work[partition_key(int(episode), class_name)] = Deferred(
                 key,

@@ -15,8 +15,9 @@ from tint_distill.data.collection import ImageCollection
 from tint_distill.data.episodes import episode_images
 from tint_distill.data.grids import image_grid
 from tint_distill.model_runtime import ModelOnDemand
-from tint_distill.params import settings_from_params
+from tint_distill.params import DTYPES, SettingError, settings_from_params
 from tint_distill.tint import apply_specialisation, sample_class, textual_inversion_sample
+from tint_distill.tint.sampling import SAMPLING_VERSION
 from tint_distill.work import Deferred, episode_key, fingerprint, folder_fingerprint, partition_key
 
 logger = logging.getLogger(__name__)
@@ -29,20 +30,41 @@ SAMPLERS = ("tint", "textual_inversion")
 class SynthesisSettings:
     samplers: tuple[str, ...] = SAMPLERS  # tint; textual_inversion = the TI-only baseline
     images_per_class: int = 20
-    alpha: float = 1.0            # 1: pure noise (diversity); 0: reproduce the support
-    alpha_mode: str = "fixed"     # fixed | random (alpha ~ U[0, 1] per image)
+    alpha: float = 0.5              # 1: pure noise (diversity); 0: reproduce the support
+    alpha_mode: str = "fixed"       # fixed | random (alpha ~ U[0, 1] per image)
     batch_size: int = 16
     seed: int = 0
-    output_size: int | None = 64  # side of the saved images; null: the model's resolution
+    output_size: int | None = None  # side of the saved images; null: the model's resolution
     device: str = "auto"
-    dtype: str = "float16"        # used on a GPU; the CPU always samples in float32
+    dtype: str = "float16"          # used on a GPU; the CPU always samples in float32
 
     def __post_init__(self) -> None:
-        if self.images_per_class < 1 or self.batch_size < 1:
-            raise ValueError("images_per_class and batch_size must be >= 1")
+        for name in ("images_per_class", "batch_size"):
+            if getattr(self, name) < 1:
+                raise SettingError(name, f"must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.alpha <= 1:
+            raise SettingError("alpha", f"must be in [0, 1] (0: the support, 1: pure noise), got {self.alpha}")
+        if self.alpha_mode not in ("fixed", "random"):
+            raise SettingError("alpha_mode", f"must be 'fixed' or 'random', got {self.alpha_mode!r}")
+        if self.output_size is not None and self.output_size < 1:
+            raise SettingError("output_size", f"must be >= 1 or null, got {self.output_size}")
         unknown = sorted(set(self.samplers) - set(SAMPLERS))
         if unknown or not self.samplers:
-            raise ValueError(f"samplers must be a non-empty subset of {list(SAMPLERS)}, got {list(self.samplers)}")
+            raise SettingError("samplers", f"must be a non-empty subset of {list(SAMPLERS)}, got {list(self.samplers)}")
+        if self.dtype not in DTYPES:
+            raise SettingError("dtype", f"must be one of {list(DTYPES)}, got {self.dtype!r}")
+
+
+@dataclass(frozen=True)
+class PreviewSettings:
+    n_episodes: int = 3
+    n_images: int = 8
+    cell_size: int = 64
+
+
+def parse_settings(synthesis: dict) -> SynthesisSettings:
+    """The ``synthesis`` block as settings (errors name the parameter)."""
+    return settings_from_params(SynthesisSettings, synthesis, "synthesis")
 
 
 def _generate(
@@ -74,7 +96,7 @@ def _generate(
 def generate_synthetic_images(generator: Path, class_specialisations: dict, synthesis: dict) -> dict[str, Deferred]:
     """M images per specialised class and sampler (keys ``<sampler>/episode_XXXX/<class>``),
     computed and saved one class at a time; those whose inputs did not change are kept."""
-    settings = settings_from_params(SynthesisSettings, synthesis, "synthesis")
+    settings = parse_settings(synthesis)
     model = ModelOnDemand(generator, settings.device, settings.dtype)
     model_key = folder_fingerprint(generator)
     sampler_settings = {k: v for k, v in dataclasses.asdict(settings).items() if k != "samplers"}
@@ -83,7 +105,7 @@ def generate_synthetic_images(generator: Path, class_specialisations: dict, synt
         for key, specialisation in sorted(class_specialisations.items()):
             upstream = getattr(specialisation, "fingerprint", None)  # chains on the inversion's fingerprint
             work[f"{sampler}/{key}"] = Deferred(
-                fingerprint(model_key, upstream, sampler, sampler_settings),
+                fingerprint(SAMPLING_VERSION, model_key, upstream, sampler, sampler_settings),
                 partial(_generate, model, specialisation, settings, sampler, key),
             )
     return work
