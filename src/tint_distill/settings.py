@@ -2,6 +2,8 @@
 
 from kedro.config import OmegaConfigLoader
 
+from tint_distill.hooks import RunGuard
+
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
@@ -9,3 +11,6 @@ CONFIG_LOADER_ARGS = {
     # An environment (conf/test, conf/gpu, ...) states only the values it changes.
     "merge_strategy": {"parameters": "soft", "catalog": "soft"},
 }
+
+# Settings and model folder checked, and the project's run lock taken, before any stage works.
+HOOKS = (RunGuard(),)

@@ -1,0 +1,80 @@
+"""Project commands added to ``kedro`` (Kedro loads ``<package>.cli`` automatically).
+
+``kedro prune``: cached work that the last run of each stage does not use (other episodes,
+settings, data or environments) is kept on disk so that going back costs nothing. This command
+lists it, and removes it with ``--yes``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+def _size(n_bytes: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n_bytes < 1024 or unit == "GB":
+            return f"{n_bytes:.0f} {unit}" if unit == "B" else f"{n_bytes:.1f} {unit}"
+        n_bytes /= 1024
+    return ""
+
+
+@click.group(name="tint_distill")
+def cli() -> None:
+    """Commands of the tint_distill project."""
+
+
+@cli.command()
+@click.option("--env", "-e", default=None, help="Kedro environment whose catalog names the outputs (default: local).")
+@click.option("--yes", is_flag=True, help="Remove what is listed; without it, nothing is removed.")
+@click.option("--show", default=20, show_default=True, help="How many paths to list per dataset.")
+def prune(env: str | None, yes: bool, show: int) -> None:
+    """List (or with --yes remove) cached partitions the last run of each stage does not use.
+
+    What is kept, per resumable dataset: the partitions its last saving run used (its
+    _current.json). Everything else under its folder goes: versions made with other
+    settings, episodes, data or environments, unfinished versions and staging leftovers.
+    """
+    from kedro.framework.project import settings
+    from kedro.framework.startup import bootstrap_project
+
+    from tint_distill.datasets import ResumablePartitionedDataset
+    from tint_distill.hooks import RUN_LOCK
+    from tint_distill.locks import FileLock
+
+    project = Path.cwd()
+    bootstrap_project(project)
+    config = settings.CONFIG_LOADER_CLASS(
+        conf_source=str(project / settings.CONF_SOURCE), env=env, **settings.CONFIG_LOADER_ARGS
+    )
+    catalog = settings.DATA_CATALOG_CLASS.from_config(config["catalog"])
+    lock = FileLock(project / RUN_LOCK)
+    if yes and not lock.try_acquire({"pipelines": ["kedro prune"], "env": env}):
+        raise click.ClickException(f"a `kedro run` is working in this project ({lock.holder()}); prune when it is done.")
+    try:
+        total = 0
+        for name in sorted(catalog.keys()):
+            dataset = catalog.get(name)
+            if not isinstance(dataset, ResumablePartitionedDataset):
+                continue
+            entries = dataset.prune(dry_run=not yes)
+            size = sum(n for _, n in entries)
+            total += size
+            click.echo(f"{name}: keeps the {len(dataset.current())} partitions of its last run; "
+                       f"{'removed' if yes else 'would remove'} {len(entries)} entries ({_size(size)})")
+            for path, n_bytes in entries[:show]:
+                click.echo(f"  {_relative(path, project)}  ({_size(n_bytes)})")
+            if len(entries) > show:
+                click.echo(f"  ... and {len(entries) - show} more")
+        click.echo(f"{'Removed' if yes else 'Would remove'} {_size(total)} in all."
+                   + ("" if yes else " Nothing was removed: run `kedro prune --yes` to remove it."))
+    finally:
+        lock.release()
+
+
+def _relative(path: str, project: Path) -> str:
+    try:
+        return Path(path).relative_to(project).as_posix()
+    except ValueError:
+        return path

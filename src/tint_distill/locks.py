@@ -1,0 +1,67 @@
+"""File locks that keep two runs of one project from writing the same outputs at once.
+
+Plain Python (``fcntl.flock``): the operating system releases a lock when its process ends, even
+when it is killed, so a crashed run never leaves a stale lock behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; runs are then not guarded
+    fcntl = None
+
+
+class ProjectBusyError(RuntimeError):
+    """Another process holds the project's run lock."""
+
+
+class FileLock:
+    """An exclusive lock on ``path`` that records who holds it."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._fd: int | None = None
+
+    def holder(self) -> dict:
+        """What the current holder wrote into the lock file (empty if unknown)."""
+        try:
+            return json.loads(self.path.read_text() or "{}")
+        except (OSError, ValueError):
+            return {}
+
+    def try_acquire(self, description: dict) -> bool:
+        """Take the lock without waiting; False if another process holds it."""
+        if fcntl is None or self._fd is not None:
+            return True
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({**description, "pid": os.getpid(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}).encode())
+        self._fd = fd
+        return True
+
+    def acquire(self, description: dict, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the lock; False if it did not come."""
+        deadline = time.monotonic() + timeout
+        while not self.try_acquire(description):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None

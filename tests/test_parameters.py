@@ -1,0 +1,64 @@
+"""Settings are checked when a run starts, with errors that name the parameter."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.test_conventions import ENVS, config
+from tint_distill.params import ParameterError
+from tint_distill.pipelines.parameters import BLOCKS, check_parameters
+from tint_distill.tint import ModelFolderError, check_model_folder
+
+
+@pytest.mark.parametrize("env", [None, *ENVS])
+def test_every_environment_passes_the_start_of_run_check(env):
+    params = config(env)["parameters"]
+    assert set(params) <= set(BLOCKS), "every declared block has a check"
+    check_parameters(params)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"synthesis": {"alpha": 2}}, r"parameter 'synthesis\.alpha' must be in \[0, 1\]"),
+        ({"synthesis": {"alpha": "abc"}}, r"parameter 'synthesis\.alpha' must be a number, got 'abc'"),
+        ({"synthesis": {"alpah": 0.3}}, r"unknown keys \['alpah'\] \('alpah': did you mean 'alpha'\?\)"),
+        ({"synthesys": {"alpha": 0.3}}, r"block 'synthesys' is not read by any pipeline .*did you mean 'synthesis'"),
+        ({"execution": {"engine": "ray"}}, r"block 'execution' is not read by any pipeline"),
+        ({"data_episodes": {"sampling": {"n_way": 0}}}, r"'data_episodes\.sampling\.n_way' must be a positive integer"),
+        ({"data_episodes": {"image_check": "some"}}, r"parameter 'data_episodes\.image_check' must be one of"),
+        ({"evaluation": {"comparisons": [["tint", "magic"]]}}, r"parameter 'evaluation\.comparisons' must be \[a, b\] pairs"),
+        ({"methods": ["tint", "dreambooth"]}, r"parameter 'methods' must be a non-empty subset"),
+        ({"speed": {"n_batches": 0}}, r"parameter 'speed\.n_batches' must be >= 1"),
+        ({"inversion": {"null_text": {"inner_step": 3}}}, r"'inversion\.null_text' has unknown keys \['inner_step'\]"),
+    ],
+)
+def test_bad_settings_are_named(override, message):
+    params = config()["parameters"]
+    for block, value in override.items():
+        params[block] = {**params[block], **value} if isinstance(value, dict) and block in params else value
+    with pytest.raises(ParameterError, match=message):
+        check_parameters(params)
+
+
+def test_machine_checks_apply_to_the_blocks_the_run_reads(tmp_path: Path):
+    params = config()["parameters"]
+    params["teacher"] = {**params["teacher"], "weights_file": str(tmp_path / "missing.pth")}
+    check_parameters(params, used_blocks={"synthesis"})  # the teacher is not part of this run
+    with pytest.raises(ParameterError, match=r"parameter 'teacher\.weights_file' is '.*missing\.pth', but no such file"):
+        check_parameters(params, used_blocks={"teacher"})
+    if not __import__("torch").cuda.is_available():
+        params["inversion"] = {**params["inversion"], "device": "cuda"}
+        with pytest.raises(ParameterError, match=r"parameter 'inversion\.device'.*no CUDA GPU"):
+            check_parameters(params, used_blocks={"inversion"})
+
+
+def test_a_hub_id_made_absolute_by_kedro_still_gets_the_hub_advice(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # Kedro resolves catalog paths against the project folder
+    with pytest.raises(ModelFolderError, match=r"^'runwayml/stable-diffusion-v1-5' is not a local folder; it looks like a Hugging Face Hub id"):
+        check_model_folder(os.path.join(tmp_path, "runwayml", "stable-diffusion-v1-5"))
+    with pytest.raises(ModelFolderError, match="does not exist"):
+        check_model_folder(tmp_path / "data" / "06_models" / "sd15")

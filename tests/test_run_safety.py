@@ -1,0 +1,115 @@
+"""Finished work is safe: a run with other episodes deletes nothing, bad settings stop a run
+before any work, and two runs at once never leave a corrupt partition (reproductions of the
+findings of the "No lost work, no stale results" issue, driven through `kedro run`)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from tests.conftest import PROJECT_ROOT
+from tests.test_kedro_project import kedro
+
+SPECIALISATIONS = Path("data/06_models/class_specialisations")
+SYNTHETIC = Path("data/05_model_input/synthetic_images")
+
+
+@pytest.fixture
+def project(kedro_project: Path) -> Path:
+    """A project copy with the shipped generator (the test settings run TINT on it in seconds)."""
+    shutil.copytree(PROJECT_ROOT / "data" / "06_models" / "generator", kedro_project / "data" / "06_models" / "generator")
+    return kedro_project
+
+
+def files_under(folder: Path) -> dict[str, int]:
+    """Every file (but the run locks) with its modification time."""
+    return {p.relative_to(folder).as_posix(): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file() and p.suffix != ".lock"}
+
+
+def tint(project: Path, *params: str, check: bool = True) -> subprocess.CompletedProcess:
+    args = ["run", "--env", "test", "--pipeline", "tint"] + (["--params", ",".join(params)] if params else [])
+    return kedro(project, *args, check=check)
+
+
+@pytest.mark.slow
+def test_other_runs_keep_finished_work_and_bad_settings_stop_before_any_work(project: Path):
+    tint(project)
+    finished = files_under(project / "data")
+    n_specialisations = len(list((project / SPECIALISATIONS).rglob("*.done")))
+
+    # Finding 1: another seed and fewer episodes used to delete every partition they did not produce.
+    other = tint(project, "data_episodes.sampling.seed=8", "data_episodes.sampling.n_episodes=2")
+    assert "saved partition" in other.stdout + other.stderr
+    after_other = files_under(project / "data")
+    stores = ("05_model_input/synthetic_images/", "06_models/class_specialisations/")  # the resumable work
+    kept = {p: t for p, t in finished.items() if p.startswith(stores)}
+    missing = sorted(p for p in kept if p not in after_other)
+    assert not missing, f"finished work was removed: {missing[:5]}"
+    changed = sorted(p for p in kept if after_other[p] != kept[p] and not p.endswith("_current.json"))
+    assert not changed, f"finished work was overwritten: {changed[:5]}"
+
+    back = tint(project)
+    log = back.stdout + back.stderr
+    assert "saved partition" not in log, "going back recomputes nothing"
+    assert f"{n_specialisations} of {n_specialisations} partitions were already done and reused" in log
+
+    # Old versions stay until the user prunes them explicitly; a dry run (the default) removes nothing.
+    before_prune = files_under(project / "data")
+    listed = kedro(project, "prune", "--env", "test")
+    assert "class_specialisations: keeps the" in listed.stdout and "would remove" in listed.stdout, listed.stdout
+    assert files_under(project / "data") == before_prune
+    kedro(project, "prune", "--env", "test", "--yes")
+    assert len(list((project / SPECIALISATIONS).rglob("*.done"))) == n_specialisations, "only the last run's are left"
+    assert "Would remove 0 B" in kedro(project, "prune", "--env", "test").stdout
+
+    # Finding 5: bad settings used to regenerate and delete work first, then fail without naming the parameter.
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    runs_before = len(mlflow.search_runs(experiment_names=["tint_distill"]))
+    before = files_under(project / "data")
+    for params, message in (
+        (["synthesis.alpha=2"], "parameter 'synthesis.alpha' must be in [0, 1]"),
+        (["synthesys.alpha=0.3"], "parameter block 'synthesys' is not read by any pipeline"),
+    ):
+        result = tint(project, *params, check=False)
+        output = result.stdout + result.stderr
+        assert result.returncode != 0 and message in output, output[-2000:]
+        assert "Running node" not in output, "no stage may start"
+    assert files_under(project / "data") == before, "nothing was written or removed"
+    assert len(mlflow.search_runs(experiment_names=["tint_distill"])) == runs_before, "no MLflow run was opened"
+
+    # Finding 5: a missing or hub-id model folder is reported before the first stage (not after data_episodes).
+    result = kedro(project, "run", "--env", "gpu", "--pipeline", "experiment", "--params",
+                   "sd_model_path=runwayml/stable-diffusion-v1-5,inversion.device=cpu,synthesis.device=cpu", check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "Running node" not in output
+    assert "'runwayml/stable-diffusion-v1-5' is not a local folder; it looks like a Hugging Face Hub id" in output
+
+
+@pytest.mark.slow
+def test_two_runs_at_once_one_is_refused_and_no_partition_is_corrupt(project: Path):
+    """Finding 4: one run crashed, the other finished, and a partition was left half written under
+    a valid marker; a fresh project could also crash while both runs created mlflow.db."""
+    env = {**os.environ, "COLUMNS": "400"}
+    command = [sys.executable, "-m", "kedro", "run", "--env", "test", "--pipeline", "tint"]
+    runs = [subprocess.Popen(command, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for _ in range(2)]
+    outputs = [run.communicate(timeout=600)[0] for run in runs]
+    codes = sorted(run.returncode for run in runs)
+    assert codes[0] == 0 and codes[1] != 0, [o[-1500:] for o in outputs]
+    refused = outputs[[run.returncode for run in runs].index(codes[1])]
+    assert "another `kedro run` is using this project's outputs" in refused, refused[-2000:]
+    assert not any("AttributeError" in o or "Directory not empty" in o for o in outputs)
+
+    for sampler in ("tint", "textual_inversion"):
+        versions = [p for p in (project / SYNTHETIC / sampler).rglob("*") if p.is_dir() and len(p.name) == 16]
+        assert versions and all(v.with_name(v.name + ".done").is_file() for v in versions)
+        assert all(len(list(v.glob("*.png"))) == 4 for v in versions), "every finished partition is complete"
+    assert not [p for p in (project / "data").rglob("*.tmp")], "no staging leftovers"
+    again = tint(project)
+    assert "saved partition" not in again.stdout + again.stderr, "the finished run's work is trusted and complete"
