@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
 
-from tests.test_conventions import ENVS, config
+from tests.test_conventions import ENVS, PROJECT_ROOT, config
 from tint_distill.params import ParameterError
-from tint_distill.pipelines.parameters import BLOCKS, check_parameters
+from tint_distill.pipelines.parameters import BLOCKS, RUNTIME_ONLY, check_parameters
 from tint_distill.tint import ModelFolderError, check_model_folder
 
 
@@ -18,6 +19,14 @@ def test_every_environment_passes_the_start_of_run_check(env):
     params = config(env)["parameters"]
     assert set(params) <= set(BLOCKS), "every declared block has a check"
     check_parameters(params)
+
+
+def test_every_runtime_parameter_of_the_configuration_is_allowed():
+    used = set()
+    for file in (PROJECT_ROOT / "conf").rglob("*.yml"):
+        used |= set(re.findall(r"\$\{runtime_params:(\w+)", file.read_text()))
+    assert used and used <= set(RUNTIME_ONLY), sorted(used - set(RUNTIME_ONLY))
+    check_parameters({**config()["parameters"], **{name: "/somewhere" for name in used}})
 
 
 @pytest.mark.parametrize(

@@ -36,7 +36,10 @@ BLOCKS: dict[str, Callable[[Any], Any]] = {
 }
 
 # Parameters that only configuration files read (through ${runtime_params:...}), not nodes.
-RUNTIME_ONLY = {"sd_model_path": "the Stable Diffusion folder of the gpu environment (conf/gpu/catalog.yml)"}
+RUNTIME_ONLY = {
+    "sd_model_path": "the Stable Diffusion folder of the gpu environment (conf/gpu/catalog.yml)",
+    "raw_path": "the data folder of the benchmark environments (conf/{mini_imagenet,cub,cifar_fs}/catalog.yml)",
+}
 
 
 def check_parameters(params: Mapping[str, Any], used_blocks: Iterable[str] = ()) -> None:
