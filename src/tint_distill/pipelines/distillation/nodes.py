@@ -202,7 +202,7 @@ def _episode_inputs_key(
     real_images = None
     if "real_unlabeled" in methods:
         chosen = real_unlabeled_ids(image_index, episodes, episode, real)
-        real_images = {label: images.content_hashes(ids) for label, ids in chosen.items()}
+        real_images = {label: list(zip(ids, images.content_hashes(ids))) for label, ids in chosen.items()}
     return fingerprint(rows.to_dict("list"), images.content_hashes(rows["image_id"]), upstream, real_images)
 
 

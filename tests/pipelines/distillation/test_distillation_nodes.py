@@ -1,0 +1,52 @@
+"""Node-level checks of the distillation pipeline on the embedded drawings."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from tint_distill.data.episodes import EpisodeSpec, assign_class_splits, sample_episodes
+from tint_distill.data.sources import image_folder
+from tint_distill.pipelines.distillation.nodes import RealUnlabeledSettings, label_with_teacher, real_unlabeled_ids
+
+SPLITS = {"base": ["mammal"], "val": ["tree"], "novel": ["fish", "fruit", "clock"]}
+PARAMS = {"teacher": {"batch_size": 8}, "methods": ["supports_only", "real_unlabeled"], "real_unlabeled": {"images_per_class": 3}}
+
+
+def copy_classes(embedded_root: Path, root: Path) -> Path:
+    for name in ("mammal", "tree", "fish", "fruit", "clock"):
+        shutil.copytree(embedded_root / name, root / name)
+    return root
+
+
+def setup(root: Path):
+    images = image_folder(root)
+    index = assign_class_splits(images.index, SPLITS)
+    episodes = sample_episodes(index, EpisodeSpec(n_way=3, n_shot=2, n_query=3, n_episodes=2, seed=1))
+    return images, index, episodes
+
+
+def test_real_unlabeled_images_never_leak_the_episodes_own_images(embedded_root: Path, tmp_path: Path):
+    images, index, episodes = setup(copy_classes(embedded_root, tmp_path / "images"))
+    settings = RealUnlabeledSettings(images_per_class=5, seed=0)
+    for episode in (0, 1):
+        chosen = real_unlabeled_ids(index, episodes, episode, settings)
+        rows = episodes[episodes["episode"] == episode]
+        used = set(rows["image_id"])
+        for label, ids in chosen.items():
+            name = rows.loc[rows["label"] == label, "class_name"].iloc[0]
+            assert len(ids) == 5 and not used & set(ids), "never a support or query of the episode"
+            assert set(index.loc[index["image_id"].isin(ids), "class_name"]) == {name}, "images of its own class"
+        assert chosen == real_unlabeled_ids(index, episodes, episode, settings), "seeded: the same each time"
+
+
+def test_teacher_outputs_are_recomputed_when_a_query_image_changes(embedded_root: Path, tmp_path: Path):
+    root = copy_classes(embedded_root, tmp_path / "images")
+    images, index, episodes = setup(root)
+    before = label_with_teacher(images, episodes, index, {}, PARAMS["teacher"], PARAMS["methods"], PARAMS["real_unlabeled"])
+    query = episodes[(episodes["episode"] == 1) & (episodes["role"] == "query")]["image_id"].iloc[0]
+    shutil.copy(next((root / "mammal").glob("*.png")), root / query)  # same name, other pixels
+    images, index, episodes = setup(root)
+    after = label_with_teacher(images, episodes, index, {}, PARAMS["teacher"], PARAMS["methods"], PARAMS["real_unlabeled"])
+    assert after["episode_0000"].fingerprint == before["episode_0000"].fingerprint
+    assert after["episode_0001"].fingerprint != before["episode_0001"].fingerprint
