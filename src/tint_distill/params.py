@@ -72,7 +72,10 @@ def settings_from_params(cls: type[T], params: Mapping[str, Any] | None, name: s
         raise ParameterError(
             f"parameters '{name}' has unknown keys {unknown}{meant}; allowed: {sorted(allowed)}."
         )
-    hints = typing.get_type_hints(cls)
+    try:
+        hints = typing.get_type_hints(cls)
+    except NameError:  # an annotation that only exists for type checkers: skip the type checks
+        hints = {}
     for field in dataclasses.fields(cls):
         if field.name not in params:
             continue
