@@ -94,3 +94,13 @@ def test_exif_orientation_is_applied_as_a_viewer_shows_it(tmp_path: Path, suffix
         for x, y in ((0.25, 0.25), (0.25, 0.75), (0.75, 0.75)):
             assert np.abs(colour(upright, x, y) - [0, 0, 255]).max() < 40, (x, y, max_side)
     assert images_module.DECODE_VERSION >= 2
+
+
+def test_grid_labels_draw_non_latin_class_names_readably():
+    """PIL's built-in font draws every Cyrillic letter as the same box, so two names looked alike."""
+    from tint_distill.data.grids import image_grid
+
+    cell = [Image.new("RGB", (16, 16), "white")]
+    first = image_grid([("кот", cell)], cell_size=16)
+    second = image_grid([("жук", cell)], cell_size=16)
+    assert first.tobytes() != second.tobytes()

@@ -3,11 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 LABEL_WIDTH = 150
 PADDING = 4
+FONT_SIZE = 11
+
+
+@cache
+def label_font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """DejaVu Sans (shipped with matplotlib: Latin, Cyrillic, Greek, ...) so that any class name
+    is readable; PIL's built-in font draws only Latin-1 and shows other names as boxes."""
+    try:
+        from matplotlib import font_manager
+
+        return ImageFont.truetype(font_manager.findfont("DejaVu Sans", fallback_to_default=True), FONT_SIZE)
+    except (ImportError, OSError, ValueError):
+        return ImageFont.load_default()
 
 
 def image_grid(
@@ -32,10 +46,10 @@ def image_grid(
     canvas = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(canvas)
     if title:
-        draw.text((PADDING, 4), title, fill="black")
+        draw.text((PADDING, 4), title, fill="black", font=label_font())
     for r, (label, images) in enumerate(rows):
         top = title_height + PADDING + r * (cell_size + PADDING)
-        draw.text((PADDING, top + cell_size // 2 - 6), label[:24], fill="black")
+        draw.text((PADDING, top + cell_size // 2 - 6), label[:24], fill="black", font=label_font())
         for c, image in enumerate(images):
             left = LABEL_WIDTH + c * (cell_size + PADDING) + (gap if gap_after and c >= gap_after else 0)
             fitted = ImageOps.pad(image.convert("RGB"), (cell_size, cell_size), color="white")
