@@ -39,8 +39,11 @@ def test_data_episodes_run_is_reproducible_and_tracked(kedro_project: Path):
     assert len(runs) == 2 and (runs["status"] == "FINISHED").all()
     assert runs["params.data_episodes.sampling.n_way"].tolist() == ["3", "3"]
     assert runs["params.data_episodes.sampling.seed"].tolist() == ["7", "7"]
-    artifacts = mlflow.MlflowClient().list_artifacts(runs["run_id"].iloc[0])
-    assert {"episodes", "episode_support_grids"} <= {a.path for a in artifacts}
+    client = mlflow.MlflowClient()
+    artifacts = client.list_artifacts(runs["run_id"].iloc[0])
+    assert {"episodes", "episode_support_grids", "data_episodes"} <= {a.path for a in artifacts}
+    grids = [a.path for a in client.list_artifacts(runs["run_id"].iloc[0], "episode_support_grids")]
+    assert grids == ["episode_support_grids/episode_0000.png"], "the folder is not doubled"
     assert not (kedro_project / "mlruns" / "0").exists(), "no MLflow file store: the SQLite store is used"
 
 

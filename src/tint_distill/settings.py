@@ -2,7 +2,7 @@
 
 from kedro.config import OmegaConfigLoader
 
-from tint_distill.hooks import RunGuard
+from tint_distill.hooks import MlflowRunStory, RunGuard
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
@@ -12,5 +12,6 @@ CONFIG_LOADER_ARGS = {
     "merge_strategy": {"parameters": "soft", "catalog": "soft"},
 }
 
-# Settings and model folder checked, and the project's run lock taken, before any stage works.
-HOOKS = (RunGuard(),)
+# Settings and model folder checked, and the project's run lock taken, before any stage works;
+# MLflow runs named, tagged, described and timed per stage.
+HOOKS = (RunGuard(), MlflowRunStory())

@@ -49,6 +49,11 @@ class DiffusersModelDataset(AbstractDataset[Any, Path]):
         self._read_only = read_only
         self.metadata = metadata
 
+    @property
+    def path(self) -> Path:
+        """Where the folder is (it may not exist yet)."""
+        return self._path
+
     def load(self) -> Path:
         return check_model_folder(self._path)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 import torch
 from matplotlib.figure import Figure  # no pyplot: no global backend or figure registry to touch
@@ -54,6 +55,7 @@ class PlannerSettings:
 class EvaluationSettings:
     comparisons: tuple = ()   # [a, b] pairs: a - b per episode
     planner: dict = field(default_factory=dict)
+    log_episode_loss_curves: bool = False  # true: every student's loss curve too (40 in the default run)
 
     def __post_init__(self) -> None:
         known = {*METHODS, "teacher"}
@@ -193,8 +195,10 @@ def plot_speed_accuracy(summary: dict) -> Figure:
     return figure
 
 
-def mlflow_metrics(summary: dict, student_results: dict) -> dict:
-    """Accuracies, CIs and comparisons as MLflow metrics; each student's loss curve per epoch."""
+def mlflow_metrics(summary: dict, student_results: dict, log_episode_loss_curves: bool) -> dict:
+    """Accuracies, CIs and paired differences (with both CI bounds) as MLflow metrics; per method
+    one training-loss curve, the mean over episodes per epoch with its standard deviation
+    (``loss.<method>.mean`` / ``.std``); each student's own curve only on request."""
     metrics = {}
     for method, stats in summary["methods"].items():
         metrics[f"accuracy.{method}"] = {"value": stats["accuracy"], "step": 0}
@@ -202,8 +206,18 @@ def mlflow_metrics(summary: dict, student_results: dict) -> dict:
     for name, result in summary["comparisons"].items():
         metrics[f"diff.{name}"] = {"value": result["mean_diff"], "step": 0}
         metrics[f"diff_low.{name}"] = {"value": result["ci95"][0], "step": 0}
+        metrics[f"diff_high.{name}"] = {"value": result["ci95"][1], "step": 0}
     metrics["speed.student_speedup"] = {"value": summary["speed"]["student_speedup"], "step": 0}
+    curves: dict[str, dict[int, list[float]]] = {}
     for key, load in sorted(student_results.items()):
         history = load()["history"]
-        metrics[f"loss.{key.replace('/', '.')}"] = [{"value": h["loss"], "step": int(h["epoch"])} for h in history]
+        method = key.split("/", 1)[0]
+        for point in history:
+            curves.setdefault(method, {}).setdefault(int(point["epoch"]), []).append(float(point["loss"]))
+        if log_episode_loss_curves:
+            metrics[f"loss.{key.replace('/', '.')}"] = [{"value": h["loss"], "step": int(h["epoch"])} for h in history]
+    for method, by_epoch in curves.items():
+        epochs = sorted(by_epoch)
+        metrics[f"loss.{method}.mean"] = [{"value": float(np.mean(by_epoch[e])), "step": e} for e in epochs]
+        metrics[f"loss.{method}.std"] = [{"value": float(np.std(by_epoch[e])), "step": e} for e in epochs]
     return metrics

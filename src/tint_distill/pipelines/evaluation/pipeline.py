@@ -30,7 +30,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(nodes.plot_speed_accuracy, inputs="evaluation_summary", outputs="speed_accuracy_plot", name="plot_speed_accuracy"),
             Node(
                 nodes.mlflow_metrics,
-                inputs=["evaluation_summary", "student_results"],
+                inputs=["evaluation_summary", "student_results", "params:evaluation.log_episode_loss_curves"],
                 outputs="evaluation_metrics",
                 name="log_evaluation_metrics",
             ),
