@@ -41,9 +41,12 @@ viz: setup  ## Kedro-Viz on http://127.0.0.1:4141
 	$(BIN)/kedro viz run
 
 viz-build: setup  ## static Kedro-Viz site in ./build
-	$(BIN)/kedro viz build
+	$(BIN)/kedro viz build --include-previews
 
 mlflow-ui: setup  ## MLflow UI on http://127.0.0.1:5000 over the local SQLite store
+	@$(BIN)/python -c "import mlflow; mlflow.set_tracking_uri('sqlite:///mlflow.db'); \
+	e = mlflow.get_experiment_by_name('tint_distill'); \
+	print(f'Runs table: http://127.0.0.1:5000/#/experiments/{e.experiment_id}/runs' if e else 'No runs yet: kedro run first.')"
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --port 5000
 
 lock: setup  ## re-pin the whole stack after editing pyproject.toml

@@ -99,3 +99,11 @@ def test_gpu_environment_reads_a_users_model_read_only():
     assert parameters["inversion"]["textual_inversion"]["num_steps"] == 5000
     assert parameters["inversion"]["null_text"]["num_steps"] == 25
     assert parameters["synthesis"]["dtype"] == "float16"
+
+
+@pytest.mark.parametrize("env", [None, *ENVS])
+def test_every_dataset_has_a_kedro_viz_layer(env):
+    catalog = config(env)["catalog"]
+    missing = sorted(name for name, entry in catalog.items()
+                     if not (entry.get("metadata") or {}).get("kedro-viz", {}).get("layer"))
+    assert not missing, f"datasets without a layer in Kedro-Viz (env {env or 'base'}): {missing}"

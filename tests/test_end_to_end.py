@@ -27,6 +27,11 @@ def markers(folder: Path) -> list[Path]:
 
 @pytest.mark.slow
 def test_pipelines_resume_after_kill_and_produce_the_evaluation(kedro_project: Path):
+    (kedro_project / ".gitignore").write_text("data/\nmlflow.db\nmlruns/\n")  # outputs do not make it dirty
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.org"]
+    for command in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "project copy"]):
+        subprocess.run([*git, *command], cwd=kedro_project, check=True, capture_output=True)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=kedro_project, capture_output=True, text=True).stdout.strip()
     kedro(kedro_project, "run", "--env", "test", "--pipelines", "generator_pretraining,data_episodes")
     episodes = pd.read_csv(kedro_project / "data" / "03_primary" / "episodes.csv")
     n_classes = len(episodes[["episode", "label"]].drop_duplicates())
@@ -87,9 +92,30 @@ def test_pipelines_resume_after_kill_and_produce_the_evaluation(kedro_project: P
     assert (reporting / "accuracy_per_method.png").is_file() and (reporting / "accuracy_vs_speed.png").is_file()
 
     run = mlflow.search_runs(experiment_names=["tint_distill"], order_by=["start_time DESC"]).iloc[0]
+    client = mlflow.MlflowClient()
     assert 0 <= run["metrics.accuracy.tint"] <= 1
-    history = mlflow.MlflowClient().get_metric_history(run["run_id"], "loss.tint.episode_0000")
-    assert [m.step for m in history] == [1, 2], "one loss value per epoch"
+    history = client.get_metric_history(run["run_id"], "loss.tint.mean")
+    assert [m.step for m in history] == [1, 2], "one loss value per epoch, the mean over the episodes"
+    assert len(client.get_metric_history(run["run_id"], "loss.tint.std")) == 2
+    assert not client.get_metric_history(run["run_id"], "loss.tint.episode_0000"), "per-episode curves only on request"
+    low, high = summary["comparisons"]["tint_vs_supports_only"]["ci95"]
+    assert (run["metrics.diff_low.tint_vs_supports_only"], run["metrics.diff_high.tint_vs_supports_only"]) == pytest.approx((low, high))
+
+    # The run says what it was: name, tags, description, input dataset, time per stage.
+    assert run["tags.mlflow.runName"].startswith("distillation+evaluation · test · 3-way 2-shot · 3 episodes · "), run["tags.mlflow.runName"]
+    assert (run["tags.env"], run["tags.pipeline"], run["tags.runner"]) == ("test", "distillation+evaluation", "SequentialRunner")
+    assert run["tags.git_commit"] == head and run["tags.git_dirty"] == "false"
+    note = run["tags.mlflow.note.content"]
+    assert "3-way, 3 episodes, 4 queries per class" in note and "| tint |" in note and "- tint − supports_only: " in note
+    student_markers = (kedro_project / "data" / "07_model_output" / "student_results").rglob("*.done")
+    trained = sum(json.loads(m.read_text())["seconds"] for m in student_markers)
+    assert run["metrics.duration_s.distillation.train_students"] >= trained > 0, "the training, done while saving, is counted"
+    assert run["metrics.duration_s.total"] >= run["metrics.duration_s.distillation.train_students"]
+    inputs = client.get_run(run["run_id"]).inputs.dataset_inputs
+    assert [i.dataset.name for i in inputs] == ["episodes"]
+    assert {"evaluation/speed.json", "evaluation/evaluation_summary.json"} <= {a.path for a in client.list_artifacts(run["run_id"], "evaluation")}
+    experiment = client.get_experiment_by_name("tint_distill")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development", "the UI opens on the runs table"
 
     notebook = nbformat.read(PROJECT_ROOT / "notebooks" / "explore_run.ipynb", as_version=4)
     (kedro_project / "notebooks").mkdir()
@@ -98,3 +124,19 @@ def test_pipelines_resume_after_kill_and_produce_the_evaluation(kedro_project: P
     images = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs if "image/png" in o.get("data", {})]
     assert len(images) >= 2, "the notebook shows the support grid and the synthetic images"
     assert any("tint" in t["data"]["text/html"] and "ci95" in t["data"]["text/html"] for t in tables)
+
+    # Kedro-Viz, built with previews: the stages collapse, the outputs show what they hold and the time it took.
+    kedro(kedro_project, "viz", "build", "--include-previews")
+    api = kedro_project / "build" / "api"
+    main = json.loads((api / "main").read_text())
+    assert {"data_episodes", "inversion", "synthesis", "distillation", "evaluation"} <= set(main["modular_pipelines"])
+    ids = {node["name"]: node["id"] for node in main["nodes"]}
+
+    def preview(name: str) -> dict:
+        return json.loads((api / "nodes" / ids[name]).read_text())
+
+    for name in ("synthetic_images", "episode_support_grids", "synthesis_previews"):
+        assert preview(name)["preview_type"] == "ImagePreview" and len(preview(name)["preview"]) > 1000, name
+    table = preview("student_results")["preview"]
+    assert table["columns"][:2] == ["partition", "seconds"] and len(table["data"]) == 4 * 3 + 1
+    assert table["data"][-1][1] == pytest.approx(trained, abs=0.1), "the last row sums the work's seconds"

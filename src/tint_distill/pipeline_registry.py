@@ -12,7 +12,8 @@
 - ``__default__``: ``generator_pretraining`` and ``experiment``.
 
 Registered explicitly rather than with ``find_pipelines``, which in Kedro 1.7 loads only the
-pipelines named on the command line and so cannot build the composite ones.
+pipelines named on the command line and so cannot build the composite ones. Each stage is a
+namespace (its nodes are named ``<stage>.<node>``): Kedro-Viz shows it as one box that expands.
 """
 
 from kedro.pipeline import Pipeline
@@ -27,16 +28,28 @@ from tint_distill.pipelines import (
 )
 
 
+def as_stage(pipeline: Pipeline, name: str) -> Pipeline:
+    """The same nodes under the namespace ``name``, so that Kedro-Viz can collapse the stage into
+    one box; dataset and parameter names stay as they are (nodes become ``<stage>.<node>``)."""
+    parameters = {p for p in pipeline.inputs() if p.startswith("params:")}
+    return Pipeline(pipeline, namespace=name, inputs=pipeline.inputs() - parameters,
+                    outputs=pipeline.all_outputs(), parameters=parameters)
+
+
 def register_pipelines() -> dict[str, Pipeline]:
-    index = data_episodes.create_pipeline().only_nodes("build_image_index")  # what pre-training reads
-    pipelines = {
-        "generator_pretraining": index + generator_pretraining.create_pipeline(),
-        "data_episodes": data_episodes.create_pipeline(),
-        "inversion": inversion.create_pipeline(),
-        "synthesis": synthesis.create_pipeline(),
-        "distillation": distillation.create_pipeline(),
-        "evaluation": evaluation.create_pipeline(),
+    stages = {
+        name: as_stage(module.create_pipeline(), name)
+        for name, module in (
+            ("generator_pretraining", generator_pretraining),
+            ("data_episodes", data_episodes),
+            ("inversion", inversion),
+            ("synthesis", synthesis),
+            ("distillation", distillation),
+            ("evaluation", evaluation),
+        )
     }
+    index = stages["data_episodes"].only_nodes("data_episodes.build_image_index")  # what pre-training reads
+    pipelines = {**stages, "generator_pretraining": index + stages["generator_pretraining"]}
     pipelines["tint"] = pipelines["data_episodes"] + pipelines["inversion"] + pipelines["synthesis"]
     pipelines["experiment"] = pipelines["tint"] + pipelines["distillation"] + pipelines["evaluation"]
     pipelines["__default__"] = pipelines["generator_pretraining"] + pipelines["experiment"]

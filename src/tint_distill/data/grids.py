@@ -31,7 +31,8 @@ def image_grid(
     title: str | None = None,
     gap_after: int | None = None,
 ) -> Image.Image:
-    """One row per ``(label, images)``; each image is fitted into a square cell.
+    """One row per ``(label, images)``; each image is fitted into a square cell, and the label
+    column is as wide as the longest label (at least ``LABEL_WIDTH``).
 
     ``gap_after`` draws a wider gap after that many images of each row (to separate, say,
     real supports from the synthetic images beside them).
@@ -41,7 +42,8 @@ def image_grid(
     n_columns = max(len(images) for _, images in rows)
     gap = 3 * PADDING if gap_after else 0
     title_height = 22 if title else 0
-    width = LABEL_WIDTH + n_columns * (cell_size + PADDING) + gap + PADDING
+    label_width = max(LABEL_WIDTH, max(int(label_font().getlength(label)) for label, _ in rows) + 3 * PADDING)
+    width = label_width + n_columns * (cell_size + PADDING) + gap + PADDING
     height = title_height + len(rows) * (cell_size + PADDING) + PADDING
     canvas = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(canvas)
@@ -49,9 +51,9 @@ def image_grid(
         draw.text((PADDING, 4), title, fill="black", font=label_font())
     for r, (label, images) in enumerate(rows):
         top = title_height + PADDING + r * (cell_size + PADDING)
-        draw.text((PADDING, top + cell_size // 2 - 6), label[:24], fill="black", font=label_font())
+        draw.text((PADDING, top + cell_size // 2 - 6), label, fill="black", font=label_font())
         for c, image in enumerate(images):
-            left = LABEL_WIDTH + c * (cell_size + PADDING) + (gap if gap_after and c >= gap_after else 0)
+            left = label_width + c * (cell_size + PADDING) + (gap if gap_after and c >= gap_after else 0)
             fitted = ImageOps.pad(image.convert("RGB"), (cell_size, cell_size), color="white")
             canvas.paste(fitted, (left, top))
             draw.rectangle([left - 1, top - 1, left + cell_size, top + cell_size], outline=(200, 200, 200))

@@ -6,8 +6,8 @@ from tint_distill.datasets.image_collections import (
     ImageFolderDataset,
     MiniImageNetDataset,
 )
-from tint_distill.datasets.png_image import PNGImageDataset
-from tint_distill.datasets.resumable_partitions import ResumablePartitionedDataset
+from tint_distill.datasets.png_image import PNGFolderDataset, PNGImageDataset
+from tint_distill.datasets.resumable_partitions import ResumableImageSetsDataset, ResumablePartitionedDataset
 from tint_distill.datasets.tensor_dict import TensorDictDataset
 from tint_distill.datasets.tint_artifacts import DiffusersModelDataset, ImageSetDataset, SpecialisationDataset
 
@@ -18,7 +18,9 @@ __all__ = [
     "ImageFolderDataset",
     "ImageSetDataset",
     "MiniImageNetDataset",
+    "PNGFolderDataset",
     "PNGImageDataset",
+    "ResumableImageSetsDataset",
     "ResumablePartitionedDataset",
     "SpecialisationDataset",
     "TensorDictDataset",

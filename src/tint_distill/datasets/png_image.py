@@ -6,6 +6,7 @@ import base64
 
 from kedro.io.core import get_filepath_str
 from kedro_datasets._typing import ImagePreview
+from kedro_datasets.partitions import PartitionedDataset
 from kedro_datasets.pillow import ImageDataset
 
 
@@ -15,4 +16,15 @@ class PNGImageDataset(ImageDataset):
     def preview(self) -> ImagePreview:
         load_path = get_filepath_str(self._get_load_path(), self._protocol)
         with self._fs.open(load_path, mode="rb") as handle:
+            return ImagePreview(base64.b64encode(handle.read()).decode("utf-8"))
+
+
+class PNGFolderDataset(PartitionedDataset):
+    """A folder of PNGs (one per partition) whose first image Kedro-Viz previews."""
+
+    def preview(self) -> ImagePreview:
+        paths = sorted(self._list_partitions())
+        if not paths:
+            raise FileNotFoundError(f"{self._path}: no images yet")
+        with self._filesystem.open(paths[0], mode="rb") as handle:
             return ImagePreview(base64.b64encode(handle.read()).decode("utf-8"))

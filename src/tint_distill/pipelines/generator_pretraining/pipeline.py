@@ -37,7 +37,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 nodes.generator_metrics,
                 inputs=["generator_quality", "generator"],
                 outputs="generator_metrics",
-                name="generator_metrics",
+                name="log_generator_metrics",
             ),
         ]
     )
