@@ -40,6 +40,15 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+def _digest_ends(digest, file: Path, size: int, sample_bytes: int) -> None:
+    """Feed the first and (for large files) the last ``sample_bytes`` of ``file`` into ``digest``."""
+    with file.open("rb") as handle:
+        digest.update(handle.read(sample_bytes))
+        if size > 2 * sample_bytes:
+            handle.seek(-sample_bytes, 2)
+            digest.update(handle.read())
+
+
 def folder_fingerprint(path: str | Path, sample_bytes: int = 1 << 20) -> str:
     """Fingerprint of a model folder from file names, sizes and their first and last MiB.
 
@@ -51,11 +60,7 @@ def folder_fingerprint(path: str | Path, sample_bytes: int = 1 << 20) -> str:
     for file in sorted(p for p in root.rglob("*") if p.is_file()):
         size = file.stat().st_size
         digest.update(f"{file.relative_to(root).as_posix()}:{size}".encode())
-        with file.open("rb") as handle:
-            digest.update(handle.read(sample_bytes))
-            if size > 2 * sample_bytes:
-                handle.seek(-sample_bytes, 2)
-                digest.update(handle.read())
+        _digest_ends(digest, file, size, sample_bytes)
     return digest.hexdigest()[:16]
 
 
@@ -64,11 +69,7 @@ def file_fingerprint(path: str | Path, sample_bytes: int = 1 << 20) -> str:
     path = Path(path)
     size = path.stat().st_size
     digest = hashlib.sha256(str(size).encode())
-    with path.open("rb") as handle:
-        digest.update(handle.read(sample_bytes))
-        if size > 2 * sample_bytes:
-            handle.seek(-sample_bytes, 2)
-            digest.update(handle.read())
+    _digest_ends(digest, path, size, sample_bytes)
     return digest.hexdigest()[:16]
 
 
