@@ -15,6 +15,7 @@ from kedro.framework.hooks import hook_impl
 
 from tint_distill.locks import FileLock, ProjectBusyError
 from tint_distill.run_story import git_state, run_description, run_name
+from tint_distill.work import ALREADY_SAVED
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +73,21 @@ class RunGuard:
         if self._run_lock is not None:
             self._run_lock.release()
             self._run_lock = None
+
+
+class WorkInsideTheNode:
+    """The expensive stages' nodes only plan their work (``Deferred``s); their outputs' datasets
+    (those with ``does_work_on_save``: the resumable partitions, the generator) do it while Kedro
+    saves them, after Kedro and Kedro-Viz have stopped the node's clock. This hook saves such
+    outputs at the end of the node instead, so the run view and the logs show each node taking
+    the time it takes; Kedro's own save that follows is a no-op."""
+
+    @hook_impl(tryfirst=True)  # before Kedro-Viz's hook reads the node's duration
+    def after_node_run(self, node: Any, catalog: Any, outputs: dict) -> None:
+        for name, value in outputs.items():
+            if value is not ALREADY_SAVED and name in catalog and getattr(catalog.get(name), "does_work_on_save", False):
+                catalog.save(name, value)
+                outputs[name] = ALREADY_SAVED
 
 
 class MlflowRunStory:

@@ -2,7 +2,7 @@
 
 from kedro.config import OmegaConfigLoader
 
-from tint_distill.hooks import MlflowRunStory, RunGuard
+from tint_distill.hooks import MlflowRunStory, RunGuard, WorkInsideTheNode
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
@@ -13,5 +13,5 @@ CONFIG_LOADER_ARGS = {
 }
 
 # Settings and model folder checked, and the project's run lock taken, before any stage works;
-# MLflow runs named, tagged, described and timed per stage.
-HOOKS = (RunGuard(), MlflowRunStory())
+# resumable work done inside its node's clock; MLflow runs named, tagged, described, timed per stage.
+HOOKS = (RunGuard(), WorkInsideTheNode(), MlflowRunStory())

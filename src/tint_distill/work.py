@@ -34,6 +34,18 @@ class Deferred:
         return self.compute()
 
 
+class _AlreadySaved:
+    """What a node's output becomes once its dataset has saved it (and done its deferred work)
+    inside the node's clock (:class:`tint_distill.hooks.WorkInsideTheNode`): the datasets that
+    do work on save take Kedro's own later save of it as a no-op."""
+
+    def __repr__(self) -> str:
+        return "ALREADY_SAVED"
+
+
+ALREADY_SAVED = _AlreadySaved()
+
+
 def fingerprint(*parts: Any) -> str:
     """A stable hash of JSON-able parts (dict keys sorted)."""
     payload = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))

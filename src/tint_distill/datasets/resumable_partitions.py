@@ -37,7 +37,7 @@ from kedro.io import DatasetError
 from kedro_datasets._typing import ImagePreview, TablePreview
 from kedro_datasets.partitions import PartitionedDataset
 
-from tint_distill.work import Deferred, fingerprint
+from tint_distill.work import ALREADY_SAVED, Deferred, fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +53,8 @@ class ResumablePartitionedDataset(PartitionedDataset):
     values are versioned by a hash of their JSON form. A partition may be a file or a folder
     (``filename_suffix: ""`` with a folder dataset).
     """
+
+    does_work_on_save = True  # see tint_distill.hooks.WorkInsideTheNode
 
     def __init__(self, *, path: str, dataset: Any, filename_suffix: str = "", **kwargs: Any):
         kwargs.setdefault("save_lazily", True)
@@ -131,6 +133,8 @@ class ResumablePartitionedDataset(PartitionedDataset):
         }
 
     def save(self, data: dict[str, Any]) -> None:
+        if data is ALREADY_SAVED:
+            return
         versions = {key: self._version_of(value) for key, value in data.items()}
         self._filesystem.makedirs(self._normalized_path, exist_ok=True)
         record = {"partitions": dict(sorted(versions.items())), "saved_at": _now()}

@@ -16,7 +16,7 @@ from PIL import Image
 
 from tint_distill.tint import ClassSpecialisation, check_model_folder, load_specialisation, save_specialisation
 from tint_distill.tint.models import TRAINING_RECORD, read_training_record
-from tint_distill.work import Deferred
+from tint_distill.work import ALREADY_SAVED, Deferred
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,8 @@ class DiffusersModelDataset(AbstractDataset[Any, Path]):
     fingerprint under ``"fingerprint"``.
     """
 
+    does_work_on_save = True  # a Deferred trains the model: see tint_distill.hooks.WorkInsideTheNode
+
     def __init__(self, *, path: str, read_only: bool = False, metadata: dict | None = None):
         self._path = Path(path)
         self._read_only = read_only
@@ -62,6 +64,8 @@ class DiffusersModelDataset(AbstractDataset[Any, Path]):
         return read_training_record(self._path).get("fingerprint")
 
     def save(self, data: Any) -> None:
+        if data is ALREADY_SAVED:
+            return
         if self._read_only:
             raise DatasetError(
                 f"{self._path} is a read-only model folder in this environment; run the pipelines that "
