@@ -122,7 +122,7 @@ class MlflowRunStory:
             return
         from tint_distill.pipelines.parameters import blocks_read_by
 
-        pipelines = run_params.get("pipeline_names") or ["__default__"]
+        pipelines = sorted(run_params.get("pipeline_names") or ["__default__"])  # Kedro passes them unordered
         name = run_name(pipelines, run_params.get("env"), catalog.load("parameters"),
                         blocks_read_by(pipeline.inputs()), datetime.now())
         runner = re.search(r"([A-Za-z_]\w*) object at", str(run_params.get("runner", "")))
