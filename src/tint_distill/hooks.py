@@ -147,7 +147,7 @@ class MlflowRunStory:
 
     @hook_impl
     def after_dataset_saved(self, dataset_name: str, data: Any, node: Any) -> None:
-        if node is not None:  # a resumable output does the node's real work while it is saved
+        if node is not None:  # a node's time includes saving its outputs (an MLflow upload, say)
             self._finished[node.name] = time.perf_counter()
         if dataset_name == "evaluation_summary":
             self._summary = data

@@ -37,6 +37,8 @@ from kedro.io import DatasetError
 from kedro_datasets._typing import ImagePreview, TablePreview
 from kedro_datasets.partitions import PartitionedDataset
 
+from tint_distill.data.grids import image_grid
+from tint_distill.datasets.png_image import png_preview
 from tint_distill.work import ALREADY_SAVED, Deferred, fingerprint
 
 logger = logging.getLogger(__name__)
@@ -71,6 +73,10 @@ class ResumablePartitionedDataset(PartitionedDataset):
     def _marker(self, key: str, version: str) -> str:
         return self._version_dir(key, version) + MARKER_SUFFIX
 
+    def _version_dataset(self, key: str, version: str):
+        """The underlying dataset of a finished version."""
+        return self._dataset_in(self._version_dir(key, version), key)
+
     def _dataset_in(self, folder: str, key: str):
         """The underlying dataset of one version, stored in ``folder``."""
         kwargs = deepcopy(self._dataset_config)
@@ -86,15 +92,20 @@ class ResumablePartitionedDataset(PartitionedDataset):
             handle.write(text)
         self._filesystem.mv(staging, path)
 
-    def _is_done(self, key: str, version: str) -> bool:
+    def _marker_record(self, key: str, version: str) -> dict | None:
+        """What the version's marker records, or None when it is not finished (no valid marker)."""
         marker = self._marker(key, version)
         if not self._filesystem.exists(marker):
-            return False
+            return None
         try:
             with self._filesystem.open(marker, "r") as handle:
-                return json.load(handle).get("fingerprint") == version
+                record = json.load(handle)
         except (ValueError, OSError):
-            return False
+            return None
+        return record if record.get("fingerprint") == version else None
+
+    def _is_done(self, key: str, version: str) -> bool:
+        return self._marker_record(key, version) is not None
 
     def current(self) -> dict[str, str]:
         """``{key: fingerprint}`` of the last run that saved here (empty if none did)."""
@@ -128,7 +139,7 @@ class ResumablePartitionedDataset(PartitionedDataset):
                 self._path, len(current) - len(done), len(current), len(done),
             )
         return {
-            key: Deferred(version, self._dataset_in(self._version_dir(key, version), key).load)
+            key: Deferred(version, self._version_dataset(key, version).load)
             for key, version in sorted(done.items())
         }
 
@@ -195,9 +206,8 @@ class ResumablePartitionedDataset(PartitionedDataset):
         seconds of work, when), in key order: where a stage's time went, unit by unit."""
         rows = []
         for key, version in sorted(self.current().items()):
-            if self._is_done(key, version):
-                with self._filesystem.open(self._marker(key, version), "r") as handle:
-                    marker = json.load(handle)
+            marker = self._marker_record(key, version)
+            if marker is not None:
                 rows.append({"partition": key, "fingerprint": version, "seconds": marker.get("seconds"),
                              "saved_at": marker.get("saved_at")})
         return rows
@@ -262,20 +272,10 @@ class ResumableImageSetsDataset(ResumablePartitionedDataset):
     def preview(self, nrows: int = 6, images_per_row: int = 8, cell_size: int = 48, prefix: str = "") -> ImagePreview:
         """A row per partition of the last run (the first ``nrows`` whose key starts with ``prefix``):
         its first images."""
-        from tint_distill.data.grids import image_grid
-
         rows = [r for r in self.finished() if r["partition"].startswith(prefix)]
-        chosen = [(r["partition"], self._dataset_in(self._version_dir(r["partition"], r["fingerprint"]), r["partition"]))
-                  for r in rows[:nrows]]
-        grid = image_grid([(key, dataset.load()[:images_per_row]) for key, dataset in chosen], cell_size=cell_size,
-                          title=f"first {len(chosen)} of {len(rows)} partitions of the last run")
-        return ImagePreview(_png_base64(grid))
-
-
-def _png_base64(image) -> str:
-    import base64
-    import io
-
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode("utf-8")
+        shown = rows[:nrows]
+        grid = image_grid(
+            [(r["partition"], self._version_dataset(r["partition"], r["fingerprint"]).load()[:images_per_row]) for r in shown],
+            cell_size=cell_size, title=f"first {len(shown)} of {len(rows)} partitions of the last run",
+        )
+        return png_preview(grid)
