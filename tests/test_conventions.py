@@ -92,13 +92,14 @@ def test_environment_selects_the_data_source(env, dataset_type):
         assert config(env)["parameters"]["data_episodes"]["class_splits"] is None
 
 
-def test_gpu_environment_reads_a_users_model_read_only():
+def test_gpu_environment_reads_a_users_model_read_only_with_the_grouped_engine():
     generator = config("gpu")["catalog"]["generator"]
     assert generator["read_only"] is True
     parameters = config("gpu")["parameters"]
     assert parameters["inversion"]["textual_inversion"]["num_steps"] == 5000
     assert parameters["inversion"]["null_text"]["num_steps"] == 25
-    assert parameters["synthesis"]["dtype"] == "float16"
+    assert parameters["inversion"]["group_size"] == 5  # an episode's classes share each UNet batch
+    assert parameters["inversion"]["precision"] == parameters["synthesis"]["precision"] == "bf16"
 
 
 @pytest.mark.parametrize("env", [None, *ENVS])

@@ -43,6 +43,9 @@ def test_every_runtime_parameter_of_the_configuration_is_allowed():
         ({"methods": ["tint", "dreambooth"]}, r"parameter 'methods' must be a non-empty subset"),
         ({"speed": {"n_batches": 0}}, r"parameter 'speed\.n_batches' must be >= 1"),
         ({"inversion": {"null_text": {"inner_step": 3}}}, r"'inversion\.null_text' has unknown keys \['inner_step'\]"),
+        ({"inversion": {"precision": "fp8"}}, r"parameter 'inversion\.precision' must be one of \['fp32', 'bf16', 'fp16'\]"),
+        ({"inversion": {"group_size": 0}}, r"parameter 'inversion\.group_size' must be >= 1"),
+        ({"synthesis": {"dtype": "float16"}}, r"unknown keys \['dtype'\] \('dtype' is now precision \(fp32 \| bf16 \| fp16\)\)"),
     ],
 )
 def test_bad_settings_are_named(override, message):

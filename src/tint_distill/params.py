@@ -28,8 +28,6 @@ class SettingError(ValueError):
         super().__init__(f"{field} {problem}")
 
 
-DTYPES = ("float32", "float16", "bfloat16")
-
 _KINDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 
 
@@ -58,6 +56,10 @@ def _type_problem(value: Any, hint: Any) -> str | None:
     return f"must be {' or '.join(kinds)}, got {value!r}"
 
 
+# Settings that were renamed, with what a user should write now.
+RENAMED = {"dtype": "precision (fp32 | bf16 | fp16)"}
+
+
 def settings_from_params(cls: type[T], params: Mapping[str, Any] | None, name: str) -> T:
     """``cls(**params)`` for a dataclass ``cls``, refusing unknown keys, values of the wrong type
     and invalid values, with errors that name the parameter (``parameter 'synthesis.alpha' ...``)."""
@@ -69,6 +71,7 @@ def settings_from_params(cls: type[T], params: Mapping[str, Any] | None, name: s
     if unknown:
         hints = {u: difflib.get_close_matches(u, allowed, n=1) for u in unknown}
         meant = "".join(f" ('{u}': did you mean '{h[0]}'?)" for u, h in hints.items() if h)
+        meant += "".join(f" ('{u}' is now {RENAMED[u]})" for u in unknown if u in RENAMED and not hints[u])
         raise ParameterError(
             f"parameters '{name}' has unknown keys {unknown}{meant}; allowed: {sorted(allowed)}."
         )
@@ -101,12 +104,3 @@ def resolve_device(device: str) -> torch.device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ParameterError(f"device '{device}' was asked for but no CUDA GPU is available; use 'cpu' or 'auto'.")
     return torch.device(device)
-
-
-def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """``float16``/``bfloat16`` on a GPU; on the CPU half precision is slow and poorly supported, so float32."""
-    import torch
-
-    if dtype not in DTYPES:
-        raise ParameterError(f"dtype must be float32, float16 or bfloat16, got {dtype!r}.")
-    return getattr(torch, dtype) if device.type == "cuda" else torch.float32

@@ -4,6 +4,11 @@ A node returns ``{partition key: Deferred(fingerprint, compute)}``; the catalog 
 (:class:`tint_distill.datasets.ResumablePartitionedDataset`) runs ``compute`` only for keys
 whose saved fingerprint differs, saving each result as soon as it exists. An interrupted
 run therefore resumes where it stopped, and a changed setting recomputes what it affects.
+
+Work that runs faster together (the classes of an episode share each UNet batch) comes from a
+:class:`WorkPool`: the dataset first tells the pool which of its units still need computing,
+then the first of them to be asked for computes itself with the next few needed ones in one go.
+A resumed run therefore groups exactly the missing units, whatever was finished before.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import hashlib
 import json
 import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,9 +34,60 @@ class Deferred:
     fingerprint: str
     compute: Callable[[], Any]
     force: bool = False
+    pool: "WorkPool | None" = None  # the pool this unit is computed in, if any
+    member: Any = None  # its name in the pool
 
     def __call__(self) -> Any:
         return self.compute()
+
+    def needed(self) -> None:
+        """Called by the dataset before any work starts, for every unit it will compute."""
+        if self.pool is not None:
+            self.pool.need(self.member)
+
+
+class UnitFailed(RuntimeError):
+    """One unit of partitioned work failed for a reason of its own (a diverging optimisation, say):
+    the dataset saves the other units and raises it at the end."""
+
+
+class WorkPool:
+    """Units computed ``group_size`` at a time by ``compute_group(members) -> [result or exception]``.
+
+    ``deferred(member, fingerprint)`` makes the unit's :class:`Deferred`. The dataset calls
+    ``need`` for the units it will compute, in order; asking for a unit computes it with the next
+    needed units not yet computed, and keeps their results until they are asked for. A member's
+    exception is raised when (and only when) that member is asked for.
+    """
+
+    def __init__(self, compute_group: Callable[[list[Any]], Sequence[Any]], group_size: int):
+        if group_size < 1:
+            raise ValueError(f"group_size must be >= 1, got {group_size}")
+        self.compute_group, self.group_size = compute_group, group_size
+        self._needed: list[Any] = []
+        self._ready: dict[Any, Any] = {}
+        self._started: set[Any] = set()
+
+    def deferred(self, member: Any, fingerprint: str) -> Deferred:
+        return Deferred(fingerprint, lambda: self.result(member), pool=self, member=member)
+
+    def need(self, member: Any) -> None:
+        if member not in self._needed:
+            self._needed.append(member)
+
+    def result(self, member: Any) -> Any:
+        if member not in self._ready:
+            later = [m for m in self._needed if m != member and m not in self._started]
+            group = [member, *later[:self.group_size - 1]]
+            self._started.update(group)
+            results = list(self.compute_group(group))
+            if len(results) != len(group):
+                raise RuntimeError(f"compute_group returned {len(results)} results for {len(group)} members")
+            self._ready.update(zip(group, results))
+        value = self._ready.pop(member)
+        if isinstance(value, BaseException):
+            raise value
+        return value
 
 
 class _AlreadySaved:

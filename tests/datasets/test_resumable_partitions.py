@@ -4,7 +4,7 @@ import pytest
 from kedro.io import DatasetError
 
 from tint_distill.datasets import ResumablePartitionedDataset
-from tint_distill.work import Deferred
+from tint_distill.work import Deferred, UnitFailed, WorkPool
 
 
 class Counter:
@@ -139,3 +139,34 @@ def test_plain_values_and_empty_store(tmp_path: Path):
         store.load()
     store.save({"x": {"plain": True}})
     assert store.load()["x"]() == {"plain": True}
+
+
+def test_pooled_work_is_grouped_from_what_is_missing_and_a_failed_unit_costs_the_others_nothing(tmp_path: Path):
+    """A resumed run groups exactly the missing units; a unit that fails on its own is reported
+    after every other unit is saved."""
+    groups = []
+
+    def compute_group(members):
+        groups.append(list(members))
+        return [UnitFailed(f"{m} diverged") if m == "c" else {"member": m} for m in members]
+
+    store = dataset(tmp_path / "parts")
+    keys = {m: f"episode_0000/{m}" for m in "abcdefg"}
+    first = WorkPool(compute_group, group_size=3)
+    store.save({keys[m]: first.deferred(m, f"{m}-1") for m in "ab"})  # an earlier, smaller run
+    assert groups == [["a", "b"]]
+
+    groups.clear()
+    pool = WorkPool(compute_group, group_size=3)
+    with pytest.raises(DatasetError, match=r"1 of 5 partitions .* failed \(episode_0000/c\); all the others are saved"):
+        store.save({keys[m]: pool.deferred(m, f"{m}-1") for m in "abcdefg"})
+    assert groups == [["c", "d", "e"], ["f", "g"]], "only the missing units, in full groups"
+    assert sorted(store.load()) == [keys[m] for m in "abdefg"]
+    assert store.load()[keys["e"]]() == {"member": "e"}
+
+
+def test_a_pool_member_asked_for_alone_is_computed_with_nothing_else():
+    pool = WorkPool(lambda members: [m.upper() for m in members], group_size=4)
+    assert pool.deferred("x", "fp")() == "X"
+    with pytest.raises(ValueError, match="group_size"):
+        WorkPool(lambda members: members, group_size=0)

@@ -107,6 +107,13 @@ def supports() -> torch.Tensor:
 
 
 @pytest.fixture(scope="session")
+def group_images() -> list[torch.Tensor]:
+    """Supports of three classes for the grouped engine: fish (3), clock (2), fish again (3)."""
+    fish, clock = (to_model_tensor(class_images(i, 4), RESOLUTION) for i in (0, 1))
+    return [fish[:3], clock[:2], fish[1:]]
+
+
+@pytest.fixture(scope="session")
 def nti_config() -> NullTextConfig:
     return NullTextConfig(num_steps=NUM_STEPS)  # reference CFG 7.5, lr 1e-2, 10 inner steps, 1e-5
 

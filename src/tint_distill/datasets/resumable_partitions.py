@@ -39,7 +39,7 @@ from kedro_datasets.partitions import PartitionedDataset
 
 from tint_distill.data.grids import image_grid
 from tint_distill.datasets.png_image import png_preview
-from tint_distill.work import ALREADY_SAVED, Deferred, fingerprint
+from tint_distill.work import ALREADY_SAVED, Deferred, UnitFailed, fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -150,21 +150,36 @@ class ResumablePartitionedDataset(PartitionedDataset):
         self._filesystem.makedirs(self._normalized_path, exist_ok=True)
         record = {"partitions": dict(sorted(versions.items())), "saved_at": _now()}
         self._write_atomically(self._under(CURRENT_FILE), json.dumps(record, indent=1))
-        reused = 0
-        for position, (key, value) in enumerate(sorted(data.items()), start=1):
-            version = versions[key]
-            forced = isinstance(value, Deferred) and value.force
-            if not forced and self._is_done(key, version):
-                reused += 1
-                continue
+        pending = {}
+        for key, value in sorted(data.items()):
+            if (isinstance(value, Deferred) and value.force) or not self._is_done(key, versions[key]):
+                pending[key] = value
+                if isinstance(value, Deferred):
+                    value.needed()  # before any work starts: pooled work groups exactly what is missing
+        failures: list[tuple[str, UnitFailed]] = []
+        for position, (key, value) in enumerate(pending.items(), start=1):
             started = time.perf_counter()
-            result = value() if callable(value) else value
+            try:
+                result = value() if callable(value) else value
+            except UnitFailed as error:  # that unit's own problem: the others go on
+                logger.error("%s: partition %s failed: %s", self._path, key, error)
+                failures.append((key, error))
+                continue
             seconds = time.perf_counter() - started
-            self._commit(key, version, result, seconds, replace=forced)
-            logger.info("%s: saved partition %s (%d / %d) in %.1f s", self._path, key, position, len(data), seconds)
-        if reused:
-            logger.info("%s: %d of %d partitions were already done and reused", self._path, reused, len(data))
+            self._commit(key, versions[key], result, seconds, replace=isinstance(value, Deferred) and value.force)
+            logger.info("%s: saved partition %s (%d / %d to compute) in %.1f s", self._path, key, position,
+                        len(pending), seconds)
+        if len(pending) < len(data):
+            logger.info("%s: %d of %d partitions were already done and reused", self._path, len(data) - len(pending),
+                        len(data))
         self._invalidate_caches()
+        if failures:
+            first_key, first = failures[0]
+            raise UnitFailed(
+                f"{len(failures)} of {len(pending)} partitions of '{self._path}' failed "
+                f"({', '.join(key for key, _ in failures)}); all the others are saved and a rerun reuses them. "
+                f"First failure, {first_key}: {first}"
+            ) from first
 
     def _commit(self, key: str, version: str, result: Any, seconds: float, replace: bool) -> None:
         """Write ``result`` as version ``version`` of ``key``: staged, renamed into place, marked done."""

@@ -12,19 +12,21 @@ from .errors import ModelFolderError, NonFiniteLossError, SpecialisationError, T
 from .models import (SDComponents, TinySDConfig, build_tiny_stable_diffusion, check_model_folder,
                      load_stable_diffusion)
 from .null_text_inversion import (NullTextConfig, NullTextResult, ddim_invert, null_text_invert,
-                                  null_text_invert_sequential, reconstruct, reconstruct_latents)
+                                  null_text_invert_group, null_text_invert_sequential, reconstruct,
+                                  reconstruct_latents)
 from .sampling import blend_with_noise, textual_inversion_sample, tint_sample
-from .specialisation import (ClassSpecialisation, apply_specialisation, load_specialisation, sample_class,
-                             save_specialisation, specialise_class)
-from .textual_inversion import TextualInversionConfig, add_class_token, train_textual_inversion
+from .specialisation import (ClassSpecialisation, ClassToSpecialise, apply_specialisation, load_specialisation,
+                             sample_class, save_specialisation, specialise_class, specialise_group)
+from .textual_inversion import (TextualInversionConfig, add_class_token, train_textual_inversion,
+                                train_textual_inversion_group)
 from .tokenizer import write_clip_tokenizer_files
 
 __all__ = [
-    "ClassSpecialisation", "ModelFolderError", "NonFiniteLossError", "NullTextConfig", "NullTextResult",
-    "SDComponents", "SpecialisationError", "TextualInversionConfig", "TinySDConfig", "TintError",
+    "ClassSpecialisation", "ClassToSpecialise", "ModelFolderError", "NonFiniteLossError", "NullTextConfig",
+    "NullTextResult", "SDComponents", "SpecialisationError", "TextualInversionConfig", "TinySDConfig", "TintError",
     "add_class_token", "apply_specialisation", "blend_with_noise", "build_tiny_stable_diffusion",
     "check_model_folder", "ddim_invert", "load_specialisation", "load_stable_diffusion", "null_text_invert",
-    "null_text_invert_sequential", "reconstruct", "reconstruct_latents", "sample_class", "save_specialisation",
-    "specialise_class", "textual_inversion_sample", "tint_sample", "train_textual_inversion",
-    "write_clip_tokenizer_files",
+    "null_text_invert_group", "null_text_invert_sequential", "reconstruct", "reconstruct_latents", "sample_class",
+    "save_specialisation", "specialise_class", "specialise_group", "textual_inversion_sample", "tint_sample", "train_textual_inversion",
+    "train_textual_inversion_group", "write_clip_tokenizer_files",
 ]

@@ -94,10 +94,12 @@ def encode_prompts(components: SDComponents, prompts: Sequence[str]) -> torch.Te
 
 def unet_eps(components: SDComponents, schedule: DDIMSchedule, k: int, latents: torch.Tensor,
              embeddings: torch.Tensor) -> torch.Tensor:
-    """The UNet's noise prediction at step ``k`` (embeddings are cast to the UNet dtype)."""
-    output = components.unet(latents, schedule.timesteps[k],
-                             encoder_hidden_states=embeddings.to(components.dtype)).sample
-    return schedule.to_eps(k, latents, output)
+    """The UNet's noise prediction at step ``k``, in the latents' dtype (the call itself runs in the
+    model's precision)."""
+    with components.autocast():
+        output = components.unet(latents.to(components.dtype), schedule.timesteps[k],
+                                 encoder_hidden_states=embeddings.to(components.dtype)).sample
+    return schedule.to_eps(k, latents, output.to(latents.dtype))
 
 
 def guided_eps(components: SDComponents, schedule: DDIMSchedule, k: int, latents: torch.Tensor,
@@ -143,18 +145,19 @@ def check_images(images: torch.Tensor, resolution: int) -> None:
 
 
 def encode_images(components: SDComponents, images: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
-    """VAE posterior means x scaling factor, (K, C, h, w), in the components' dtype."""
+    """VAE posterior means x scaling factor, (K, C, h, w), in the components' latent dtype."""
     check_images(images, components.resolution)
     out = []
-    with torch.no_grad():
+    with torch.no_grad(), components.autocast():
         for start in range(0, images.shape[0], batch_size):
             chunk = images[start:start + batch_size].to(components.device, components.dtype)
-            out.append(components.vae.encode(chunk).latent_dist.mean * components.scaling_factor)
+            mean = components.vae.encode(chunk).latent_dist.mean
+            out.append(mean.to(components.latent_dtype) * components.scaling_factor)
     return torch.cat(out)
 
 
 def decode_latents(components: SDComponents, latents: torch.Tensor) -> torch.Tensor:
     """Images in [-1, 1] (float32) from latents."""
-    with torch.no_grad():
+    with torch.no_grad(), components.autocast():
         images = components.vae.decode(latents.to(components.dtype) / components.scaling_factor).sample
     return images.float().clamp(-1, 1)

@@ -7,6 +7,7 @@ and a real SD 1.5 copy; nothing is ever downloaded.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -34,6 +35,12 @@ SD1_SCHEDULER_CONFIG: dict[str, Any] = {
     "timestep_spacing": "trailing",
     "prediction_type": "epsilon",
 }
+
+# What a ``precision`` setting means. Frozen UNet/VAE weights are stored in that dtype on a GPU
+# (float32 on a CPU, where half-precision storage is slow); their calls run under autocast in it.
+# The text encoder's weights, learned embedding rows, null embeddings, latents and losses stay
+# float32 (the master copies).
+PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 REQUIRED_PARTS = ("model_index.json", "unet", "vae", "text_encoder", "tokenizer", "scheduler")
 TRAINING_RECORD = "training_record.json"  # how a model trained by this project describes itself
@@ -94,9 +101,10 @@ class TinySDConfig:
 class SDComponents:
     """The loaded, frozen parts of a Stable Diffusion 1.x model.
 
-    ``unet`` and ``vae`` run in ``dtype``; the text encoder is kept in float32 (it is small,
-    and textual inversion optimises one of its embedding rows). ``resolution`` is the native
-    image size (UNet sample size x VAE scale factor).
+    ``unet`` and ``vae`` are stored in ``dtype``; the text encoder is kept in float32 (it is
+    small, and textual inversion optimises rows of its embedding matrix). ``autocast_dtype``
+    (bf16/fp16, or None for none) is the precision the model calls run in (:meth:`autocast`).
+    ``resolution`` is the native image size (UNet sample size x VAE scale factor).
     """
 
     tokenizer: Any
@@ -107,6 +115,7 @@ class SDComponents:
     device: torch.device
     dtype: torch.dtype
     path: str = ""
+    autocast_dtype: torch.dtype | None = None
     resolution: int = field(init=False)
     vae_scale_factor: int = field(init=False)
 
@@ -123,6 +132,32 @@ class SDComponents:
     @property
     def scaling_factor(self) -> float:
         return float(self.vae.config.scaling_factor)
+
+    @property
+    def latent_dtype(self) -> torch.dtype:
+        """The dtype latents are kept in between model calls: float32 (float64 for a float64 model)."""
+        return torch.float64 if self.dtype == torch.float64 else torch.float32
+
+    @property
+    def precision(self) -> str:
+        """``fp32``, ``bf16`` or ``fp16``: what the model calls compute in."""
+        compute = self.autocast_dtype or self.dtype
+        return next((name for name, dtype in PRECISIONS.items() if dtype == compute), str(compute))
+
+    def set_precision(self, precision: str) -> "SDComponents":
+        """Compute in ``precision`` (:data:`PRECISIONS`): half-precision UNet/VAE weights on a GPU
+        (float32 weights on a CPU, where half-precision storage is slow), autocast on both."""
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+        self.to(dtype=PRECISIONS[precision] if self.device.type == "cuda" else torch.float32)
+        self.autocast_dtype = None if precision == "fp32" else PRECISIONS[precision]
+        return self
+
+    def autocast(self):
+        """The context the UNet/VAE/text-encoder calls run in: autocast to ``autocast_dtype`` if set."""
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def to(self, device: str | torch.device | None = None,
            dtype: torch.dtype | None = None) -> "SDComponents":
@@ -330,18 +365,24 @@ def _weight_variant(sub: Path) -> str | None:
 
 
 def load_stable_diffusion(path: str | Path, *, device: str | torch.device = "cpu",
-                          dtype: torch.dtype = torch.float32) -> SDComponents:
+                          dtype: torch.dtype = torch.float32, precision: str | None = None) -> SDComponents:
     """Load a local diffusers SD 1.x folder (tiny or real) as frozen :class:`SDComponents`.
 
     Never downloads (``local_files_only=True``). The scheduler is a ``DDIMScheduler`` built
     from the folder's scheduler config; the sampling code chooses the timestep spacing.
+    ``precision`` (``fp32`` | ``bf16`` | ``fp16``, see :data:`PRECISIONS`), when given, replaces
+    ``dtype``: half-precision weights on a GPU, float32 weights on a CPU, autocast on both.
     """
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
     folder = check_model_folder(path)
     device = torch.device(device)
-    if device.type == "cpu" and dtype in (torch.float16, torch.bfloat16):
+    if precision is not None and precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    if precision is not None:
+        dtype = PRECISIONS[precision] if device.type == "cuda" else torch.float32
+    elif device.type == "cpu" and dtype in (torch.float16, torch.bfloat16):
         logger.warning("half precision is for GPUs: loading %s in float32 on the CPU", folder)
         dtype = torch.float32
     try:
@@ -372,7 +413,10 @@ def load_stable_diffusion(path: str | Path, *, device: str | torch.device = "cpu
     components = SDComponents(tokenizer=tokenizer, text_encoder=text_encoder, unet=unet, vae=vae,
                               scheduler=scheduler, device=device, dtype=dtype, path=str(folder))
     components.to(device=device, dtype=dtype)
-    logger.info("loaded SD model %s (%d px, %s, %s)", folder, components.resolution, device, dtype)
+    if precision is not None:
+        components.set_precision(precision)
+    logger.info("loaded SD model %s (%d px, %s, weights %s, computing in %s)", folder, components.resolution,
+                device, dtype, components.precision)
     return components
 
 

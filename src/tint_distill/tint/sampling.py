@@ -74,7 +74,7 @@ def _generate(components: SDComponents, n_images: int, batch_size: int, draw, de
             torch.inference_mode():
         for start in range(0, n_images, batch_size):
             drawn = [draw(i) for i in range(start, min(start + batch_size, n_images))]
-            latents = torch.stack([d[0] for d in drawn]).to(components.device, components.dtype)
+            latents = torch.stack([d[0] for d in drawn]).to(components.device, components.latent_dtype)
             batch_infos = [d[1] for d in drawn]
             z0 = denoise_batch(latents, batch_infos)
             images.append(decode_latents(components, z0).cpu())

@@ -16,12 +16,13 @@ from typing import Any, Sequence
 
 import torch
 
-from .errors import SpecialisationError
+from .errors import NonFiniteLossError, SpecialisationError
 from .models import SDComponents, json_safe
-from .null_text_inversion import NullTextConfig, null_text_invert
+from .null_text_inversion import NullTextConfig, null_text_invert_group
 from .progress import Progress
 from .sampling import OutputType, tint_sample
-from .textual_inversion import TextualInversionConfig, add_class_token, set_token_embedding, train_textual_inversion
+from .textual_inversion import (TextualInversionConfig, add_class_token, set_token_embedding,
+                                train_textual_inversion_group)
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +124,93 @@ def apply_specialisation(components: SDComponents, spec: ClassSpecialisation) ->
     return token_id
 
 
+@dataclass(frozen=True)
+class ClassToSpecialise:
+    """One class's input to :func:`specialise_group`: its supports (K, 3, R, R) in [-1, 1] at the
+    model resolution, its new token, and the word its token's embedding starts from."""
+
+    images: torch.Tensor
+    token: str
+    init_word: str
+    support_ids: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        ids = tuple(str(s) for s in self.support_ids) or tuple(str(i) for i in range(self.images.shape[0]))
+        if len(ids) != self.images.shape[0]:
+            raise ValueError(f"{len(ids)} support ids for {self.images.shape[0]} images of {self.token}")
+        object.__setattr__(self, "support_ids", ids)
+
+
+def specialise_group(components: SDComponents, classes: Sequence[ClassToSpecialise], *,
+                     ti_config: TextualInversionConfig = TextualInversionConfig(),
+                     nti_config: NullTextConfig = NullTextConfig(), fallback_word: str = "object",
+                     progress: Progress = None) -> list[ClassSpecialisation | NonFiniteLossError]:
+    """Specialise several classes together: grouped textual inversion (one UNet batch per step
+    holding every class), then null-text inversion of all their supports in one batch.
+
+    Each class gets what it would get specialised alone (to rounding). Returns, per class, its
+    :class:`ClassSpecialisation`, or the :class:`NonFiniteLossError` that stopped it; a failing
+    class costs the others nothing.
+    """
+    if not classes:
+        raise ValueError("specialise_group needs at least one class")
+    started = time.perf_counter()
+    initial = []
+    for item in classes:
+        token_id = add_class_token(components, item.token, item.init_word, fallback_word)
+        initial.append(components.text_encoder.get_input_embeddings().weight[token_id].detach().float().cpu().clone())
+    losses: list[list[float]] = [[] for _ in classes]
+    learned = train_textual_inversion_group(components, [c.images for c in classes], [c.token for c in classes],
+                                            config=ti_config, progress=progress, losses=losses)
+    ti_seconds = time.perf_counter() - started
+    trained = [g for g, result in enumerate(learned) if not isinstance(result, NonFiniteLossError)]
+    inverted = {}
+    if trained:
+        results = null_text_invert_group(
+            components, [classes[g].images for g in trained],
+            [ti_config.prompt_template.format(token=classes[g].token) for g in trained],
+            config=nti_config, progress=progress)
+        inverted = dict(zip(trained, results))
+    seconds = {"textual_inversion": ti_seconds, "null_text": time.perf_counter() - started - ti_seconds}
+    out: list[ClassSpecialisation | NonFiniteLossError] = []
+    for g, item in enumerate(classes):
+        result = inverted.get(g, learned[g])
+        if isinstance(result, NonFiniteLossError):
+            out.append(result)
+            continue
+        embedding, tail = learned[g], losses[g][-min(len(losses[g]), 100):]
+        settings = {
+            "model_path": components.path,
+            "resolution": components.resolution,
+            "num_steps": nti_config.num_steps,
+            "guidance_scale": nti_config.guidance_scale,
+            "timestep_spacing": nti_config.timestep_spacing,
+            "timesteps": list(result.timesteps),
+            "prompt_template": ti_config.prompt_template,
+            "textual_inversion": dataclasses.asdict(ti_config),
+            "null_text": dataclasses.asdict(nti_config),
+            "seeds": {"textual_inversion": ti_config.seed},
+            "losses": {
+                "textual_inversion_first": losses[g][0],
+                "textual_inversion_last100_mean": sum(tail) / len(tail),
+                "null_text_final_mse_mean": float(result.final_mse.mean()),
+                "null_text_final_mse_max": float(result.final_mse.max()),
+                "null_text_inner_steps_mean": float(result.inner_steps.float().mean()),
+            },
+            "seconds": seconds,  # of the whole group
+            "group_size": len(classes),
+            "dtype": str(components.dtype),
+            "precision": components.precision,
+            "fallback_word": fallback_word,
+            "embedding_change_norm": float((embedding - initial[g]).norm()),
+        }
+        out.append(ClassSpecialisation(token=item.token, init_word=item.init_word, token_embedding=embedding,
+                                       inverted_latents=result.inverted_latents,
+                                       null_embeddings=result.null_embeddings, support_ids=list(item.support_ids),
+                                       settings=json_safe(settings)))
+    return out
+
+
 def specialise_class(components: SDComponents, images: torch.Tensor, *, token: str, init_word: str,
                      ti_config: TextualInversionConfig = TextualInversionConfig(),
                      nti_config: NullTextConfig = NullTextConfig(), support_ids: Sequence[str] | None = None,
@@ -130,48 +218,15 @@ def specialise_class(components: SDComponents, images: torch.Tensor, *, token: s
     """Textual inversion on all supports, then batched null-text inversion of each support.
 
     ``images`` is (K, 3, R, R) in [-1, 1] at the model resolution; the token's embedding starts
-    from ``init_word`` if it is one known token, else from ``fallback_word``.
+    from ``init_word`` if it is one known token, else from ``fallback_word``. Raises
+    :class:`NonFiniteLossError` when an optimisation diverges.
     """
-    support_ids = [str(s) for s in (support_ids if support_ids is not None else range(images.shape[0]))]
-    if len(support_ids) != images.shape[0]:
-        raise ValueError(f"{len(support_ids)} support ids for {images.shape[0]} images")
-    started = time.perf_counter()
-    token_id = add_class_token(components, token, init_word, fallback_word)
-    initial = components.text_encoder.get_input_embeddings().weight[token_id].detach().float().cpu().clone()
-    losses: list[float] = []
-    embedding = train_textual_inversion(components, images, token, config=ti_config, progress=progress,
-                                        losses=losses)
-    ti_seconds = time.perf_counter() - started
-    prompt = ti_config.prompt_template.format(token=token)
-    result = null_text_invert(components, images, prompt, config=nti_config, progress=progress)
-    tail = losses[-min(len(losses), 100):]
-    settings = {
-        "model_path": components.path,
-        "resolution": components.resolution,
-        "num_steps": nti_config.num_steps,
-        "guidance_scale": nti_config.guidance_scale,
-        "timestep_spacing": nti_config.timestep_spacing,
-        "timesteps": list(result.timesteps),
-        "prompt_template": ti_config.prompt_template,
-        "textual_inversion": dataclasses.asdict(ti_config),
-        "null_text": dataclasses.asdict(nti_config),
-        "seeds": {"textual_inversion": ti_config.seed},
-        "losses": {
-            "textual_inversion_first": losses[0],
-            "textual_inversion_last100_mean": sum(tail) / len(tail),
-            "null_text_final_mse_mean": float(result.final_mse.mean()),
-            "null_text_final_mse_max": float(result.final_mse.max()),
-            "null_text_inner_steps_mean": float(result.inner_steps.float().mean()),
-        },
-        "seconds": {"textual_inversion": ti_seconds,
-                    "null_text": time.perf_counter() - started - ti_seconds},
-        "dtype": str(components.dtype),
-        "fallback_word": fallback_word,
-        "embedding_change_norm": float((embedding - initial).norm()),
-    }
-    return ClassSpecialisation(token=token, init_word=init_word, token_embedding=embedding,
-                               inverted_latents=result.inverted_latents, null_embeddings=result.null_embeddings,
-                               support_ids=support_ids, settings=json_safe(settings))
+    (result,) = specialise_group(
+        components, [ClassToSpecialise(images, token, init_word, tuple(support_ids or ()))],
+        ti_config=ti_config, nti_config=nti_config, fallback_word=fallback_word, progress=progress)
+    if isinstance(result, NonFiniteLossError):
+        raise result
+    return result
 
 
 def sample_class(components: SDComponents, spec: ClassSpecialisation, *, n_images: int, alpha: float = 1.0,

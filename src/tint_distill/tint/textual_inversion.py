@@ -1,13 +1,22 @@
-"""Textual inversion (Gal et al. 2022): learn one new token embedding from a few images.
+"""Textual inversion (Gal et al. 2022): learn one new token embedding per class from a few images.
 
-Only the new token's row of the text encoder's embedding matrix changes: the whole matrix
-is handed to AdamW (as in the diffusers example) and every other row is copied back from
-the original after each step, so they stay bit-for-bit identical.
+A *group* of classes (the classes of an episode, say) learns together: every optimisation step
+is one UNet batch holding ``batch_size`` samples of each class, each with its class's prompt,
+noise and timestep. Each class has its own random stream and its own loss term, and AdamW
+works element by element, so a class learns the same embedding whatever group it is in
+(grouped equals one-at-a-time to rounding). The learned rows are float32 master copies kept
+outside the text encoder and substituted into its token-embedding output during training: no
+other row of the embedding matrix is ever written (the diffusers example instead optimises the
+whole matrix and copies the other rows back after every step; the result is the same).
+
+The inner loop never waits for the device: random draws are staged a chunk of ``log_every``
+steps at a time, losses stay on the device and are read back once per chunk.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -98,75 +107,154 @@ def set_token_embedding(components: SDComponents, token_id: int, embedding: torc
         weight[token_id] = embedding.to(weight.device, weight.dtype)
 
 
+def _token_id(components: SDComponents, token: str) -> int:
+    tokenizer = components.tokenizer
+    token_id = int(tokenizer.convert_tokens_to_ids(token))
+    if token_id == tokenizer.unk_token_id or token not in tokenizer.get_vocab():
+        raise ValueError(f"token {token!r} is not in the tokenizer: call add_class_token first")
+    return token_id
+
+
+class _RandomDraws:
+    """Each class's own stream of (support index, noise, timestep) draws, staged on the device a
+    chunk of steps at a time. A class draws exactly what it would draw trained alone."""
+
+    def __init__(self, counts: Sequence[int], offsets: Sequence[int], latent_shape: tuple[int, ...],
+                 config: TextualInversionConfig, t_max: int, device: torch.device):
+        self.counts, self.offsets, self.shape = list(counts), list(offsets), latent_shape
+        self.config, self.t_max, self.device = config, t_max, device
+        self.generators = [torch.Generator().manual_seed(config.seed) for _ in counts]
+
+    def chunk(self, steps: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(index (n, G*B), noise (n, G*B, C, h, w), timesteps (n, G*B))`` for the next ``steps`` steps."""
+        batch, indices, noises, times = self.config.batch_size, [], [], []
+        for _ in range(steps):
+            for count, offset, generator in zip(self.counts, self.offsets, self.generators):
+                indices.append(torch.randint(count, (batch,), generator=generator) + offset)
+                noises.append(torch.randn((batch, *self.shape), generator=generator))
+                times.append(torch.randint(self.config.t_min, self.t_max, (batch,), generator=generator))
+        group = len(self.counts) * batch
+        staged = [torch.cat(x).view(steps, group, *x[0].shape[1:]) for x in (indices, noises, times)]
+        if self.device.type == "cuda":  # pinned memory: the copies do not block the host
+            return tuple(t.pin_memory().to(self.device, non_blocking=True) for t in staged)
+        return tuple(t.to(self.device) for t in staged)
+
+
+def train_textual_inversion_group(components: SDComponents, images: Sequence[torch.Tensor], tokens: Sequence[str],
+                                  *, config: TextualInversionConfig = TextualInversionConfig(),
+                                  progress: Progress = None,
+                                  losses: list[list[float]] | None = None) -> list[torch.Tensor | NonFiniteLossError]:
+    """Learn the embeddings of ``tokens`` (already added), class ``g`` from ``images[g]``, together.
+
+    ``images[g]`` is (K_g, 3, R, R) in [-1, 1] at the model resolution. Returns, per class, its
+    learned embedding ((D,) float32, also installed in the text encoder), or the
+    :class:`NonFiniteLossError` that stopped it: a class whose loss turns NaN/inf is dropped from
+    the group at that step (its row keeps its initial value) and the others go on unaffected.
+    Per-step losses of each class are appended to ``losses[g]`` if given.
+    """
+    if len(images) != len(tokens) or not tokens:
+        raise ValueError(f"need one image batch per token, got {len(images)} batches for {len(tokens)} tokens")
+    if len(set(tokens)) != len(tokens):
+        raise ValueError(f"the tokens of a group must differ, got {list(tokens)}")
+    device, group, batch = components.device, len(tokens), config.batch_size
+    token_ids = [_token_id(components, token) for token in tokens]
+    prompts = [config.prompt_template.format(token=token) for token in tokens]
+    input_ids = tokenize(components, prompts)  # (G, L)
+    for prompt, token, token_id, ids in zip(prompts, tokens, token_ids, input_ids):
+        if int((ids == token_id).sum()) != 1:
+            raise ValueError(f"prompt {prompt!r} must contain the token {token!r} exactly once")
+    per_class = [encode_images(components, x) for x in images]  # posterior means x scaling factor, once
+    latents = torch.cat(per_class)
+    counts = [x.shape[0] for x in per_class]
+    offsets = [sum(counts[:g]) for g in range(group)]
+    draws = _RandomDraws(counts, offsets, tuple(latents.shape[1:]), config,
+                         min(config.t_max, int(components.scheduler.config.num_train_timesteps)), device)
+    alphas = components.scheduler.alphas_cumprod.to(device, latents.dtype)
+    prediction_type = components.scheduler.config.prediction_type
+
+    sample_ids = input_ids.repeat_interleave(batch, dim=0)  # (G*B, L): class g's samples are rows g*B..g*B+B-1
+    owner = torch.arange(group, device=device).repeat_interleave(batch)
+    slots = (sample_ids == torch.tensor(token_ids, device=device)[owner, None]).unsqueeze(-1)  # (G*B, L, 1)
+    embeddings = components.text_encoder.get_input_embeddings()
+    initial = embeddings.weight[token_ids].detach().to(torch.float32).clone()  # (G, D)
+    rows = initial.clone().requires_grad_(True)  # float32 master copies of the learned rows
+
+    def substitute(module, inputs, output):  # each sample's placeholder position gets its class's row
+        return torch.where(slots, rows[owner].to(output.dtype).unsqueeze(1), output)
+
+    optimizer = torch.optim.AdamW([rows], lr=config.learning_rate, weight_decay=config.weight_decay,
+                                  betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_epsilon)
+    scaler = torch.amp.GradScaler(device.type, enabled=components.autocast_dtype == torch.float16)
+    alive = torch.ones(group, dtype=torch.bool, device=device)
+    history = torch.empty(config.num_steps, group, device=device)
+    chunk = max(1, config.log_every)
+    stage = "textual inversion" + (f" ({group} classes)" if group > 1 else "")
+    reporter = Reporter(stage, config.num_steps, progress, log_every=chunk, logger=logger)
+    hook = embeddings.register_forward_hook(substitute)
+    try:
+        for first in range(0, config.num_steps, chunk):
+            steps = min(chunk, config.num_steps - first)
+            index, noise, timesteps = draws.chunk(steps)
+            for j in range(steps):
+                z0, t = latents[index[j]], timesteps[j]
+                a = alphas[t].view(-1, 1, 1, 1)
+                noisy = a.sqrt() * z0 + (1 - a).sqrt() * noise[j]
+                target = noise[j] if prediction_type == "epsilon" else a.sqrt() * noise[j] - (1 - a).sqrt() * z0
+                with components.autocast():
+                    hidden = components.text_encoder(sample_ids)[0]
+                    prediction = components.unet(noisy.to(components.dtype), t,
+                                                 encoder_hidden_states=hidden.to(components.dtype)).sample
+                # each class's own mean squared error, in float32: its row's gradient is its own
+                loss = ((prediction.float() - target) ** 2).reshape(group, -1).mean(dim=1)
+                history[first + j] = loss.detach()
+                alive &= torch.isfinite(loss.detach())
+                scaler.scale(torch.where(alive, loss, 0.0).sum()).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                with torch.no_grad():  # a class that failed keeps its initial row
+                    rows.copy_(torch.where(alive.unsqueeze(1), rows, initial))
+            values = history[first:first + steps].cpu()  # the one read-back of this chunk
+            finite = values[:, torch.isfinite(values).all(dim=0)]
+            for j in range(steps):
+                reporter.update(first + j + 1, **({"loss": float(finite[j].mean())} if finite.numel() else {}))
+    finally:
+        hook.remove()
+        reporter.close()
+    history = history.cpu()
+    learned = rows.detach().float().cpu()
+    results: list[torch.Tensor | NonFiniteLossError] = []
+    for g, (token, token_id) in enumerate(zip(tokens, token_ids)):
+        bad = (~torch.isfinite(history[:, g])).nonzero()
+        if bad.numel():
+            step = int(bad[0]) + 1
+            if losses is not None:
+                losses[g].extend(history[:step, g].tolist())
+            results.append(NonFiniteLossError("textual inversion", step, float(history[step - 1, g]),
+                                              detail=f"token {token}"))
+            continue
+        set_token_embedding(components, token_id, learned[g])
+        if losses is not None:
+            losses[g].extend(history[:, g].tolist())
+        results.append(learned[g].clone())
+    return results
+
+
 def train_textual_inversion(components: SDComponents, images: torch.Tensor, token: str, *,
                             config: TextualInversionConfig = TextualInversionConfig(),
                             progress: Progress = None,
                             losses: list[float] | None = None) -> torch.Tensor:
-    """Optimise the embedding of ``token`` (already added) on ``images``; return it, (D,) float32.
+    """Optimise the embedding of one ``token`` (already added) on ``images``; return it, (D,) float32.
 
     ``images`` is (K, 3, R, R) in [-1, 1] at the model resolution. The learned row stays
     installed in the text encoder. Per-step losses are appended to ``losses`` if given.
-    Raises :class:`NonFiniteLossError` on a NaN/inf loss (the row is then reset).
+    Raises :class:`NonFiniteLossError` on a NaN/inf loss (the row keeps its initial value).
     """
-    tokenizer, encoder, unet = components.tokenizer, components.text_encoder, components.unet
-    token_id = int(tokenizer.convert_tokens_to_ids(token))
-    if token_id == tokenizer.unk_token_id or token not in tokenizer.get_vocab():
-        raise ValueError(f"token {token!r} is not in the tokenizer: call add_class_token first")
-    prompt = config.prompt_template.format(token=token)
-    input_ids = tokenize(components, [prompt])
-    if int((input_ids == token_id).sum()) != 1:
-        raise ValueError(f"prompt {prompt!r} must contain the token {token!r} exactly once")
-
-    latents = encode_images(components, images)  # posterior means x scaling factor, once
-    num_train = int(components.scheduler.config.num_train_timesteps)
-    t_max = min(config.t_max, num_train)
-    alphas = components.scheduler.alphas_cumprod.to(components.device, torch.float32)
-    prediction_type = components.scheduler.config.prediction_type
-    generator = torch.Generator().manual_seed(config.seed)
-
-    embeddings = encoder.get_input_embeddings()
-    weight = embeddings.weight
-    original = weight.detach().clone()
-    weight.requires_grad_(True)
-    optimizer = torch.optim.AdamW([weight], lr=config.learning_rate, weight_decay=config.weight_decay,
-                                  betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_epsilon)
-    reporter = Reporter("textual inversion", config.num_steps, progress, log_every=config.log_every,
-                        logger=logger)
-    batch = config.batch_size
-    try:
-        for step in range(1, config.num_steps + 1):
-            index = torch.randint(latents.shape[0], (batch,), generator=generator)
-            noise = torch.randn((batch, *latents.shape[1:]), generator=generator)
-            timesteps = torch.randint(config.t_min, t_max, (batch,), generator=generator)
-            z0 = latents[index.to(latents.device)].float()
-            noise = noise.to(components.device)
-            timesteps = timesteps.to(components.device)
-            a = alphas[timesteps].view(-1, 1, 1, 1)
-            noisy = a.sqrt() * z0 + (1 - a).sqrt() * noise
-            target = noise if prediction_type == "epsilon" else a.sqrt() * noise - (1 - a).sqrt() * z0
-
-            hidden = encoder(input_ids.expand(batch, -1))[0]
-            prediction = unet(noisy.to(components.dtype), timesteps,
-                              encoder_hidden_states=hidden.to(components.dtype)).sample
-            loss = torch.nn.functional.mse_loss(prediction.float(), target)
-            value = float(loss.detach())
-            if not torch.isfinite(loss.detach()):
-                raise NonFiniteLossError("textual inversion", step, value)
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            with torch.no_grad():  # only the new row may change: restore all others exactly
-                weight[:token_id] = original[:token_id]
-                weight[token_id + 1:] = original[token_id + 1:]
-            if losses is not None:
-                losses.append(value)
-            reporter.update(step, loss=value)
-    except NonFiniteLossError:
-        with torch.no_grad():
-            weight.copy_(original)
-        raise
-    finally:
-        reporter.close()
-        weight.requires_grad_(False)
-        weight.grad = None
-    return weight[token_id].detach().float().cpu().clone()
+    history: list[list[float]] = [[]]
+    (result,) = train_textual_inversion_group(components, [images], [token], config=config, progress=progress,
+                                              losses=history)
+    if losses is not None:
+        losses.extend(history[0])
+    if isinstance(result, NonFiniteLossError):
+        raise result
+    return result

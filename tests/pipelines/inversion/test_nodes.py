@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from tint_distill.data import sources
 from tint_distill.pipelines.inversion.nodes import ClassSpecialisationError, specialise_classes
@@ -74,3 +75,28 @@ def test_changed_support_pixels_change_the_fingerprint(tiny_generator: Path, sma
     after = specialise_classes(tiny_generator, sources.image_folder(small_folder), table, PARAMS)
     assert after["episode_0000/fish"].fingerprint != before["episode_0000/fish"].fingerprint
     assert after["episode_0000/clock"].fingerprint == before["episode_0000/clock"].fingerprint
+
+
+def test_the_classes_of_an_episode_are_specialised_together_as_they_would_be_alone(
+    tiny_generator: Path, small_folder: Path
+):
+    images, table = sources.image_folder(small_folder), episode_table(small_folder)
+    together = specialise_classes(tiny_generator, images, table, {**PARAMS, "group_size": 2})
+    alone = specialise_classes(tiny_generator, images, table, {**PARAMS, "group_size": 1})
+    assert {k: w.fingerprint for k, w in together.items()} == {k: w.fingerprint for k, w in alone.items()}
+    for work in together.values():
+        work.needed()  # what the catalog dataset does for the partitions it will compute
+    grouped = {key: work() for key, work in together.items()}
+    for key, spec in grouped.items():
+        assert spec.settings["group_size"] == 2
+        single = alone[key]()
+        assert single.settings["group_size"] == 1
+        assert torch.allclose(spec.token_embedding, single.token_embedding, atol=1e-5, rtol=0)
+        assert torch.allclose(spec.null_embeddings, single.null_embeddings, atol=5e-2, rtol=0)
+
+
+def test_precision_is_part_of_the_fingerprint(tiny_generator: Path, small_folder: Path):
+    images, table = sources.image_folder(small_folder), episode_table(small_folder)
+    fp32 = specialise_classes(tiny_generator, images, table, PARAMS)
+    bf16 = specialise_classes(tiny_generator, images, table, {**PARAMS, "precision": "bf16"})
+    assert all(fp32[k].fingerprint != bf16[k].fingerprint for k in fp32)

@@ -13,31 +13,42 @@ import pandas as pd
 from tint_distill.data.collection import ImageCollection
 from tint_distill.data.episodes import episode_images
 from tint_distill.model_runtime import ModelOnDemand
-from tint_distill.params import settings_from_params
+from tint_distill.params import SettingError, settings_from_params
 from tint_distill.tint import (
     ClassSpecialisation,
+    ClassToSpecialise,
     NonFiniteLossError,
     NullTextConfig,
     TextualInversionConfig,
-    specialise_class,
+    specialise_group,
 )
 from tint_distill.tint.imaging import to_model_tensor
+from tint_distill.tint.models import PRECISIONS
 from tint_distill.tint.specialisation import SPECIALISATION_VERSION
-from tint_distill.work import Deferred, check_class_slugs, fingerprint, folder_fingerprint, partition_key, slug
+from tint_distill.work import (Deferred, UnitFailed, WorkPool, check_class_slugs, fingerprint, folder_fingerprint,
+                               partition_key, slug)
 
 logger = logging.getLogger(__name__)
 
 
-class ClassSpecialisationError(RuntimeError):
+class ClassSpecialisationError(UnitFailed):
     """Specialising one class of one episode failed; the message says which."""
 
 
 @dataclass(frozen=True)
 class InversionSettings:
     device: str = "auto"
+    precision: str = "fp32"        # fp32 | bf16 | fp16: what TI and NTI compute in (master copies stay fp32)
+    group_size: int = 5            # classes specialised together, one UNet batch per step
     init_word_fallback: str = "object"
     textual_inversion: dict = field(default_factory=dict)
     null_text: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise SettingError("precision", f"must be one of {list(PRECISIONS)}, got {self.precision!r}")
+        if self.group_size < 1:
+            raise SettingError("group_size", f"must be >= 1 (1: one class at a time), got {self.group_size}")
 
 
 def parse_settings(inversion: dict) -> tuple[InversionSettings, TextualInversionConfig, NullTextConfig]:
@@ -53,62 +64,62 @@ def class_token(class_name: str) -> str:
     return f"<{slug(class_name).lower()}>"
 
 
-def _specialise(
-    model: ModelOnDemand,
-    images: ImageCollection,
-    support_ids: list[str],
-    episode: int,
-    class_name: str,
-    ti_config: TextualInversionConfig,
-    nti_config: NullTextConfig,
-    init_word_fallback: str,
-) -> ClassSpecialisation:
+@dataclass(frozen=True)
+class _ClassWork:
+    episode: int
+    class_name: str
+    support_ids: tuple[str, ...]
+
+
+def _specialise(model: ModelOnDemand, images: ImageCollection, settings: InversionSettings,
+                ti_config: TextualInversionConfig, nti_config: NullTextConfig,
+                group: list[_ClassWork]) -> list[ClassSpecialisation | ClassSpecialisationError]:
+    """Specialise a group of classes together; a class that fails is returned as its error."""
     components = model.get()
-    logger.info("Specialising episode %d, class '%s' on %d supports", episode, class_name, len(support_ids))
-    pixels = to_model_tensor([images.load(i) for i in support_ids], components.resolution)
-    try:
-        spec = specialise_class(
-            components,
-            pixels,
-            token=class_token(class_name),
-            init_word=class_name.replace("_", " ").lower(),
-            ti_config=ti_config,
-            nti_config=nti_config,
-            support_ids=support_ids,
-            fallback_word=init_word_fallback,
-            progress=True,
-        )
-    except NonFiniteLossError as error:
-        raise ClassSpecialisationError(
-            f"episode {episode}, class '{class_name}': {error}. Classes finished before this one are saved."
-        ) from error
-    spec.settings.update(episode=int(episode), class_name=class_name)
-    return spec
+    logger.info("Specialising %s", ", ".join(f"episode {w.episode} class '{w.class_name}'" for w in group))
+    classes = [
+        ClassToSpecialise(to_model_tensor([images.load(i) for i in w.support_ids], components.resolution),
+                          token=class_token(w.class_name), init_word=w.class_name.replace("_", " ").lower(),
+                          support_ids=w.support_ids)
+        for w in group
+    ]
+    results = specialise_group(components, classes, ti_config=ti_config, nti_config=nti_config,
+                               fallback_word=settings.init_word_fallback, progress=True)
+    out: list[ClassSpecialisation | ClassSpecialisationError] = []
+    for work, result in zip(group, results):
+        if isinstance(result, NonFiniteLossError):
+            error = ClassSpecialisationError(f"episode {work.episode}, class '{work.class_name}': {result}")
+            error.__cause__ = result
+            out.append(error)
+        else:
+            result.settings.update(episode=int(work.episode), class_name=work.class_name)
+            out.append(result)
+    return out
 
 
 def specialise_classes(
     generator: Path, images: ImageCollection, episodes: pd.DataFrame, inversion: dict
 ) -> dict[str, Deferred]:
     """For every (episode, class): textual inversion of a new token, then null-text inversion
-    of each support. Returned lazily: the catalog computes and saves one class at a time and
-    skips classes already done with the same model, support pixels, settings and algorithm."""
+    of each support. Returned lazily: the catalog computes and saves the classes still missing,
+    ``inversion.group_size`` at a time, and skips classes already done with the same model,
+    support pixels, settings, precision and algorithm. A class whose optimisation diverges fails
+    alone: the others are saved."""
     settings, ti_config, nti_config = parse_settings(inversion)
     check_class_slugs(episodes["class_name"].unique())
-    model = ModelOnDemand(generator, settings.device, "float32")  # optimisation stays in fp32
+    model = ModelOnDemand(generator, settings.device, settings.precision)
     model_key = folder_fingerprint(generator)
+    pool = WorkPool(partial(_specialise, model, images, settings, ti_config, nti_config), settings.group_size)
     work = {}
     for episode in sorted(episodes["episode"].unique()):
         for (_, class_name), support_ids in episode_images(episodes, episode, "support").items():
+            # the group a class is specialised in changes its result by rounding only: not part of the key
             key = fingerprint(
                 SPECIALISATION_VERSION, model_key, class_name, support_ids, images.content_hashes(support_ids),
                 dataclasses.asdict(ti_config), dataclasses.asdict(nti_config), settings.init_word_fallback,
+                *([settings.precision] if settings.precision != "fp32" else []),
             )
-            work[partition_key(int(episode), class_name)] = Deferred(
-                key,
-                partial(
-                    _specialise, model, images, support_ids, int(episode), class_name, ti_config, nti_config,
-                    settings.init_word_fallback,
-                ),
-            )
-    logger.info("%d class specialisations to provide", len(work))
+            work[partition_key(int(episode), class_name)] = pool.deferred(
+                _ClassWork(int(episode), class_name, tuple(support_ids)), key)
+    logger.info("%d class specialisations to provide, %d at a time", len(work), settings.group_size)
     return work

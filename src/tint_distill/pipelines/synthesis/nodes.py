@@ -15,8 +15,9 @@ from tint_distill.data.collection import ImageCollection
 from tint_distill.data.episodes import episode_images
 from tint_distill.data.grids import image_grid
 from tint_distill.model_runtime import ModelOnDemand
-from tint_distill.params import DTYPES, SettingError, settings_from_params
+from tint_distill.params import SettingError, settings_from_params
 from tint_distill.tint import apply_specialisation, sample_class, textual_inversion_sample
+from tint_distill.tint.models import PRECISIONS
 from tint_distill.tint.sampling import SAMPLING_VERSION
 from tint_distill.work import Deferred, episode_key, fingerprint, folder_fingerprint, partition_key
 
@@ -36,7 +37,7 @@ class SynthesisSettings:
     seed: int = 0
     output_size: int | None = None  # side of the saved images; null: the model's resolution
     device: str = "auto"
-    dtype: str = "float16"          # used on a GPU; the CPU always samples in float32
+    precision: str = "fp32"         # fp32 | bf16 | fp16: what the model calls compute in
 
     def __post_init__(self) -> None:
         for name in ("images_per_class", "batch_size"):
@@ -51,8 +52,8 @@ class SynthesisSettings:
         unknown = sorted(set(self.samplers) - set(SAMPLERS))
         if unknown or not self.samplers:
             raise SettingError("samplers", f"must be a non-empty subset of {list(SAMPLERS)}, got {list(self.samplers)}")
-        if self.dtype not in DTYPES:
-            raise SettingError("dtype", f"must be one of {list(DTYPES)}, got {self.dtype!r}")
+        if self.precision not in PRECISIONS:
+            raise SettingError("precision", f"must be one of {list(PRECISIONS)}, got {self.precision!r}")
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ def generate_synthetic_images(generator: Path, class_specialisations: dict, synt
     """M images per specialised class and sampler (keys ``<sampler>/episode_XXXX/<class>``),
     computed and saved one class at a time; those whose inputs did not change are kept."""
     settings = parse_settings(synthesis)
-    model = ModelOnDemand(generator, settings.device, settings.dtype)
+    model = ModelOnDemand(generator, settings.device, settings.precision)
     model_key = folder_fingerprint(generator)
     sampler_settings = {k: v for k, v in dataclasses.asdict(settings).items() if k != "samplers"}
     work = {}
