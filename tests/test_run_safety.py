@@ -126,3 +126,33 @@ def test_the_run_view_times_the_work_of_each_node(project: Path):
     for node, output in (("inversion.specialise_classes", SPECIALISATIONS), ("synthesis.generate_synthetic_images", SYNTHETIC)):
         work = sum(json.loads(m.read_text())["seconds"] for m in (project / output).rglob("*.done"))
         assert durations[node] >= work > 0.5, (node, durations[node], work)
+
+
+@pytest.mark.slow
+def test_the_gpu_environment_runs_on_a_cpu_with_a_model_folder_as_downloaded(project: Path, tmp_path: Path):
+    """conf/gpu (grouped engine, bf16) on any SD 1.x folder, here on a CPU through --params: the
+    downloaded layout also lists parts this project does not use (safety checker, feature extractor)."""
+    from tint_distill.tint import build_tiny_stable_diffusion
+
+    model = build_tiny_stable_diffusion(tmp_path / "stable-diffusion-v1-5", resolution=64, seed=0)
+    index = json.loads((model / "model_index.json").read_text())
+    index.update(safety_checker=["stable_diffusion", "StableDiffusionSafetyChecker"],
+                 feature_extractor=["transformers", "CLIPImageProcessor"])
+    (model / "model_index.json").write_text(json.dumps(index))
+    (model / "feature_extractor").mkdir()
+    (model / "feature_extractor" / "preprocessor_config.json").write_text("{}")
+    overrides = [
+        f"sd_model_path={model}", "inversion.device=cpu", "synthesis.device=cpu",
+        "data_episodes.sampling.n_episodes=1", "data_episodes.sampling.n_way=2", "data_episodes.sampling.n_shot=2",
+        "data_episodes.sampling.n_query=2", "data_episodes.image_check=episodes",
+        "inversion.textual_inversion.num_steps=3", "inversion.null_text.num_steps=2",
+        "inversion.null_text.inner_steps=1", "synthesis.images_per_class=2", "synthesis.output_size=32",
+    ]
+    result = kedro(project, "run", "--env", "gpu", "--pipeline", "tint", "--params", ",".join(overrides))
+    assert "Specialising episode 0 class" in result.stdout + result.stderr
+    sidecars = [p for p in (project / SPECIALISATIONS).rglob("*.json") if not p.name.startswith("_")]
+    settings = [json.loads(p.read_text())["settings"] for p in sidecars]
+    assert len(settings) == 2
+    assert all(s["precision"] == "bf16" and s["group_size"] == 2 for s in settings), "one group, in bf16"
+    assert all(s["textual_inversion"]["prompt_template"] == "A photo of a {token}" for s in settings)
+    assert len(list((project / SYNTHETIC).rglob("*.png"))) >= 4
