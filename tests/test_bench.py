@@ -1,0 +1,43 @@
+"""`make bench` keeps working: its CPU sections on tiny settings, and its GPU section (which no CI
+machine can run) on a small model on the CPU."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import torch
+
+from tests.conftest import PROJECT_ROOT
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_tint", PROJECT_ROOT / "benchmarks" / "bench_tint.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_benchmark_compares_paths_that_learn_the_same_embeddings(tmp_path):
+    previous = torch.get_num_threads()
+    try:
+        report = _bench().main(["--threads", "1", "--ti-steps", "2", "--episode-ti-steps", "2", "--steps", "2",
+                                "--skip", "precision", "attention", "generation", "sd15",
+                                "--output", str(tmp_path / "bench.json")])
+    finally:
+        torch.set_num_threads(previous)
+    assert json.loads((tmp_path / "bench.json").read_text())["textual_inversion"] == report["textual_inversion"]
+    for section in ("textual_inversion", "episode_specialisation"):
+        assert set(report[section]["seconds"]) == {"reference", "per_class", "grouped"}
+        assert report[section]["speedup_grouped_vs_per_class"] > 0
+    assert report["textual_inversion"]["max_abs_diff_embedding"]["grouped_vs_reference"] < 1e-5
+
+
+def test_the_gpu_section_runs_on_a_small_model():
+    from tint_distill.tint import TinySDConfig
+
+    report = _bench().bench_sd15(torch.device("cpu"), config=TinySDConfig(), ti_steps=2, nti_supports=2,
+                                 nti_timesteps=1, generation_batches=(2,), generation_precisions=("bf16",),
+                                 generation_images=2)
+    assert report["precision"] == "bf16" and report["generation"]["bf16_batch2"]["images_per_s"] > 0
+    assert report["specialisation_per_class_at_reference_settings_s"]["total"] > 0
