@@ -56,14 +56,17 @@ class WorkPool:
 
     ``deferred(member, fingerprint)`` makes the unit's :class:`Deferred`. The dataset calls
     ``need`` for the units it will compute, in order; asking for a unit computes it with the next
-    needed units not yet computed, and keeps their results until they are asked for. A member's
+    needed units not yet computed, and keeps their results until they are asked for. Members with
+    equal ``apart(member)`` never share a group (one class in two episodes: one token). A member's
     exception is raised when (and only when) that member is asked for.
     """
 
-    def __init__(self, compute_group: Callable[[list[Any]], Sequence[Any]], group_size: int):
+    def __init__(self, compute_group: Callable[[list[Any]], Sequence[Any]], group_size: int,
+                 apart: Callable[[Any], Any] | None = None):
         if group_size < 1:
             raise ValueError(f"group_size must be >= 1, got {group_size}")
         self.compute_group, self.group_size = compute_group, group_size
+        self.apart = apart or (lambda member: member)
         self._needed: list[Any] = []
         self._ready: dict[Any, Any] = {}
         self._started: set[Any] = set()
@@ -77,8 +80,13 @@ class WorkPool:
 
     def result(self, member: Any) -> Any:
         if member not in self._ready:
-            later = [m for m in self._needed if m != member and m not in self._started]
-            group = [member, *later[:self.group_size - 1]]
+            group, kinds = [member], {self.apart(member)}
+            for other in self._needed:
+                if len(group) == self.group_size:
+                    break
+                if other not in self._started and other != member and self.apart(other) not in kinds:
+                    group.append(other)
+                    kinds.add(self.apart(other))
             self._started.update(group)
             results = list(self.compute_group(group))
             if len(results) != len(group):

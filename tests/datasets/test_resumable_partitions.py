@@ -165,6 +165,16 @@ def test_pooled_work_is_grouped_from_what_is_missing_and_a_failed_unit_costs_the
     assert store.load()[keys["e"]]() == {"member": "e"}
 
 
+def test_members_kept_apart_never_share_a_group():
+    groups = []
+    pool = WorkPool(lambda members: groups.append(members) or members, group_size=3, apart=lambda m: m[1])
+    members = [(0, "fish"), (0, "fruit"), (1, "fish"), (1, "clock"), (2, "fish")]
+    for member in members:
+        pool.need(member)
+    assert [pool.deferred(m, "fp")() for m in members] == members
+    assert groups == [[(0, "fish"), (0, "fruit"), (1, "clock")], [(1, "fish")], [(2, "fish")]]
+
+
 def test_a_pool_member_asked_for_alone_is_computed_with_nothing_else():
     pool = WorkPool(lambda members: [m.upper() for m in members], group_size=4)
     assert pool.deferred("x", "fp")() == "X"

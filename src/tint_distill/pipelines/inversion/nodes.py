@@ -109,7 +109,8 @@ def specialise_classes(
     check_class_slugs(episodes["class_name"].unique())
     model = ModelOnDemand(generator, settings.device, settings.precision)
     model_key = folder_fingerprint(generator)
-    pool = WorkPool(partial(_specialise, model, images, settings, ti_config, nti_config), settings.group_size)
+    pool = WorkPool(partial(_specialise, model, images, settings, ti_config, nti_config), settings.group_size,
+                    apart=lambda work: class_token(work.class_name))  # one token per class: one per group
     work = {}
     for episode in sorted(episodes["episode"].unique()):
         for (_, class_name), support_ids in episode_images(episodes, episode, "support").items():
