@@ -6,6 +6,14 @@ Plain PyTorch/diffusers, no Kedro. Typical use::
     spec = specialise_class(components, images, token="<class-0>", init_word="dog")
     save_specialisation(spec, "class0.safetensors")
     images = sample_class(components, spec, n_images=100)
+
+The classes of an episode are faster specialised together (one UNet batch per step, each class
+with its own random stream, so the same results to rounding)::
+
+    specs = specialise_group(components, [ClassToSpecialise(x, f"<class-{i}>", word) for ...])
+
+``load_stable_diffusion(path, device="cuda", precision="bf16")`` computes in bf16 with float32
+master copies of everything that is learned.
 """
 
 from .errors import ModelFolderError, NonFiniteLossError, SpecialisationError, TintError
