@@ -376,7 +376,8 @@ def bench_sd15(device: torch.device, *, precision: str = "bf16", config=None, ti
         "null_text": shots * 25 * per_support_timestep,
         "total": 5000 * grouped_step_s / classes + shots * 25 * per_support_timestep,
         "how": "5000 TI steps grouped 5 classes per UNet batch; 25 DDIM steps x 10 inner steps (no early stop) "
-               "for 5 supports; measured rates extrapolated",
+               "for 5 supports, the NTI rate including its DDIM inversion and encoding (an upper bound); "
+               "measured rates extrapolated",
     }
     latents = torch.randn(nti_supports, *components.latent_shape, generator=torch.Generator().manual_seed(0))
     nulls = result.null_embeddings[:, :1].expand(-1, 25, -1, -1)

@@ -37,7 +37,8 @@ def test_the_gpu_section_runs_on_a_small_model():
     from tint_distill.tint import TinySDConfig
 
     report = _bench().bench_sd15(torch.device("cpu"), config=TinySDConfig(), ti_steps=2, nti_supports=2,
-                                 nti_timesteps=1, generation_batches=(2,), generation_precisions=("bf16",),
+                                 nti_timesteps=1, generation_batches=(2,), generation_precisions=("bf16", "fp16"),
                                  generation_images=2)
-    assert report["precision"] == "bf16" and report["generation"]["bf16_batch2"]["images_per_s"] > 0
+    assert report["precision"] == "bf16"
+    assert report["generation"]["bf16_batch2"]["images_per_s"] > 0 and report["generation"]["fp16_batch2"]["images_per_s"] > 0
     assert report["specialisation_per_class_at_reference_settings_s"]["total"] > 0

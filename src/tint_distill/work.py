@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -70,6 +71,7 @@ class WorkPool:
         self._needed: list[Any] = []
         self._ready: dict[Any, Any] = {}
         self._started: set[Any] = set()
+        self._seconds: dict[Any, float] = {}
 
     def deferred(self, member: Any, fingerprint: str) -> Deferred:
         return Deferred(fingerprint, lambda: self.result(member), pool=self, member=member)
@@ -88,14 +90,24 @@ class WorkPool:
                     group.append(other)
                     kinds.add(self.apart(other))
             self._started.update(group)
+            started = time.perf_counter()
             results = list(self.compute_group(group))
             if len(results) != len(group):
                 raise RuntimeError(f"compute_group returned {len(results)} results for {len(group)} members")
             self._ready.update(zip(group, results))
+            self._seconds.update((m, (time.perf_counter() - started) / len(group)) for m in group)
         value = self._ready.pop(member)
         if isinstance(value, BaseException):
             raise value
         return value
+
+    def is_ready(self, member: Any) -> bool:
+        """Computed (with another member's group) and waiting to be asked for."""
+        return member in self._ready
+
+    def seconds(self, member: Any) -> float | None:
+        """The member's share of its group's time, once computed."""
+        return self._seconds.get(member)
 
 
 class _AlreadySaved:

@@ -1,3 +1,5 @@
+import json
+import time
 from pathlib import Path
 
 import pytest
@@ -163,6 +165,24 @@ def test_pooled_work_is_grouped_from_what_is_missing_and_a_failed_unit_costs_the
     assert groups == [["c", "d", "e"], ["f", "g"]], "only the missing units, in full groups"
     assert sorted(store.load()) == [keys[m] for m in "abdefg"]
     assert store.load()[keys["e"]]() == {"member": "e"}
+
+
+def test_results_computed_with_a_group_are_saved_before_any_new_work_can_crash(tmp_path: Path):
+    def compute_group(members):
+        if members == ["b"]:
+            raise RuntimeError("CUDA out of memory")
+        time.sleep(0.2)
+        return [{"member": m} for m in members]
+
+    store = dataset(tmp_path / "parts")
+    pool = WorkPool(compute_group, group_size=2, apart=lambda m: "fish" if m in "ab" else m)
+    with pytest.raises(DatasetError, match="out of memory"):  # a crash, not one unit's failure
+        store.save({f"episode_0000/{m}": pool.deferred(m, f"{m}-1") for m in "abc"})
+    saved = sorted(p.parent.name for p in (tmp_path / "parts").rglob("*.done"))
+    assert saved == ["a", "c"], "c was computed with a: it is saved before b is started"
+    for member in "ac":  # each its share of the group's time (not all of it, and not nothing)
+        record = json.loads(next((tmp_path / "parts" / "episode_0000" / member).glob("*.done")).read_text())
+        assert 0.09 <= record["seconds"] < 0.2
 
 
 def test_members_kept_apart_never_share_a_group():

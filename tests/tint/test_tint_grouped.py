@@ -54,18 +54,19 @@ def test_grouped_textual_inversion_equals_one_class_at_a_time(model_dir, group_i
 
 
 def _poison_unet(components, sample_rows: slice, at_call: int):
-    """Fault injection: UNet call number ``at_call`` returns NaN for the samples ``sample_rows``."""
+    """Fault injection: UNet call number ``at_call`` gets NaN inputs for the samples ``sample_rows``,
+    so the NaN runs through the whole forward and backward pass of those samples."""
     calls = {"n": 0}
 
-    def hook(module, inputs, output):
+    def hook(module, args):
         calls["n"] += 1
         if calls["n"] == at_call:
-            sample = output.sample.clone()
+            sample = args[0].clone()
             sample[sample_rows] = float("nan")
-            output.sample = sample
-        return output
+            return (sample, *args[1:])
+        return None
 
-    return components.unet.register_forward_hook(hook)
+    return components.unet.register_forward_pre_hook(hook)
 
 
 def test_a_diverging_class_fails_alone_and_the_others_finish_unchanged(model_dir, group_images):
@@ -117,6 +118,23 @@ def test_a_support_that_diverges_fails_its_class_only(model_dir, group_images):
     for g in (0, 2):
         alone = null_text_invert(components, images[g], PROMPTS[g], config=NTI)
         assert torch.allclose(results[g].null_embeddings, alone.null_embeddings, atol=1e-6, rtol=0)
+
+
+def test_in_fp16_a_diverging_class_costs_the_others_no_step(model_dir, group_images):
+    """fp16 scales the loss and skips a step whose gradients overflow: a failed class's NaN
+    gradient must not make the others skip theirs."""
+    learned = {}
+    for poisoned in (False, True):
+        components = _fresh(model_dir).set_precision("fp16")
+        handle = _poison_unet(components, slice(2, 4), at_call=3) if poisoned else None
+        try:
+            learned[poisoned] = train_textual_inversion_group(components, group_images, TOKENS, config=CONFIG)
+        finally:
+            if handle is not None:
+                handle.remove()
+    assert isinstance(learned[True][1], NonFiniteLossError)
+    for g in (0, 2):
+        assert torch.equal(learned[True][g], learned[False][g])
 
 
 def test_bf16_runs_on_the_cpu_close_to_fp32(model_dir, group_images):

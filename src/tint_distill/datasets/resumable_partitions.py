@@ -157,18 +157,28 @@ class ResumablePartitionedDataset(PartitionedDataset):
                 if isinstance(value, Deferred):
                     value.needed()  # before any work starts: pooled work groups exactly what is missing
         failures: list[tuple[str, UnitFailed]] = []
-        for position, (key, value) in enumerate(pending.items(), start=1):
+        todo, position = list(pending), 0
+        while todo:
+            key = todo.pop(0)
+            value = pending[key]
+            position += 1
             started = time.perf_counter()
             try:
                 result = value() if callable(value) else value
             except UnitFailed as error:  # that unit's own problem: the others go on
                 logger.error("%s: partition %s failed: %s", self._path, key, error)
                 failures.append((key, error))
-                continue
-            seconds = time.perf_counter() - started
-            self._commit(key, versions[key], result, seconds, replace=isinstance(value, Deferred) and value.force)
-            logger.info("%s: saved partition %s (%d / %d to compute) in %.1f s", self._path, key, position,
-                        len(pending), seconds)
+            else:
+                seconds = time.perf_counter() - started
+                if isinstance(value, Deferred) and value.pool is not None:  # its share of its group's time
+                    seconds = value.pool.seconds(value.member) or seconds
+                self._commit(key, versions[key], result, seconds, replace=isinstance(value, Deferred) and value.force)
+                logger.info("%s: saved partition %s (%d / %d to compute) in %.1f s", self._path, key, position,
+                            len(pending), seconds)
+            # results computed along with this one are saved next, before any new work can fail
+            ready = [k for k in todo if isinstance(pending[k], Deferred) and pending[k].pool is not None
+                     and pending[k].pool.is_ready(pending[k].member)]
+            todo = ready + [k for k in todo if k not in ready]
         if len(pending) < len(data):
             logger.info("%s: %d of %d partitions were already done and reused", self._path, len(data) - len(pending),
                         len(data))

@@ -87,8 +87,9 @@ def tokenize(components: SDComponents, prompts: Sequence[str]) -> torch.Tensor:
 
 
 def encode_prompts(components: SDComponents, prompts: Sequence[str]) -> torch.Tensor:
-    """Text-encoder hidden states (N, L, D) for ``prompts``, in float32 (no gradient)."""
-    with torch.no_grad():
+    """Text-encoder hidden states (N, L, D) for ``prompts``, in float32 (no gradient), computed in
+    the model's precision (as textual inversion trains through it)."""
+    with torch.no_grad(), components.autocast():
         return components.text_encoder(tokenize(components, prompts))[0].float()
 
 

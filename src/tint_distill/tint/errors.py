@@ -29,7 +29,8 @@ class NonFiniteLossError(TintError, FloatingPointError):
         message = f"{stage}: non-finite loss ({loss}) at {where}"
         if detail:
             message += f" ({detail})"
-        message += "; check the learning rate, the input images (NaN/inf?) and the model weights"
+        message += ("; check the learning rate, the input images (NaN/inf?) and the model weights "
+                    "(in fp16, an overflow: try precision bf16 or fp32)")
         super().__init__(message)
 
 

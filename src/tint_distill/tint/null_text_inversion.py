@@ -94,7 +94,7 @@ class _Failure:
 
 def _optimise_null_step(components: SDComponents, schedule: DDIMSchedule, k: int, config: NullTextConfig,
                         latents: torch.Tensor, target: torch.Tensor, cond: torch.Tensor, null: torch.Tensor,
-                        failed: torch.Tensor):
+                        failed: torch.Tensor, scaler: torch.amp.GradScaler):
     """Optimise the null embeddings (N, L, D) of timestep ``k`` so the guided step lands on ``target``.
 
     Returns ``(null, next_latents, updates (N,), mse (N,), failures {support: _Failure})``. Each
@@ -111,8 +111,7 @@ def _optimise_null_step(components: SDComponents, schedule: DDIMSchedule, k: int
     held = param.detach().clone()  # values of supports that have stopped
     active = ~failed
     updates = torch.zeros(count, dtype=torch.long)
-    scaler = torch.amp.GradScaler(components.device.type, enabled=components.autocast_dtype == torch.float16)
-    optimizer = torch.optim.Adam([param], lr=config.learning_rate)
+    optimizer = torch.optim.Adam([param], lr=config.learning_rate, fused=True if scaler.is_enabled() else None)
     # A support that stops early keeps the guided step it was judged on: no extra UNet call.
     next_latents = torch.full_like(latents, float("nan"))
     final_mse = torch.full((count,), float("nan"))
@@ -147,6 +146,10 @@ def _optimise_null_step(components: SDComponents, schedule: DDIMSchedule, k: int
                     break
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(mse[~done.to(mse.device)].sum()).backward()  # a sum: each support gets its own gradient
+            optimised = torch.zeros(count, dtype=torch.bool)
+            optimised[index[~done]] = True
+            # a support that just failed may have a NaN gradient (0 x NaN): keep it from the others' step
+            param.grad.masked_fill_(~optimised.to(param.device).view(-1, *[1] * (param.dim() - 1)), 0.0)
             scaler.step(optimizer)
             scaler.update()
             updates[index[~done]] += 1
@@ -176,10 +179,11 @@ def _invert_batch(components: SDComponents, latents: torch.Tensor, cond: torch.T
     current = pivots[-1]
     null = null_init
     failed = torch.zeros(latents.shape[0], dtype=torch.bool)
+    scaler = torch.amp.GradScaler(components.device.type, enabled=components.autocast_dtype == torch.float16)
     nulls, updates, mses, failures = [], [], [], {}
     for k in range(steps):
         null, current, count, mse, new_failures = _optimise_null_step(
-            components, schedule, k, config, current, pivots[steps - 1 - k], cond, null, failed)
+            components, schedule, k, config, current, pivots[steps - 1 - k], cond, null, failed, scaler)
         for support, failure in new_failures.items():
             failures.setdefault(support, failure)
         nulls.append(null.float().cpu())

@@ -146,7 +146,8 @@ def specialise_group(components: SDComponents, classes: Sequence[ClassToSpeciali
                      nti_config: NullTextConfig = NullTextConfig(), fallback_word: str = "object",
                      progress: Progress = None) -> list[ClassSpecialisation | NonFiniteLossError]:
     """Specialise several classes together: grouped textual inversion (one UNet batch per step
-    holding every class), then null-text inversion of all their supports in one batch.
+    holding every class), then null-text inversion of all their supports together (in UNet batches
+    of ``nti_config.batch_size`` supports, or all at once).
 
     Each class gets what it would get specialised alone (to rounding). Returns, per class, its
     :class:`ClassSpecialisation`, or the :class:`NonFiniteLossError` that stopped it; a failing

@@ -10,7 +10,8 @@ other row of the embedding matrix is ever written (the diffusers example instead
 whole matrix and copies the other rows back after every step; the result is the same).
 
 The inner loop never waits for the device: random draws are staged a chunk of ``log_every``
-steps at a time, losses stay on the device and are read back once per chunk.
+steps at a time, losses stay on the device and are read back once per chunk. (In fp16 the
+loss scaler's overflow check goes to the fused optimiser, which needs no read-back either.)
 """
 
 from __future__ import annotations
@@ -182,9 +183,11 @@ def train_textual_inversion_group(components: SDComponents, images: Sequence[tor
     def substitute(module, inputs, output):  # each sample's placeholder position gets its class's row
         return torch.where(slots, rows[owner].to(output.dtype).unsqueeze(1), output)
 
+    half = components.autocast_dtype == torch.float16  # fp16 needs loss scaling; bf16 does not
     optimizer = torch.optim.AdamW([rows], lr=config.learning_rate, weight_decay=config.weight_decay,
-                                  betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_epsilon)
-    scaler = torch.amp.GradScaler(device.type, enabled=components.autocast_dtype == torch.float16)
+                                  betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_epsilon,
+                                  fused=True if half else None)
+    scaler = torch.amp.GradScaler(device.type, enabled=half)
     alive = torch.ones(group, dtype=torch.bool, device=device)
     history = torch.empty(config.num_steps, group, device=device)
     chunk = max(1, config.log_every)
@@ -209,13 +212,15 @@ def train_textual_inversion_group(components: SDComponents, images: Sequence[tor
                 history[first + j] = loss.detach()
                 alive &= torch.isfinite(loss.detach())
                 scaler.scale(torch.where(alive, loss, 0.0).sum()).backward()
+                # a failed class's gradient may be NaN (0 x NaN): it must not reach the others' step
+                rows.grad.masked_fill_(~alive.unsqueeze(1), 0.0)
                 scaler.step(optimizer)
                 scaler.update()
                 optimizer.zero_grad(set_to_none=True)
                 with torch.no_grad():  # a class that failed keeps its initial row
                     rows.copy_(torch.where(alive.unsqueeze(1), rows, initial))
-            values = history[first:first + steps].cpu()  # the one read-back of this chunk
-            finite = values[:, torch.isfinite(values).all(dim=0)]
+            values, living = history[first:first + steps].cpu(), alive.cpu()  # this chunk's one read-back
+            finite = values[:, torch.isfinite(values).all(dim=0) & living]
             for j in range(steps):
                 reporter.update(first + j + 1, **({"loss": float(finite[j].mean())} if finite.numel() else {}))
     finally:

@@ -95,8 +95,11 @@ def test_the_classes_of_an_episode_are_specialised_together_as_they_would_be_alo
         assert torch.allclose(spec.null_embeddings, single.null_embeddings, atol=5e-2, rtol=0)
 
 
-def test_precision_is_part_of_the_fingerprint(tiny_generator: Path, small_folder: Path):
+def test_precision_is_part_of_the_fingerprint_and_memory_knobs_are_not(tiny_generator: Path, small_folder: Path):
     images, table = sources.image_folder(small_folder), episode_table(small_folder)
     fp32 = specialise_classes(tiny_generator, images, table, PARAMS)
     bf16 = specialise_classes(tiny_generator, images, table, {**PARAMS, "precision": "bf16"})
     assert all(fp32[k].fingerprint != bf16[k].fingerprint for k in fp32)
+    chunked = specialise_classes(tiny_generator, images, table,
+                                 {**PARAMS, "group_size": 1, "null_text": {**PARAMS["null_text"], "batch_size": 1}})
+    assert all(fp32[k].fingerprint == chunked[k].fingerprint for k in fp32)

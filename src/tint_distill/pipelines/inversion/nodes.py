@@ -114,10 +114,12 @@ def specialise_classes(
     work = {}
     for episode in sorted(episodes["episode"].unique()):
         for (_, class_name), support_ids in episode_images(episodes, episode, "support").items():
-            # the group a class is specialised in changes its result by rounding only: not part of the key
+            # the group a class is specialised in and the NTI batch size (memory knobs) change its result
+            # by rounding only: not part of the key
             key = fingerprint(
                 SPECIALISATION_VERSION, model_key, class_name, support_ids, images.content_hashes(support_ids),
-                dataclasses.asdict(ti_config), dataclasses.asdict(nti_config), settings.init_word_fallback,
+                dataclasses.asdict(ti_config), {**dataclasses.asdict(nti_config), "batch_size": None},
+                settings.init_word_fallback,
                 *([settings.precision] if settings.precision != "fp32" else []),
             )
             work[partition_key(int(episode), class_name)] = pool.deferred(
