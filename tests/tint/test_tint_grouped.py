@@ -110,11 +110,12 @@ def test_a_support_that_diverges_fails_its_class_only(model_dir, group_images):
     # inversion makes 3 UNet calls, the first guided step one more: poison the optimisation.
     handle = _poison_unet(components, slice(3, 5), at_call=6)
     try:
-        results = null_text_invert_group(components, images, PROMPTS, config=NTI)
+        results = null_text_invert_group(components, images, PROMPTS, config=NTI,
+                                         support_ids=[["f1", "f2", "f3"], ["clock/a.png", "clock/b.png"], ["x", "y", "z"]])
     finally:
         handle.remove()
     assert isinstance(results[1], NonFiniteLossError)
-    assert (results[1].step, results[1].inner_step) == (1, 2) and "support 0" in str(results[1])
+    assert (results[1].step, results[1].inner_step) == (1, 2) and "support clock/a.png" in str(results[1])
     for g in (0, 2):
         alone = null_text_invert(components, images[g], PROMPTS[g], config=NTI)
         assert torch.allclose(results[g].null_embeddings, alone.null_embeddings, atol=1e-6, rtol=0)

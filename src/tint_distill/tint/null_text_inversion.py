@@ -204,14 +204,15 @@ def _invert_batch(components: SDComponents, latents: torch.Tensor, cond: torch.T
 
 def null_text_invert_group(components: SDComponents, images: Sequence[torch.Tensor], prompts: Sequence[str], *,
                            config: NullTextConfig = NullTextConfig(), progress: Progress = None,
-                           chunk: int | None = None,
+                           chunk: int | None = None, support_ids: Sequence[Sequence[str]] | None = None,
                            stage: str = "null-text inversion") -> list[NullTextResult | NonFiniteLossError]:
     """Null-text inversion of the supports of several classes: class ``g``'s ``images[g]``
     (K_g, 3, R, R) in [-1, 1], with its TI prompt ``prompts[g]`` (its token installed).
 
     All supports go through the UNet together, ``chunk`` (default ``config.batch_size``, else all)
     at a time. Returns, per class, its result, or the :class:`NonFiniteLossError` of its first
-    support whose loss turned non-finite (the other classes are unaffected).
+    support whose loss turned non-finite (named by ``support_ids[g]`` if given; the other classes
+    are unaffected).
     """
     if len(images) != len(prompts) or not prompts:
         raise ValueError(f"need one image batch per prompt, got {len(images)} batches for {len(prompts)} prompts")
@@ -243,10 +244,11 @@ def null_text_invert_group(components: SDComponents, images: Sequence[torch.Tens
         broken = [s for s in supports if s in failures]
         if broken:
             failure = min((failures[s].step, failures[s].inner_step, s) for s in broken)
-            f = failures[failure[2]]
+            f, position = failures[failure[2]], failure[2] - first
+            name = support_ids[g][position] if support_ids is not None else position
             results.append(NonFiniteLossError(
                 "null-text inversion", f.step, f.loss, inner_step=f.inner_step,
-                detail=f"support {failure[2] - first}, timestep {f.timestep}"))
+                detail=f"support {name}, timestep {f.timestep}"))
             continue
         results.append(NullTextResult(**{name: value[first:first + counts[g]] for name, value in joined.items()},
                                       timesteps=schedule.timesteps))

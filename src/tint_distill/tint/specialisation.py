@@ -170,7 +170,7 @@ def specialise_group(components: SDComponents, classes: Sequence[ClassToSpeciali
         results = null_text_invert_group(
             components, [classes[g].images for g in trained],
             [ti_config.prompt_template.format(token=classes[g].token) for g in trained],
-            config=nti_config, progress=progress)
+            config=nti_config, progress=progress, support_ids=[classes[g].support_ids for g in trained])
         inverted = dict(zip(trained, results))
     seconds = {"textual_inversion": ti_seconds, "null_text": time.perf_counter() - started - ti_seconds}
     out: list[ClassSpecialisation | NonFiniteLossError] = []
