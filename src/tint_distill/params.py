@@ -27,6 +27,12 @@ class SettingError(ValueError):
         self.field, self.problem = field, problem
         super().__init__(f"{field} {problem}")
 
+    @classmethod
+    def unless_one_of(cls, field: str, value: Any, choices) -> None:
+        """Raise for ``field`` unless ``value`` is one of ``choices``."""
+        if value not in choices:
+            raise cls(field, f"must be one of {list(choices)}, got {value!r}")
+
 
 _KINDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 

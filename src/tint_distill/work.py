@@ -68,7 +68,7 @@ class WorkPool:
             raise ValueError(f"group_size must be >= 1, got {group_size}")
         self.compute_group, self.group_size = compute_group, group_size
         self.apart = apart or (lambda member: member)
-        self._needed: list[Any] = []
+        self._needed: dict[Any, None] = {}  # in the order the dataset will ask for them
         self._ready: dict[Any, Any] = {}
         self._started: set[Any] = set()
         self._seconds: dict[Any, float] = {}
@@ -77,8 +77,7 @@ class WorkPool:
         return Deferred(fingerprint, lambda: self.result(member), pool=self, member=member)
 
     def need(self, member: Any) -> None:
-        if member not in self._needed:
-            self._needed.append(member)
+        self._needed.setdefault(member, None)
 
     def result(self, member: Any) -> Any:
         if member not in self._ready:
@@ -101,9 +100,9 @@ class WorkPool:
             raise value
         return value
 
-    def is_ready(self, member: Any) -> bool:
-        """Computed (with another member's group) and waiting to be asked for."""
-        return member in self._ready
+    def waiting(self) -> set[Any]:
+        """Members computed (with another member's group) and not yet asked for."""
+        return set(self._ready)
 
     def seconds(self, member: Any) -> float | None:
         """The member's share of its group's time, once computed."""

@@ -176,9 +176,11 @@ class ResumablePartitionedDataset(PartitionedDataset):
                 logger.info("%s: saved partition %s (%d / %d to compute) in %.1f s", self._path, key, position,
                             len(pending), seconds)
             # results computed along with this one are saved next, before any new work can fail
-            ready = [k for k in todo if isinstance(pending[k], Deferred) and pending[k].pool is not None
-                     and pending[k].pool.is_ready(pending[k].member)]
-            todo = ready + [k for k in todo if k not in ready]
+            waiting = value.pool.waiting() if isinstance(value, Deferred) and value.pool is not None else set()
+            if waiting:
+                ready = [k for k in todo if getattr(pending[k], "pool", None) is value.pool
+                         and pending[k].member in waiting]
+                todo = ready + [k for k in todo if k not in ready]
         if len(pending) < len(data):
             logger.info("%s: %d of %d partitions were already done and reused", self._path, len(data) - len(pending),
                         len(data))

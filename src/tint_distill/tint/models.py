@@ -42,6 +42,15 @@ SD1_SCHEDULER_CONFIG: dict[str, Any] = {
 # float32 (the master copies).
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
+
+
+def weight_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """The dtype frozen UNet/VAE weights are stored in for ``precision`` on ``device``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    return PRECISIONS[precision] if device.type == "cuda" else torch.float32
+
+
 REQUIRED_PARTS = ("model_index.json", "unet", "vae", "text_encoder", "tokenizer", "scheduler")
 TRAINING_RECORD = "training_record.json"  # how a model trained by this project describes itself
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -147,9 +156,7 @@ class SDComponents:
     def set_precision(self, precision: str) -> "SDComponents":
         """Compute in ``precision`` (:data:`PRECISIONS`): half-precision UNet/VAE weights on a GPU
         (float32 weights on a CPU, where half-precision storage is slow), autocast on both."""
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
-        self.to(dtype=PRECISIONS[precision] if self.device.type == "cuda" else torch.float32)
+        self.to(dtype=weight_dtype(precision, self.device))
         self.autocast_dtype = None if precision == "fp32" else PRECISIONS[precision]
         return self
 
@@ -378,10 +385,8 @@ def load_stable_diffusion(path: str | Path, *, device: str | torch.device = "cpu
 
     folder = check_model_folder(path)
     device = torch.device(device)
-    if precision is not None and precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
     if precision is not None:
-        dtype = PRECISIONS[precision] if device.type == "cuda" else torch.float32
+        dtype = weight_dtype(precision, device)  # checked before the weights are read
     elif device.type == "cpu" and dtype in (torch.float16, torch.bfloat16):
         logger.warning("half precision is for GPUs: loading %s in float32 on the CPU", folder)
         dtype = torch.float32

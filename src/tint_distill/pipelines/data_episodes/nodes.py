@@ -34,8 +34,7 @@ class DataEpisodesSettings:
     grids: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.image_check not in IMAGE_CHECK_SCOPES:
-            raise SettingError("image_check", f"must be one of {list(IMAGE_CHECK_SCOPES)}, got {self.image_check!r}")
+        SettingError.unless_one_of("image_check", self.image_check, IMAGE_CHECK_SCOPES)
         if self.min_image_side < 0:
             raise SettingError("min_image_side", f"must be >= 0, got {self.min_image_side}")
         for split, names in (self.class_splits or {}).items():

@@ -45,8 +45,7 @@ class InversionSettings:
     null_text: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise SettingError("precision", f"must be one of {list(PRECISIONS)}, got {self.precision!r}")
+        SettingError.unless_one_of("precision", self.precision, PRECISIONS)
         if self.group_size < 1:
             raise SettingError("group_size", f"must be >= 1 (1: one class at a time), got {self.group_size}")
 

@@ -52,8 +52,7 @@ class SynthesisSettings:
         unknown = sorted(set(self.samplers) - set(SAMPLERS))
         if unknown or not self.samplers:
             raise SettingError("samplers", f"must be a non-empty subset of {list(SAMPLERS)}, got {list(self.samplers)}")
-        if self.precision not in PRECISIONS:
-            raise SettingError("precision", f"must be one of {list(PRECISIONS)}, got {self.precision!r}")
+        SettingError.unless_one_of("precision", self.precision, PRECISIONS)
 
 
 @dataclass(frozen=True)
