@@ -13,6 +13,7 @@ from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
+from tint_distill.execution import shutdown_ray
 from tint_distill.locks import FileLock, ProjectBusyError
 from tint_distill.run_story import git_state, run_description, run_name
 from tint_distill.work import ALREADY_SAVED
@@ -70,6 +71,8 @@ class RunGuard:
         self._release()
 
     def _release(self) -> None:
+        if shutdown_ray():  # a cluster this run started stops with it; a joined one is only left
+            logger.info("Ray shut down")
         if self._run_lock is not None:
             self._run_lock.release()
             self._run_lock = None

@@ -1,23 +1,33 @@
-"""What the pipelines that run the diffusion model share: lazy loading."""
+"""What the pipelines that run the diffusion model share: where the model is and how a worker loads it."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from tint_distill.params import resolve_device
 from tint_distill.tint import SDComponents, check_model_folder, load_stable_diffusion
+from tint_distill.work import Worker
 
 
-class ModelOnDemand:
-    """Loads the diffusion model the first time some work needs it (never, if all is done)."""
+@dataclass(frozen=True)
+class DiffusionModel:
+    """A diffusion model folder and how to run it: travels with each unit of work; the worker
+    that computes the unit loads it the first time and keeps it (never, if all work is done).
+    ``device: auto`` is resolved where the unit runs."""
 
-    def __init__(self, path: Path, device: str = "auto", precision: str = "fp32"):
-        self.path = check_model_folder(path)  # fail before any work is planned, not at the first class
-        self.device, self.precision = device, precision
-        self._components: SDComponents | None = None
+    path: Path
+    device: str = "auto"
+    precision: str = "fp32"
 
-    def get(self) -> SDComponents:
-        if self._components is None:
-            device = resolve_device(self.device)
-            self._components = load_stable_diffusion(self.path, device=device, precision=self.precision)
-        return self._components
+    @classmethod
+    def checked(cls, path: Path, device: str = "auto", precision: str = "fp32") -> "DiffusionModel":
+        """Fails before any work is planned, not at the first class, when the folder is not a model."""
+        return cls(check_model_folder(path), device, precision)
+
+    def load(self) -> SDComponents:
+        return load_stable_diffusion(self.path, device=resolve_device(self.device), precision=self.precision)
+
+    def on(self, worker: Worker) -> SDComponents:
+        """The model loaded in ``worker`` (once per worker)."""
+        return worker.keep(self, self.load)

@@ -9,19 +9,71 @@ Work that runs faster together (the classes of an episode share each UNet batch)
 :class:`WorkPool`: the dataset first tells the pool which of its units still need computing,
 then the first of them to be asked for computes itself with the next few needed ones in one go.
 A resumed run therefore groups exactly the missing units, whatever was finished before.
+
+Where the work runs is the *engine*'s business (``execution.engine``): a unit made by an engine
+(:meth:`LocalEngine.unit`, :meth:`LocalEngine.pool`) is a :class:`Call` built on the driver from
+what the catalog loaded (pixels, settings, the model's location) and run by a :class:`Worker`:
+this process for :class:`LocalEngine`, or Ray workers that keep their model loaded
+(:class:`tint_distill.execution.RayEngine`). Either way the dataset saves each result as it
+arrives, so resuming, fingerprints and markers do not depend on the engine.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 import re
+import socket
 import time
 import unicodedata
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+class Worker:
+    """What one process computing units keeps from one unit to the next (a loaded model) and
+    reports about itself (where a unit ran)."""
+
+    def __init__(self) -> None:
+        self._kept: dict[Any, Any] = {}
+
+    def keep(self, key: Any, load: Callable[[], Any]) -> Any:
+        """``load()`` the first time ``key`` is asked for, the same object afterwards."""
+        if key not in self._kept:
+            self._kept[key] = load()
+        return self._kept[key]
+
+    @staticmethod
+    def where() -> dict[str, Any]:
+        """Host, process and device of this worker (the GPU, once this process has used one)."""
+        device = "cpu"
+        try:
+            import torch
+
+            if torch.cuda.is_available() and torch.cuda.is_initialized():
+                device = f"cuda ({torch.cuda.get_device_name()})"
+        except ImportError:  # pragma: no cover - torch is a dependency
+            pass
+        return {"host": socket.gethostname(), "pid": os.getpid(), "device": device}
+
+
+@dataclass(frozen=True)
+class Call:
+    """A unit's computation as a picklable call, ``function(worker, *args)``: built on the driver
+    from what the catalog loaded, run wherever the engine puts it. ``function`` is a module-level
+    function (workers import it by name); ``args`` hold data, settings and model locations."""
+
+    function: Callable[..., Any]
+    args: tuple = ()
+
+    def run(self, worker: Worker) -> Any:
+        return self.function(worker, *self.args)
 
 
 @dataclass(frozen=True)
@@ -37,6 +89,9 @@ class Deferred:
     force: bool = False
     pool: "WorkPool | None" = None  # the pool this unit is computed in, if any
     member: Any = None  # its name in the pool
+    call: Callable[[], Call] | None = None  # builds the unit's Call: an engine may run it elsewhere
+    engine: "LocalEngine | None" = None  # the engine the node chose for it
+    record: dict | None = field(default=None, compare=False)  # a loaded partition: its completion marker
 
     def __call__(self) -> Any:
         return self.compute()
@@ -63,31 +118,48 @@ class WorkPool:
     """
 
     def __init__(self, compute_group: Callable[[list[Any]], Sequence[Any]], group_size: int,
-                 apart: Callable[[Any], Any] | None = None):
+                 apart: Callable[[Any], Any] | None = None, *,
+                 make_call: Callable[[list[Any]], Call] | None = None, engine: "LocalEngine | None" = None):
         if group_size < 1:
             raise ValueError(f"group_size must be >= 1, got {group_size}")
         self.compute_group, self.group_size = compute_group, group_size
         self.apart = apart or (lambda member: member)
+        self.make_call, self.engine = make_call, engine  # how an engine runs a group elsewhere
         self._needed: dict[Any, None] = {}  # in the order the dataset will ask for them
         self._ready: dict[Any, Any] = {}
         self._started: set[Any] = set()
         self._seconds: dict[Any, float] = {}
 
     def deferred(self, member: Any, fingerprint: str) -> Deferred:
-        return Deferred(fingerprint, lambda: self.result(member), pool=self, member=member)
+        return Deferred(fingerprint, lambda: self.result(member), pool=self, member=member, engine=self.engine)
 
     def need(self, member: Any) -> None:
         self._needed.setdefault(member, None)
 
+    def _group_from(self, member: Any, started: set[Any]) -> list[Any]:
+        """``member`` and the next needed members not in ``started``, never two alike (``apart``)."""
+        group, kinds = [member], {self.apart(member)}
+        for other in self._needed:
+            if len(group) == self.group_size:
+                break
+            if other not in started and other != member and self.apart(other) not in kinds:
+                group.append(other)
+                kinds.add(self.apart(other))
+        return group
+
+    def take_groups(self) -> list[list[Any]]:
+        """All needed members not yet started, in the groups that asking for them in order would
+        compute (so an engine that runs groups elsewhere gives the same results); marks them started."""
+        groups = []
+        for member in self._needed:
+            if member not in self._started:
+                groups.append(self._group_from(member, self._started))
+                self._started.update(groups[-1])
+        return groups
+
     def result(self, member: Any) -> Any:
         if member not in self._ready:
-            group, kinds = [member], {self.apart(member)}
-            for other in self._needed:
-                if len(group) == self.group_size:
-                    break
-                if other not in self._started and other != member and self.apart(other) not in kinds:
-                    group.append(other)
-                    kinds.add(self.apart(other))
+            group = self._group_from(member, self._started)
             self._started.update(group)
             started = time.perf_counter()
             results = list(self.compute_group(group))
@@ -107,6 +179,73 @@ class WorkPool:
     def seconds(self, member: Any) -> float | None:
         """The member's share of its group's time, once computed."""
         return self._seconds.get(member)
+
+
+@dataclass
+class Outcome:
+    """What became of one unit: its value, or the :class:`UnitFailed` it ended with; seconds of
+    work (its share of its group's) and where it ran (:meth:`Worker.where`)."""
+
+    key: str
+    value: Any = None
+    error: UnitFailed | None = None
+    seconds: float = 0.0
+    where: dict = field(default_factory=dict)
+
+
+class LocalEngine:
+    """Units computed one after another in this process: the default engine.
+
+    ``unit`` and ``pool`` make units the way every engine runs them (a :class:`Call` built from
+    the catalog's data, run by a :class:`Worker`); ``outcomes`` computes the pending units of one
+    dataset save and yields each as soon as it exists.
+    """
+
+    name = "local"
+
+    def __init__(self) -> None:
+        self.worker = Worker()
+
+    def unit(self, fingerprint: str, make_call: Callable[[], Call]) -> Deferred:
+        return Deferred(fingerprint, lambda: make_call().run(self.worker), call=make_call, engine=self)
+
+    def pool(self, make_call: Callable[[list[Any]], Call], group_size: int,
+             apart: Callable[[Any], Any] | None = None) -> WorkPool:
+        return WorkPool(lambda members: make_call(members).run(self.worker), group_size, apart,
+                        make_call=make_call, engine=self)
+
+    def outcomes(self, pending: dict[str, Any]) -> Iterator[Outcome]:
+        """Computes ``pending`` (key order; a value is a Deferred, a callable or a plain value) here.
+
+        Results computed along with a unit (its group) are yielded next, before new work starts.
+        A :class:`UnitFailed` is that unit's outcome; any other exception stops the save."""
+        todo = list(pending)
+        while todo:
+            key = todo.pop(0)
+            value = pending[key]
+            pool = value.pool if isinstance(value, Deferred) else None
+            started = time.perf_counter()
+            try:
+                result = value() if callable(value) else value
+            except UnitFailed as error:  # that unit's own problem: the others go on
+                yield Outcome(key, error=error, where=self.worker.where())
+            else:
+                seconds = time.perf_counter() - started
+                if pool is not None:  # its share of its group's time
+                    seconds = pool.seconds(value.member) or seconds
+                yield Outcome(key, result, seconds=seconds, where=self.worker.where())
+            waiting = pool.waiting() if pool is not None else set()
+            if waiting:
+                ready = [k for k in todo if getattr(pending[k], "pool", None) is pool and pending[k].member in waiting]
+                todo = ready + [k for k in todo if k not in ready]
+
+    def close(self) -> None:
+        """Release what the engine holds (nothing, here)."""
+
+
+def engine_of(values: Iterable[Any]) -> LocalEngine:
+    """The engine the node chose for these units (a fresh local one for units made without one)."""
+    return next((v.engine for v in values if isinstance(v, Deferred) and v.engine is not None), None) or LocalEngine()
 
 
 class _AlreadySaved:

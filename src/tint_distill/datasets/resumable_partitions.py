@@ -27,7 +27,6 @@ import logging
 import os
 import posixpath
 import socket
-import time
 import uuid
 from copy import deepcopy
 from datetime import datetime, timezone
@@ -39,7 +38,7 @@ from kedro_datasets.partitions import PartitionedDataset
 
 from tint_distill.data.grids import image_grid
 from tint_distill.datasets.png_image import png_preview
-from tint_distill.work import ALREADY_SAVED, Deferred, UnitFailed, fingerprint
+from tint_distill.work import ALREADY_SAVED, Deferred, UnitFailed, engine_of, fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +128,8 @@ class ResumablePartitionedDataset(PartitionedDataset):
         """``{key: Deferred(fingerprint, load)}`` for the finished partitions of the last run that
         saved here; the fingerprint lets later stages chain on it."""
         current = self.current()
-        done = {key: version for key, version in current.items() if self._is_done(key, version)}
+        records = {key: (version, self._marker_record(key, version)) for key, version in current.items()}
+        done = {key: version for key, (version, record) in records.items() if record is not None}
         if not done:
             raise DatasetError(f"No finished partitions in '{self._path}': run the pipeline that produces them.")
         if len(done) < len(current):
@@ -139,7 +139,7 @@ class ResumablePartitionedDataset(PartitionedDataset):
                 self._path, len(current) - len(done), len(current), len(done),
             )
         return {
-            key: Deferred(version, self._version_dataset(key, version).load)
+            key: Deferred(version, self._version_dataset(key, version).load, record=records[key][1])
             for key, version in sorted(done.items())
         }
 
@@ -157,30 +157,23 @@ class ResumablePartitionedDataset(PartitionedDataset):
                 if isinstance(value, Deferred):
                     value.needed()  # before any work starts: pooled work groups exactly what is missing
         failures: list[tuple[str, UnitFailed]] = []
-        todo, position = list(pending), 0
-        while todo:
-            key = todo.pop(0)
-            value = pending[key]
-            position += 1
-            started = time.perf_counter()
-            try:
-                result = value() if callable(value) else value
-            except UnitFailed as error:  # that unit's own problem: the others go on
-                logger.error("%s: partition %s failed: %s", self._path, key, error)
-                failures.append((key, error))
-            else:
-                seconds = time.perf_counter() - started
-                if isinstance(value, Deferred) and value.pool is not None:  # its share of its group's time
-                    seconds = value.pool.seconds(value.member) or seconds
-                self._commit(key, versions[key], result, seconds, replace=isinstance(value, Deferred) and value.force)
-                logger.info("%s: saved partition %s (%d / %d to compute) in %.1f s", self._path, key, position,
-                            len(pending), seconds)
-            # results computed along with this one are saved next, before any new work can fail
-            waiting = value.pool.waiting() if isinstance(value, Deferred) and value.pool is not None else set()
-            if waiting:
-                ready = [k for k in todo if getattr(pending[k], "pool", None) is value.pool
-                         and pending[k].member in waiting]
-                todo = ready + [k for k in todo if k not in ready]
+        engine = engine_of(pending.values())
+        outcomes = engine.outcomes(pending)
+        try:
+            for position, outcome in enumerate(outcomes, start=1):
+                key = outcome.key
+                if outcome.error is not None:
+                    logger.error("%s: partition %s failed: %s", self._path, key, outcome.error)
+                    failures.append((key, outcome.error))
+                    continue
+                value = pending[key]
+                self._commit(key, versions[key], outcome.value, outcome.seconds, outcome.where,
+                             replace=isinstance(value, Deferred) and value.force)
+                logger.info("%s: saved partition %s (%d / %d to compute) in %.1f s%s", self._path, key, position,
+                            len(pending), outcome.seconds,
+                            f" on {outcome.where['host']}, {outcome.where['device']}" if engine.name != "local" else "")
+        finally:
+            outcomes.close()
         if len(pending) < len(data):
             logger.info("%s: %d of %d partitions were already done and reused", self._path, len(data) - len(pending),
                         len(data))
@@ -193,7 +186,7 @@ class ResumablePartitionedDataset(PartitionedDataset):
                 f"First failure, {first_key}: {first}"
             ) from first
 
-    def _commit(self, key: str, version: str, result: Any, seconds: float, replace: bool) -> None:
+    def _commit(self, key: str, version: str, result: Any, seconds: float, where: dict, replace: bool) -> None:
         """Write ``result`` as version ``version`` of ``key``: staged, renamed into place, marked done."""
         fs = self._filesystem
         target = self._version_dir(key, version)
@@ -218,8 +211,9 @@ class ResumablePartitionedDataset(PartitionedDataset):
             "key": key,
             "saved_at": _now(),
             "seconds": round(seconds, 3),
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
+            "host": where.get("host", socket.gethostname()),  # where the work ran (a Ray worker, say)
+            "pid": where.get("pid", os.getpid()),
+            "device": where.get("device"),
         }
         self._write_atomically(self._marker(key, version), json.dumps(marker, indent=1))
 

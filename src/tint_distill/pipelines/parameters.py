@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from tint_distill import execution
 from tint_distill.params import ParameterError, resolve_device, settings_from_params
 from tint_distill.pipelines.data_episodes import nodes as data_episodes
 from tint_distill.pipelines.distillation import nodes as distillation
@@ -33,6 +34,7 @@ BLOCKS: dict[str, Callable[[Any], Any]] = {
     "real_unlabeled": distillation.parse_real_unlabeled,
     "evaluation": evaluation.parse_evaluation,
     "speed": evaluation.parse_speed,
+    "execution": execution.parse_settings,
 }
 
 # Parameters that only configuration files read (through ${runtime_params:...}), not nodes.

@@ -36,8 +36,9 @@ from tint_distill.distill.teacher import (
     load_timm_backbone,
     teacher_logits,
 )
+from tint_distill.execution import execution_engine
 from tint_distill.params import ParameterError, settings_from_params
-from tint_distill.work import Deferred, episode_key, file_fingerprint, fingerprint, partition_key
+from tint_distill.work import Call, Deferred, Worker, episode_key, file_fingerprint, fingerprint, partition_key
 
 logger = logging.getLogger(__name__)
 
@@ -109,16 +110,19 @@ class TeacherOnDemand:
 
     def get(self) -> FeatureBackbone:
         if self._backbone is None:
-            s = self.settings
-            if s.backbone == "efficientnet_lite0":
-                self._backbone = load_efficientnet_lite0(s.weights_file)
-            elif s.weights_file:
-                self._backbone = load_timm_backbone(s.backbone, s.weights_file)
-            else:
-                raise ParameterError(
-                    f"teacher '{s.backbone}' needs 'teacher.weights_file' (a local weights file); nothing is downloaded."
-                )
+            self._backbone = load_teacher(self.settings)
         return self._backbone
+
+
+def load_teacher(s: TeacherSettings) -> FeatureBackbone:
+    """The teacher backbone of the settings, from local weights only."""
+    if s.backbone == "efficientnet_lite0":
+        return load_efficientnet_lite0(s.weights_file)
+    if s.weights_file:
+        return load_timm_backbone(s.backbone, s.weights_file)
+    raise ParameterError(
+        f"teacher '{s.backbone}' needs 'teacher.weights_file' (a local weights file); nothing is downloaded."
+    )
 
 
 @dataclass
@@ -206,9 +210,13 @@ def _episode_inputs_key(
     return fingerprint(rows.to_dict("list"), images.content_hashes(rows["image_id"]), upstream, real_images)
 
 
-def _teacher_outputs(teacher: TeacherOnDemand, settings: TeacherSettings, data_for_episode) -> dict[str, torch.Tensor]:
-    backbone = teacher.get()
-    data: EpisodeData = data_for_episode()
+def _teacher_call(settings: TeacherSettings, data_for_episode) -> Call:
+    """One episode's labelling with its images, ready to run in any worker."""
+    return Call(_teacher_outputs, (settings, data_for_episode()))
+
+
+def _teacher_outputs(worker: Worker, settings: TeacherSettings, data: EpisodeData) -> dict[str, torch.Tensor]:
+    backbone = worker.keep(("teacher", settings), partial(load_teacher, settings))
     classifier = PrototypeClassifier(temperature=settings.temperature, finetune_steps=settings.finetune_steps)
     classifier.fit(extract_features(backbone, data.supports, settings.batch_size), data.support_labels)
     outputs = {
@@ -230,28 +238,34 @@ def label_with_teacher(
     teacher: dict,
     methods: list[str],
     real_unlabeled: dict,
+    execution: dict | None = None,
 ) -> dict[str, Deferred]:
     """Per episode: the prototype teacher fitted on the supports, its logits on the queries and
     on every method's unlabeled images (the soft targets), computed once and cached."""
     settings = parse_teacher(teacher)
     real = parse_real_unlabeled(real_unlabeled)
     methods = parse_methods(methods)
-    model = TeacherOnDemand(settings)
+    engine = execution_engine(execution)
     weights = _weights_key(teacher_weights(settings))
     work = {}
     for episode in sorted(int(e) for e in episodes["episode"].unique()):
         data = partial(_episode_data, images, episodes, image_index, synthetic_images, episode, methods, real)
         inputs = _episode_inputs_key(images, episodes, image_index, synthetic_images, episode, methods, real)
         key = fingerprint(TEACHER_VERSION, dataclasses.asdict(settings), weights, inputs)
-        work[episode_key(episode)] = Deferred(key, partial(_teacher_outputs, model, settings, data))
+        work[episode_key(episode)] = engine.unit(key, partial(_teacher_call, settings, data))
     return work
 
 
+def _student_call(method: str, episode: int, student: StudentSettings, config: DistillationConfig, data_for_episode,
+                  load_teacher) -> Call:
+    """One student's training with its episode's images and teacher logits, ready to run in any worker."""
+    return Call(_train_one, (method, episode, student, config, data_for_episode(), load_teacher()))
+
+
 def _train_one(
-    method: str, episode: int, student: StudentSettings, config: DistillationConfig, data_for_episode, load_teacher
+    worker: Worker, method: str, episode: int, student: StudentSettings, config: DistillationConfig,
+    data: EpisodeData, targets: dict[str, torch.Tensor],
 ) -> dict:
-    data: EpisodeData = data_for_episode()
-    targets = load_teacher()
     n_way = len(set(data.support_labels))
     model = create_student(
         student.name, num_classes=n_way, image_size=config.image_size, pretrained_weights=student.pretrained_weights,
@@ -288,10 +302,13 @@ def train_students(
     student: dict,
     distillation: dict,
     real_unlabeled: dict,
+    execution: dict | None = None,
 ) -> dict[str, Deferred]:
     """One student per (method, episode), trained with KD on the method's unlabeled images
-    plus cross-entropy on the supports, and scored on the episode's queries."""
+    plus cross-entropy on the supports, and scored on the episode's queries (here, or on Ray
+    workers: ``execution``)."""
     methods = parse_methods(methods)
+    engine = execution_engine(execution)
     student_settings = parse_student(student)
     config = parse_distillation(distillation)
     real = parse_real_unlabeled(real_unlabeled)
@@ -307,7 +324,7 @@ def train_students(
                 DISTILLATION_VERSION, method, dataclasses.asdict(student_settings), student_weights,
                 dataclasses.asdict(config), getattr(teacher_outputs[key], "fingerprint", None),
             )
-            work[f"{method}/{key}"] = Deferred(
-                fp, partial(_train_one, method, episode, student_settings, config, data, teacher_outputs[key])
+            work[f"{method}/{key}"] = engine.unit(
+                fp, partial(_student_call, method, episode, student_settings, config, data, teacher_outputs[key])
             )
     return work

@@ -12,7 +12,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 nodes.label_with_teacher,
                 inputs=[
                     "raw_images", "episodes", "image_index", "synthetic_images",
-                    "params:teacher", "params:methods", "params:real_unlabeled",
+                    "params:teacher", "params:methods", "params:real_unlabeled", "params:execution",
                 ],
                 outputs="teacher_outputs",
                 name="label_with_teacher",
@@ -22,6 +22,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=[
                     "raw_images", "episodes", "image_index", "synthetic_images", "teacher_outputs",
                     "params:methods", "params:student", "params:distillation", "params:real_unlabeled",
+                    "params:execution",
                 ],
                 outputs="student_results",
                 name="train_students",

@@ -12,7 +12,8 @@ import pandas as pd
 
 from tint_distill.data.collection import ImageCollection
 from tint_distill.data.episodes import episode_images
-from tint_distill.model_runtime import ModelOnDemand
+from tint_distill.execution import execution_engine
+from tint_distill.model_runtime import DiffusionModel
 from tint_distill.params import SettingError, settings_from_params
 from tint_distill.tint import (
     ClassSpecialisation,
@@ -25,7 +26,7 @@ from tint_distill.tint import (
 from tint_distill.tint.imaging import to_model_tensor
 from tint_distill.tint.models import PRECISIONS
 from tint_distill.tint.specialisation import SPECIALISATION_VERSION
-from tint_distill.work import (Deferred, UnitFailed, WorkPool, check_class_slugs, fingerprint, folder_fingerprint,
+from tint_distill.work import (Call, Deferred, UnitFailed, Worker, check_class_slugs, fingerprint, folder_fingerprint,
                                partition_key, slug)
 
 logger = logging.getLogger(__name__)
@@ -70,17 +71,25 @@ class _ClassWork:
     support_ids: tuple[str, ...]
 
 
-def _specialise(model: ModelOnDemand, images: ImageCollection, settings: InversionSettings,
-                ti_config: TextualInversionConfig, nti_config: NullTextConfig,
-                group: list[_ClassWork]) -> list[ClassSpecialisation | ClassSpecialisationError]:
+def _specialisation_call(model: DiffusionModel, images: ImageCollection, settings: InversionSettings,
+                         ti_config: TextualInversionConfig, nti_config: NullTextConfig,
+                         group: list[_ClassWork]) -> Call:
+    """The group's work with its support images, ready to run in any worker."""
+    supports = [[images.load(i) for i in work.support_ids] for work in group]
+    return Call(_specialise, (model, settings, ti_config, nti_config, group, supports))
+
+
+def _specialise(worker: Worker, model: DiffusionModel, settings: InversionSettings, ti_config: TextualInversionConfig,
+                nti_config: NullTextConfig, group: list[_ClassWork],
+                supports: list[list]) -> list[ClassSpecialisation | ClassSpecialisationError]:
     """Specialise a group of classes together; a class that fails is returned as its error."""
-    components = model.get()
+    components = model.on(worker)
     logger.info("Specialising %s", ", ".join(f"episode {w.episode} class '{w.class_name}'" for w in group))
     classes = [
-        ClassToSpecialise(to_model_tensor([images.load(i) for i in w.support_ids], components.resolution),
+        ClassToSpecialise(to_model_tensor(pictures, components.resolution),
                           token=class_token(w.class_name), init_word=w.class_name.replace("_", " ").lower(),
                           support_ids=w.support_ids)
-        for w in group
+        for w, pictures in zip(group, supports)
     ]
     results = specialise_group(components, classes, ti_config=ti_config, nti_config=nti_config,
                                fallback_word=settings.init_word_fallback, progress=True)
@@ -96,20 +105,25 @@ def _specialise(model: ModelOnDemand, images: ImageCollection, settings: Inversi
     return out
 
 
+def _token_of(work: _ClassWork) -> str:
+    return class_token(work.class_name)
+
+
 def specialise_classes(
-    generator: Path, images: ImageCollection, episodes: pd.DataFrame, inversion: dict
+    generator: Path, images: ImageCollection, episodes: pd.DataFrame, inversion: dict, execution: dict | None = None
 ) -> dict[str, Deferred]:
     """For every (episode, class): textual inversion of a new token, then null-text inversion
     of each support. Returned lazily: the catalog computes and saves the classes still missing,
     ``inversion.group_size`` at a time, and skips classes already done with the same model,
     support pixels, settings, precision and algorithm. A class whose optimisation diverges fails
-    alone: the others are saved."""
+    alone: the others are saved. Where groups run: ``execution`` (this process, or Ray workers)."""
     settings, ti_config, nti_config = parse_settings(inversion)
     check_class_slugs(episodes["class_name"].unique())
-    model = ModelOnDemand(generator, settings.device, settings.precision)
+    model = DiffusionModel.checked(generator, settings.device, settings.precision)
     model_key = folder_fingerprint(generator)
-    pool = WorkPool(partial(_specialise, model, images, settings, ti_config, nti_config), settings.group_size,
-                    apart=lambda work: class_token(work.class_name))  # one token per class: one per group
+    pool = execution_engine(execution).pool(
+        partial(_specialisation_call, model, images, settings, ti_config, nti_config), settings.group_size,
+        apart=_token_of)  # one token per class: one per group
     work = {}
     for episode in sorted(episodes["episode"].unique()):
         for (_, class_name), support_ids in episode_images(episodes, episode, "support").items():

@@ -10,7 +10,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 nodes.specialise_classes,
-                inputs=["generator", "raw_images", "episodes", "params:inversion"],
+                inputs=["generator", "raw_images", "episodes", "params:inversion", "params:execution"],
                 outputs="class_specialisations",
                 name="specialise_classes",
             )

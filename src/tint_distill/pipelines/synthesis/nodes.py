@@ -14,12 +14,13 @@ from PIL import Image
 from tint_distill.data.collection import ImageCollection
 from tint_distill.data.episodes import episode_images
 from tint_distill.data.grids import image_grid
-from tint_distill.model_runtime import ModelOnDemand
+from tint_distill.execution import execution_engine
+from tint_distill.model_runtime import DiffusionModel
 from tint_distill.params import SettingError, settings_from_params
 from tint_distill.tint import apply_specialisation, sample_class, textual_inversion_sample
 from tint_distill.tint.models import PRECISIONS
 from tint_distill.tint.sampling import SAMPLING_VERSION
-from tint_distill.work import Deferred, episode_key, fingerprint, folder_fingerprint, partition_key
+from tint_distill.work import Call, Deferred, Worker, episode_key, fingerprint, folder_fingerprint, partition_key
 
 logger = logging.getLogger(__name__)
 
@@ -67,11 +68,16 @@ def parse_settings(synthesis: dict) -> SynthesisSettings:
     return settings_from_params(SynthesisSettings, synthesis, "synthesis")
 
 
+def _generation_call(model: DiffusionModel, load_specialisation, settings: SynthesisSettings, sampler: str,
+                     key: str) -> Call:
+    """One class's generation with its specialisation, ready to run in any worker."""
+    return Call(_generate, (model, load_specialisation(), settings, sampler, key))
+
+
 def _generate(
-    model: ModelOnDemand, load_specialisation, settings: SynthesisSettings, sampler: str, key: str
+    worker: Worker, model: DiffusionModel, spec, settings: SynthesisSettings, sampler: str, key: str
 ) -> list[Image.Image]:
-    components = model.get()
-    spec = load_specialisation()
+    components = model.on(worker)
     apply_specialisation(components, spec)
     logger.info("Generating %d %s images for %s", settings.images_per_class, sampler, key)
     common = dict(
@@ -93,20 +99,23 @@ def _generate(
     )
 
 
-def generate_synthetic_images(generator: Path, class_specialisations: dict, synthesis: dict) -> dict[str, Deferred]:
+def generate_synthetic_images(generator: Path, class_specialisations: dict, synthesis: dict,
+                              execution: dict | None = None) -> dict[str, Deferred]:
     """M images per specialised class and sampler (keys ``<sampler>/episode_XXXX/<class>``),
-    computed and saved one class at a time; those whose inputs did not change are kept."""
+    computed and saved one class at a time (here, or on Ray workers: ``execution``); those whose
+    inputs did not change are kept."""
     settings = parse_settings(synthesis)
-    model = ModelOnDemand(generator, settings.device, settings.precision)
+    engine = execution_engine(execution)
+    model = DiffusionModel.checked(generator, settings.device, settings.precision)
     model_key = folder_fingerprint(generator)
     sampler_settings = {k: v for k, v in dataclasses.asdict(settings).items() if k != "samplers"}
     work = {}
     for sampler in settings.samplers:
         for key, specialisation in sorted(class_specialisations.items()):
             upstream = getattr(specialisation, "fingerprint", None)  # chains on the inversion's fingerprint
-            work[f"{sampler}/{key}"] = Deferred(
+            work[f"{sampler}/{key}"] = engine.unit(
                 fingerprint(SAMPLING_VERSION, model_key, upstream, sampler, sampler_settings),
-                partial(_generate, model, specialisation, settings, sampler, key),
+                partial(_generation_call, model, specialisation, settings, sampler, key),
             )
     return work
 

@@ -10,7 +10,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 nodes.generate_synthetic_images,
-                inputs=["generator", "class_specialisations", "params:synthesis"],
+                inputs=["generator", "class_specialisations", "params:synthesis", "params:execution"],
                 outputs="synthetic_images",
                 name="generate_synthetic_images",
             ),

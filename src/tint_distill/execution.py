@@ -1,0 +1,229 @@
+"""Where the units of work run: this process (``engine: local``) or a Ray cluster (``engine: ray``).
+
+The ``execution`` parameter block chooses; nodes make their units with the engine
+(:meth:`tint_distill.work.LocalEngine.unit`, :meth:`~tint_distill.work.LocalEngine.pool`) and the
+resumable datasets save each result as the engine yields it, in whatever order units finish.
+
+On Ray, each of ``max_workers`` actors reserves ``cpus_per_unit`` CPUs and ``gpus_per_unit`` GPUs
+(fractions allowed) and computes one unit at a time; a model it loads (the diffusion model, the
+teacher) is kept for its next units. Nothing assumes a shared disk: each unit's inputs (pixels,
+settings, specialisations, teacher logits) travel from the driver with the unit and its result
+travels back; only model folders and weight files are read by path on the workers, so they must
+exist at the same path there (a copy, or a shared mount). A worker process that dies is restarted
+and its unit retried (``max_retries``); a unit that still fails is reported with its partition
+key, and the others are saved.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from tint_distill.params import ParameterError, SettingError, settings_from_params
+from tint_distill.work import Call, Deferred, LocalEngine, Outcome, UnitFailed, Worker
+
+logger = logging.getLogger(__name__)
+
+ENGINES = ("local", "ray")
+# Passed on to every Ray worker: nothing downloads, nothing phones home (also on joined clusters).
+WORKER_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY", "KEDRO_DISABLE_TELEMETRY",
+              "DO_NOT_TRACK")
+
+
+@dataclass(frozen=True)
+class ExecutionSettings:
+    engine: str = "local"          # local: one unit after another in this process | ray
+    address: str | None = None     # ray: null = start a cluster on this machine; auto / ray://host:port = join one
+    cpus_per_unit: float = 1       # CPUs each Ray worker reserves (its torch threads: the whole part, at least 1)
+    gpus_per_unit: float = 0       # GPUs each Ray worker reserves; 0.5 puts two workers on a GPU
+    max_workers: int | None = None  # null: as many as the cluster's CPUs / GPUs allow
+    max_retries: int = 2           # a unit whose worker dies is retried this many times
+
+    def __post_init__(self) -> None:
+        SettingError.unless_one_of("engine", self.engine, ENGINES)
+        if not self.cpus_per_unit > 0:
+            raise SettingError("cpus_per_unit", f"must be > 0, got {self.cpus_per_unit}")
+        if self.gpus_per_unit < 0:
+            raise SettingError("gpus_per_unit", f"must be >= 0 (0: CPU work), got {self.gpus_per_unit}")
+        if self.gpus_per_unit > 1 and self.gpus_per_unit != int(self.gpus_per_unit):
+            raise SettingError("gpus_per_unit", f"above 1 must be a whole number of GPUs, got {self.gpus_per_unit}")
+        if self.max_workers is not None and self.max_workers < 1:
+            raise SettingError("max_workers", f"must be >= 1 or null (as many as fit), got {self.max_workers}")
+        if self.max_retries < 0:
+            raise SettingError("max_retries", f"must be >= 0, got {self.max_retries}")
+
+
+def parse_settings(execution: dict | None) -> ExecutionSettings:
+    """The ``execution`` block as settings (errors name the parameter)."""
+    return settings_from_params(ExecutionSettings, execution or {}, "execution")
+
+
+def execution_engine(execution: dict | None) -> LocalEngine:
+    """The engine the ``execution`` block asks for (Ray starts or is joined at its first unit)."""
+    settings = parse_settings(execution)
+    return RayEngine(settings) if settings.engine == "ray" else LocalEngine()
+
+
+def shutdown_ray() -> bool:
+    """Disconnect from Ray, stopping the cluster if this process started it; True if it was running."""
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return False
+    ray.shutdown()
+    return True
+
+
+class UnitWorker:
+    """A Ray actor: computes one unit at a time and keeps what units load (see :class:`Worker`)."""
+
+    def __init__(self, threads: int) -> None:
+        import torch
+
+        torch.set_num_threads(threads)
+        logging.basicConfig(level=logging.INFO, format="%(message)s")  # the units' progress, shown by the driver
+        self.worker = Worker()
+
+    def run(self, call: Call) -> tuple[Any, float, dict]:
+        """The call's value (a unit's own failure, :class:`UnitFailed`, as its value), seconds, where."""
+        started = time.perf_counter()
+        try:
+            value = call.run(self.worker)
+        except UnitFailed as error:
+            value = error
+        return value, time.perf_counter() - started, self.worker.where()
+
+
+@dataclass
+class _Task:
+    keys: list[str]             # one key, or a group's keys in its members' order
+    make_call: Callable[[], Call]
+    grouped: bool               # the call returns one value (or UnitFailed) per key
+
+
+class RayEngine(LocalEngine):
+    """Units spread over Ray workers, yielded as they finish (see the module's docstring)."""
+
+    name = "ray"
+
+    def __init__(self, settings: ExecutionSettings) -> None:
+        super().__init__()
+        self.settings = settings
+
+    # --- the cluster ----------------------------------------------------------------------------
+
+    def _ray(self):
+        import ray
+
+        if not ray.is_initialized():
+            env = {name: os.environ[name] for name in WORKER_ENV if name in os.environ}
+            ray.init(address=self.settings.address or None, include_dashboard=False, logging_level=logging.WARNING,
+                     runtime_env={"env_vars": env} if env else None)
+            resources = ray.cluster_resources()
+            logger.info("Ray cluster: %g CPUs, %g GPUs", resources.get("CPU", 0), resources.get("GPU", 0))
+        return ray
+
+    def workers_for(self, n_tasks: int) -> int:
+        """How many workers to start: ``max_workers``, or as many as the cluster's CPUs and GPUs fit,
+        never more than there are tasks."""
+        resources = self._ray().cluster_resources()
+        s = self.settings
+        fit = int(resources.get("CPU", 0) // s.cpus_per_unit)
+        if s.gpus_per_unit:
+            fit = min(fit, int(round(resources.get("GPU", 0) / s.gpus_per_unit, 6)))
+        if fit < 1:
+            raise ParameterError(
+                f"parameter 'execution.{'gpus_per_unit' if s.gpus_per_unit else 'cpus_per_unit'}': no worker fits in the Ray cluster ({resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} "
+                f"GPUs) with cpus_per_unit={s.cpus_per_unit:g}, gpus_per_unit={s.gpus_per_unit:g}; lower it or add "
+                "machines with those resources."
+            )
+        if s.max_workers is not None:
+            if s.max_workers > fit:
+                logger.warning("execution.max_workers=%d, but only %d workers fit in the Ray cluster: using %d",
+                               s.max_workers, fit, fit)
+            fit = min(fit, s.max_workers)
+        return max(1, min(fit, n_tasks))
+
+    def _start_worker(self):
+        ray, s = self._ray(), self.settings
+        actor = ray.remote(UnitWorker).options(
+            num_cpus=s.cpus_per_unit, num_gpus=s.gpus_per_unit, max_restarts=s.max_retries,
+            max_task_retries=s.max_retries,
+        )
+        return actor.remote(max(1, math.floor(s.cpus_per_unit)))
+
+    # --- the work -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _tasks(pending: dict[str, Any]) -> tuple[list[_Task], dict[str, Any]]:
+        """Units that can run elsewhere as tasks (a pool's in its groups), and the rest."""
+        tasks, here, pools = [], {}, {}
+        for key, value in pending.items():
+            if isinstance(value, Deferred) and value.pool is not None and value.pool.make_call is not None:
+                pools.setdefault(id(value.pool), (value.pool, {}))[1][value.member] = key
+            elif isinstance(value, Deferred) and value.pool is None and value.call is not None:
+                tasks.append(_Task([key], value.call, grouped=False))
+            else:
+                here[key] = value
+        for pool, key_of in pools.values():
+            for group in pool.take_groups():
+                tasks.append(_Task([key_of[m] for m in group], partial(pool.make_call, group), grouped=True))
+        return tasks, here
+
+    def outcomes(self, pending: dict[str, Any]) -> Iterator[Outcome]:
+        tasks, here = self._tasks(pending)
+        yield from super().outcomes(here)  # units that cannot travel: computed here, first
+        if not tasks:
+            return
+        ray = self._ray()
+        from ray.exceptions import RayActorError, RayTaskError
+
+        n_workers = self.workers_for(len(tasks))
+        logger.info("Ray: %d tasks (%d units) on %d workers", len(tasks), sum(len(t.keys) for t in tasks), n_workers)
+        queue, free, running = deque(tasks), [self._start_worker() for _ in range(n_workers)], {}
+        try:
+            while queue or running:
+                while queue and free:
+                    task = queue.popleft()
+                    try:
+                        call = task.make_call()  # reads the unit's inputs here, on the driver
+                    except UnitFailed as error:
+                        yield from (Outcome(key, error=error) for key in task.keys)
+                        continue
+                    worker = free.pop()
+                    running[worker.run.remote(call)] = (task, worker)
+                (ref,), _ = ray.wait(list(running), num_returns=1)
+                task, worker = running.pop(ref)
+                try:
+                    value, seconds, where = ray.get(ref)
+                except RayActorError as error:  # the worker died more often than it may be retried
+                    ray.kill(worker)
+                    free.append(self._start_worker())
+                    failed = UnitFailed(f"its Ray worker died {self.settings.max_retries + 1} times "
+                                        f"(execution.max_retries={self.settings.max_retries}): {error}")
+                    yield from (Outcome(key, error=failed) for key in task.keys)
+                    continue
+                except RayTaskError as error:  # not the unit's own failure: a bug stops the save, as here
+                    raise error.as_instanceof_cause() from None
+                free.append(worker)
+                if isinstance(value, UnitFailed):
+                    yield from (Outcome(key, error=value, where=where) for key in task.keys)
+                elif task.grouped:
+                    share = seconds / len(task.keys)
+                    for key, member_value in zip(task.keys, value, strict=True):
+                        if isinstance(member_value, UnitFailed):
+                            yield Outcome(key, error=member_value, where=where)
+                        else:
+                            yield Outcome(key, member_value, seconds=share, where=where)
+                else:
+                    yield Outcome(task.keys[0], value, seconds=seconds, where=where)
+        finally:
+            for worker in free + [w for _, w in running.values()]:
+                ray.kill(worker)
