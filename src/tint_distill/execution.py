@@ -33,6 +33,7 @@ from tint_distill.work import Call, Deferred, LocalEngine, Outcome, UnitFailed, 
 logger = logging.getLogger(__name__)
 
 ENGINES = ("local", "ray")
+PER_WORKER = 2  # units sent to a worker at a time: one computing, the next one's inputs already there
 # Passed on to every Ray worker: nothing downloads, nothing phones home (also on joined clusters).
 WORKER_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY", "KEDRO_DISABLE_TELEMETRY",
               "DO_NOT_TRACK")
@@ -187,7 +188,11 @@ class RayEngine(LocalEngine):
 
         n_workers = self.workers_for(len(tasks))
         logger.info("Ray: %d tasks (%d units) on %d workers", len(tasks), sum(len(t.keys) for t in tasks), n_workers)
-        queue, free, running = deque(tasks), [self._start_worker() for _ in range(n_workers)], {}
+        workers = [self._start_worker() for _ in range(n_workers)]
+        # Each worker takes a second unit while it computes one, so the driver prepares (reads and sends)
+        # the next inputs while the worker works instead of while it waits.
+        queue, free, running = deque(tasks), deque(w for _ in range(PER_WORKER) for w in workers), {}
+        replaced: dict[Any, Any] = {}  # a dead worker -> the one started in its place
         try:
             while queue or running:
                 while queue and free:
@@ -197,15 +202,18 @@ class RayEngine(LocalEngine):
                     except UnitFailed as error:
                         yield from (Outcome(key, error=error) for key in task.keys)
                         continue
-                    worker = free.pop()
+                    worker = free.popleft()
                     running[worker.run.remote(call)] = (task, worker)
                 (ref,), _ = ray.wait(list(running), num_returns=1)
                 task, worker = running.pop(ref)
                 try:
                     value, seconds, where = ray.get(ref)
                 except RayActorError as error:  # the worker died more often than it may be retried
-                    ray.kill(worker)
-                    free.append(self._start_worker())
+                    if worker not in replaced:
+                        ray.kill(worker)
+                        replaced[worker] = self._start_worker()
+                        workers.append(replaced[worker])
+                    free.append(replaced[worker])
                     failed = UnitFailed(f"its Ray worker died {self.settings.max_retries + 1} times "
                                         f"(execution.max_retries={self.settings.max_retries}): {error}")
                     yield from (Outcome(key, error=failed) for key in task.keys)
@@ -225,5 +233,5 @@ class RayEngine(LocalEngine):
                 else:
                     yield Outcome(task.keys[0], value, seconds=seconds, where=where)
         finally:
-            for worker in free + [w for _, w in running.values()]:
+            for worker in workers:
                 ray.kill(worker)

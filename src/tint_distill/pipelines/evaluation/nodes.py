@@ -15,6 +15,7 @@ from tint_distill.distill.distillation import count_parameters, measure_throughp
 from tint_distill.distill.statistics import mean_ci95, paired_difference, variance_decomposition
 from tint_distill.distill.student import create_student
 from tint_distill.params import SettingError, settings_from_params
+from tint_distill.planning import cost_plan, target_name, unit_costs
 from tint_distill.pipelines.distillation.nodes import (
     METHODS,
     TeacherOnDemand,
@@ -42,6 +43,7 @@ class SpeedSettings:
 class PlannerSettings:
     methods: tuple[str, ...] = ("tint", "supports_only", "teacher")
     target_half_widths: tuple[float, ...] = (0.01, 0.02, 0.05)
+    workers: tuple[int, ...] = (1, 8)  # the cost plan's wall hours on this many workers (GPUs)
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.methods) - {*METHODS, "teacher"})
@@ -49,6 +51,8 @@ class PlannerSettings:
             raise SettingError("methods", f"has unknown methods {unknown}; known: {[*METHODS, 'teacher']}")
         if any(not 0 < w < 1 for w in self.target_half_widths):
             raise SettingError("target_half_widths", f"must be in (0, 1), got {list(self.target_half_widths)}")
+        if not self.workers or any(not isinstance(g, int) or g < 1 for g in self.workers):
+            raise SettingError("workers", f"must be a list of whole numbers >= 1, got {list(self.workers)}")
 
 
 @dataclass(frozen=True)
@@ -118,8 +122,17 @@ def measure_speed(teacher: dict, student: dict, distillation: dict, n_way: int, 
     return measured
 
 
-def summarise(episode_accuracies: pd.DataFrame, speed: dict, comparisons: list[list[str]], planner: dict) -> dict:
-    """Mean accuracy and 95% CI per method, paired differences, the episode planner and speed."""
+def collect_unit_costs(class_specialisations: dict, synthetic_images: dict, teacher_outputs: dict,
+                       student_results: dict) -> pd.DataFrame:
+    """Each unit of work of this run's episodes: stage, partition, episode, seconds, device, host."""
+    return unit_costs({"class_specialisations": class_specialisations, "synthetic_images": synthetic_images,
+                       "teacher_outputs": teacher_outputs, "student_results": student_results})
+
+
+def summarise(episode_accuracies: pd.DataFrame, speed: dict, unit_costs: pd.DataFrame, comparisons: list[list[str]],
+              planner: dict) -> dict:
+    """Mean accuracy and 95% CI per method, paired differences, the episode planner, what its
+    targets cost (``cost_plan``: episodes, device-hours, wall-hours on G workers) and speed."""
     methods = {}
     by_method = {m: g.sort_values("episode") for m, g in episode_accuracies.groupby("method")}
     for method, group in by_method.items():
@@ -151,7 +164,11 @@ def summarise(episode_accuracies: pd.DataFrame, speed: dict, comparisons: list[l
             planned[method] = variance_decomposition(
                 group["accuracy"].to_numpy(), int(group["n_queries"].iloc[0]), list(planner.target_half_widths)
             )
-    return {"methods": methods, "comparisons": paired, "planner": planned, "speed": speed}
+    costed = next((m for m in planner.methods if m in planned), None)
+    plan = cost_plan(unit_costs, planned[costed]["episodes_needed"] if costed else [], planner.workers, costed)
+    for target in plan["targets"]:
+        logger.info("Cost plan (%s): %s", costed, target["text"])
+    return {"methods": methods, "comparisons": paired, "planner": planned, "cost_plan": plan, "speed": speed}
 
 
 def plot_accuracy(summary: dict) -> Figure:
@@ -195,6 +212,33 @@ def plot_speed_accuracy(summary: dict) -> Figure:
     return figure
 
 
+def plot_cost_plan(summary: dict) -> Figure:
+    """Wall hours against the CI half-width aimed for, one line per number of workers, each point
+    labelled with its episodes; the measured cost per episode by stage in the title."""
+    plan = summary["cost_plan"]
+    figure = Figure(figsize=(7, 4), layout="constrained")
+    axis = figure.subplots()
+    targets = sorted(plan["targets"], key=lambda t: t["half_width"])
+    if not targets:
+        axis.text(0.5, 0.5, plan.get("note", "no cost plan"), ha="center", va="center", wrap=True)
+        axis.set_axis_off()
+        return figure
+    widths = [100 * t["half_width"] for t in targets]
+    for workers in plan["workers"]:
+        axis.plot(widths, [t["wall_hours"][str(workers)] for t in targets], "o-", label=f"{workers} worker(s)")
+    for width, target in zip(widths, targets):
+        axis.annotate(f"{target['episodes']} ep.", (width, target["wall_hours"][str(plan["workers"][0])]),
+                      textcoords="offset points", xytext=(4, 4), fontsize=8)
+    axis.set_yscale("log")
+    axis.set_xlabel(f"95% CI half-width of {plan['method']} accuracy (points)")
+    axis.set_ylabel("wall hours (log)")
+    stages = ", ".join(f"{stage} {seconds:.1f}" for stage, seconds in plan["per_episode_s"].items() if stage != "total")
+    axis.set_title(f"Cost plan: {plan['per_episode_s']['total']:.1f} device-s per episode ({stages})", fontsize=9)
+    axis.legend(fontsize=8)
+    axis.grid(alpha=0.3, which="both")
+    return figure
+
+
 def mlflow_metrics(summary: dict, student_results: dict, log_episode_loss_curves: bool) -> dict:
     """Accuracies, CIs and paired differences (with both CI bounds) as MLflow metrics; per method
     one training-loss curve, the mean over episodes per epoch with its standard deviation
@@ -208,6 +252,15 @@ def mlflow_metrics(summary: dict, student_results: dict, log_episode_loss_curves
         metrics[f"diff_low.{name}"] = {"value": result["ci95"][0], "step": 0}
         metrics[f"diff_high.{name}"] = {"value": result["ci95"][1], "step": 0}
     metrics["speed.student_speedup"] = {"value": summary["speed"]["student_speedup"], "step": 0}
+    plan = summary.get("cost_plan", {})
+    if plan.get("per_episode_s"):
+        metrics["plan.device_s_per_episode"] = {"value": plan["per_episode_s"]["total"], "step": 0}
+    for target in plan.get("targets", []):
+        name = f"plan.{target_name(target['half_width'])}"
+        metrics[f"{name}.episodes"] = {"value": target["episodes"], "step": 0}
+        metrics[f"{name}.device_hours"] = {"value": target["device_hours"], "step": 0}
+        for workers, hours in target["wall_hours"].items():
+            metrics[f"{name}.wall_hours.{workers}_workers"] = {"value": hours, "step": 0}
     curves: dict[str, dict[int, list[float]]] = {}
     for key, load in sorted(student_results.items()):
         history = load()["history"]

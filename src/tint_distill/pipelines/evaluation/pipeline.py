@@ -1,4 +1,4 @@
-"""``evaluation``: accuracy per method with CIs, paired comparisons, planner, speed, plots."""
+"""``evaluation``: accuracy per method with CIs, paired comparisons, planner and its cost plan, speed, plots."""
 
 from kedro.pipeline import Node, Pipeline
 
@@ -21,13 +21,21 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="measure_speed",
             ),
             Node(
+                nodes.collect_unit_costs,
+                inputs=["class_specialisations", "synthetic_images", "teacher_outputs", "student_results"],
+                outputs="unit_costs",
+                name="collect_unit_costs",
+            ),
+            Node(
                 nodes.summarise,
-                inputs=["episode_accuracies", "speed_report", "params:evaluation.comparisons", "params:evaluation.planner"],
+                inputs=["episode_accuracies", "speed_report", "unit_costs", "params:evaluation.comparisons",
+                        "params:evaluation.planner"],
                 outputs="evaluation_summary",
                 name="summarise_evaluation",
             ),
             Node(nodes.plot_accuracy, inputs="evaluation_summary", outputs="accuracy_plot", name="plot_accuracy"),
             Node(nodes.plot_speed_accuracy, inputs="evaluation_summary", outputs="speed_accuracy_plot", name="plot_speed_accuracy"),
+            Node(nodes.plot_cost_plan, inputs="evaluation_summary", outputs="cost_plan_plot", name="plot_cost_plan"),
             Node(
                 nodes.mlflow_metrics,
                 inputs=["evaluation_summary", "student_results", "params:evaluation.log_episode_loss_curves"],
