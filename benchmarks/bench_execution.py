@@ -70,18 +70,19 @@ def student_stage(n_episodes: int, epochs: int):
     return run, n_episodes * len(METHODS)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--output", type=Path, default=ROOT / "data" / "08_reporting" / "benchmark_execution.json")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(1)  # as each Ray worker (cpus_per_unit: 1)
 
     run, n_students = student_stage(args.episodes, args.epochs)
     started = time.perf_counter()
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    if not ray.is_initialized():
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     cluster_start = time.perf_counter() - started
     seconds: dict[str, list[float]] = {name: [] for name in CONFIGURATIONS}
     accuracies = {}
@@ -113,6 +114,7 @@ def main() -> None:
     args.output.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps({k: result[k] for k in ("best_seconds", "speedup_2_workers_vs_1", "ray_1_worker_overhead_vs_local",
                                              "same_accuracies")}, indent=1))
+    return result
 
 
 if __name__ == "__main__":

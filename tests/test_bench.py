@@ -11,8 +11,8 @@ import torch
 from tests.conftest import PROJECT_ROOT
 
 
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_tint", PROJECT_ROOT / "benchmarks" / "bench_tint.py")
+def _bench(name: str = "bench_tint"):
+    spec = importlib.util.spec_from_file_location(name, PROJECT_ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -42,3 +42,16 @@ def test_the_gpu_section_runs_on_a_small_model():
     assert report["precision"] == "bf16"
     assert report["generation"]["bf16_batch2"]["images_per_s"] > 0 and report["generation"]["fp16_batch2"]["images_per_s"] > 0
     assert report["specialisation_per_class_at_reference_settings_s"]["total"] > 0
+
+
+def test_the_execution_benchmark_times_the_same_students_on_each_engine(tmp_path):
+    previous = torch.get_num_threads()
+    try:
+        report = _bench("bench_execution").main(["--episodes", "1", "--epochs", "1", "--repeats", "1",
+                                                 "--output", str(tmp_path / "execution.json")])
+    finally:
+        torch.set_num_threads(previous)
+    assert json.loads((tmp_path / "execution.json").read_text()) == report
+    assert set(report["best_seconds"]) == {"local", "ray_1_worker", "ray_2_workers"}
+    assert report["same_accuracies"], "each engine trains the same students"
+    assert report["workload"]["students"] == 2 and report["speedup_2_workers_vs_1"] > 0

@@ -90,10 +90,22 @@ def test_pipelines_resume_after_kill_and_produce_the_evaluation(kedro_project: P
     per_episode = pd.read_csv(reporting / "episode_accuracies.csv")
     assert len(per_episode) == 5 * 3
     assert (reporting / "accuracy_per_method.png").is_file() and (reporting / "accuracy_vs_speed.png").is_file()
+    costs = pd.read_csv(reporting / "unit_costs.csv")
+    assert set(costs["stage"]) == {"specialisation", "synthesis", "teacher", "students"}
+    assert len(costs) == n_classes + 2 * n_classes + 3 + 4 * 3 and (costs["seconds"] > 0).all()
+    plan = summary["cost_plan"]
+    assert plan["method"] == "tint" and plan["per_episode_s"]["total"] == pytest.approx(costs["seconds"].sum() / 3, rel=1e-3)
+    needed = {row["half_width"]: row["episodes"] for row in summary["planner"]["tint"]["episodes_needed"]}
+    for target in plan["targets"]:
+        assert target["episodes"] == needed[target["half_width"]]
+        assert target["wall_hours"]["8"] == pytest.approx(target["device_hours"] / 8)
+    assert (reporting / "cost_plan.png").is_file()
 
     run = mlflow.search_runs(experiment_names=["tint_distill"], order_by=["start_time DESC"]).iloc[0]
     client = mlflow.MlflowClient()
     assert 0 <= run["metrics.accuracy.tint"] <= 1
+    assert run["metrics.plan.1pt.episodes"] == plan["targets"][0]["episodes"]
+    assert run["metrics.plan.1pt.wall_hours.8_workers"] == pytest.approx(plan["targets"][0]["wall_hours"]["8"])
     history = client.get_metric_history(run["run_id"], "loss.tint.mean")
     assert [m.step for m in history] == [1, 2], "one loss value per epoch, the mean over the episodes"
     assert len(client.get_metric_history(run["run_id"], "loss.tint.std")) == 2

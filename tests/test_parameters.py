@@ -40,6 +40,12 @@ def test_every_runtime_parameter_of_the_configuration_is_allowed():
         ({"execution": {"engine": "dask"}}, r"'execution.engine' must be one of \['local', 'ray'\], got 'dask'"),
         ({"execution": {"gpus_per_unit": 1.5}}, r"'execution.gpus_per_unit' above 1 must be a whole number"),
         ({"execution": {"max_workers": 0}}, r"'execution.max_workers' must be >= 1 or null"),
+        ({"execution": {"stages": {"synthesys": {"gpus_per_unit": 1}}}},
+         r"'execution.stages.synthesys' must be one of \['inversion', 'synthesis', 'distillation'\]"),
+        ({"execution": {"stages": {"synthesis": {"gpus_per_unit": -1}}}},
+         r"'execution.stages.synthesis.gpus_per_unit' must be >= 0"),
+        ({"execution": {"stages": {"synthesis": {"engine": "ray"}}}},
+         r"'execution.stages.synthesis' may set only \['cpus_per_unit', 'gpus_per_unit', 'max_workers'\]"),
         ({"data_episodes": {"sampling": {"n_way": 0}}}, r"'data_episodes\.sampling\.n_way' must be a positive integer"),
         ({"data_episodes": {"image_check": "some"}}, r"parameter 'data_episodes\.image_check' must be one of"),
         ({"evaluation": {"comparisons": [["tint", "magic"]]}}, r"parameter 'evaluation\.comparisons' must be \[a, b\] pairs"),
@@ -77,3 +83,12 @@ def test_a_hub_id_made_absolute_by_kedro_still_gets_the_hub_advice(tmp_path: Pat
         check_model_folder(os.path.join(tmp_path, "runwayml", "stable-diffusion-v1-5"))
     with pytest.raises(ModelFolderError, match="does not exist"):
         check_model_folder(tmp_path / "data" / "06_models" / "sd15")
+
+
+def test_a_stage_reserves_what_its_entry_says_and_the_rest_from_the_block():
+    from tint_distill.execution import parse_settings
+
+    block = config()["parameters"]["execution"] | {"engine": "ray", "gpus_per_unit": 1, "cpus_per_unit": 4}
+    assert parse_settings(block, "inversion").gpus_per_unit == 1
+    students = parse_settings(block, "distillation")
+    assert (students.gpus_per_unit, students.cpus_per_unit, students.engine) == (0, 4, "ray"), "CPU work: no GPU"

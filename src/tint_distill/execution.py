@@ -16,14 +16,15 @@ key, and the others are saved.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -33,6 +34,8 @@ from tint_distill.work import Call, Deferred, LocalEngine, Outcome, UnitFailed, 
 logger = logging.getLogger(__name__)
 
 ENGINES = ("local", "ray")
+STAGES = ("inversion", "synthesis", "distillation")  # the stages whose units an engine runs
+PER_STAGE = ("cpus_per_unit", "gpus_per_unit", "max_workers")  # what a stage may set differently
 PER_WORKER = 2  # units sent to a worker at a time: one computing, the next one's inputs already there
 # Passed on to every Ray worker: nothing downloads, nothing phones home (also on joined clusters).
 WORKER_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY", "KEDRO_DISABLE_TELEMETRY",
@@ -47,9 +50,14 @@ class ExecutionSettings:
     gpus_per_unit: float = 0       # GPUs each Ray worker reserves; 0.5 puts two workers on a GPU
     max_workers: int | None = None  # null: as many as the cluster's CPUs / GPUs allow
     max_retries: int = 2           # a unit whose worker dies is retried this many times
+    stages: dict = field(default_factory=dict)  # {stage: {cpus_per_unit, gpus_per_unit, max_workers}} that differ
 
     def __post_init__(self) -> None:
         SettingError.unless_one_of("engine", self.engine, ENGINES)
+        for stage, overrides in self.stages.items():
+            SettingError.unless_one_of(f"stages.{stage}", stage, STAGES)
+            if not isinstance(overrides, Mapping) or set(overrides) - set(PER_STAGE):
+                raise SettingError(f"stages.{stage}", f"may set only {list(PER_STAGE)}, got {overrides!r}")
         if not self.cpus_per_unit > 0:
             raise SettingError("cpus_per_unit", f"must be > 0, got {self.cpus_per_unit}")
         if self.gpus_per_unit < 0:
@@ -62,14 +70,21 @@ class ExecutionSettings:
             raise SettingError("max_retries", f"must be >= 0, got {self.max_retries}")
 
 
-def parse_settings(execution: dict | None) -> ExecutionSettings:
-    """The ``execution`` block as settings (errors name the parameter)."""
-    return settings_from_params(ExecutionSettings, execution or {}, "execution")
+def parse_settings(execution: dict | None, stage: str | None = None) -> ExecutionSettings:
+    """The ``execution`` block as settings (errors name the parameter); with ``stage``, the
+    settings that stage runs with (its ``stages`` entry applied)."""
+    settings = settings_from_params(ExecutionSettings, execution or {}, "execution")
+    for name, overrides in settings.stages.items():  # every stage's entry is checked, whichever runs
+        settings_from_params(ExecutionSettings, {**(execution or {}), **overrides, "stages": {}},
+                             f"execution.stages.{name}")
+    if stage is None or stage not in settings.stages:
+        return settings
+    return dataclasses.replace(settings, **settings.stages[stage], stages={})
 
 
-def execution_engine(execution: dict | None) -> LocalEngine:
-    """The engine the ``execution`` block asks for (Ray starts or is joined at its first unit)."""
-    settings = parse_settings(execution)
+def execution_engine(execution: dict | None, stage: str | None = None) -> LocalEngine:
+    """The engine the ``execution`` block asks for ``stage`` (Ray starts or is joined at its first unit)."""
+    settings = parse_settings(execution, stage)
     return RayEngine(settings) if settings.engine == "ray" else LocalEngine()
 
 

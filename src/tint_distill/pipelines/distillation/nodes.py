@@ -245,7 +245,7 @@ def label_with_teacher(
     settings = parse_teacher(teacher)
     real = parse_real_unlabeled(real_unlabeled)
     methods = parse_methods(methods)
-    engine = execution_engine(execution)
+    engine = execution_engine(execution, "distillation")
     weights = _weights_key(teacher_weights(settings))
     work = {}
     for episode in sorted(int(e) for e in episodes["episode"].unique()):
@@ -308,7 +308,7 @@ def train_students(
     plus cross-entropy on the supports, and scored on the episode's queries (here, or on Ray
     workers: ``execution``)."""
     methods = parse_methods(methods)
-    engine = execution_engine(execution)
+    engine = execution_engine(execution, "distillation")
     student_settings = parse_student(student)
     config = parse_distillation(distillation)
     real = parse_real_unlabeled(real_unlabeled)

@@ -121,7 +121,7 @@ def specialise_classes(
     check_class_slugs(episodes["class_name"].unique())
     model = DiffusionModel.checked(generator, settings.device, settings.precision)
     model_key = folder_fingerprint(generator)
-    pool = execution_engine(execution).pool(
+    pool = execution_engine(execution, "inversion").pool(
         partial(_specialisation_call, model, images, settings, ti_config, nti_config), settings.group_size,
         apart=_token_of)  # one token per class: one per group
     work = {}

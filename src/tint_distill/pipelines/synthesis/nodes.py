@@ -105,7 +105,7 @@ def generate_synthetic_images(generator: Path, class_specialisations: dict, synt
     computed and saved one class at a time (here, or on Ray workers: ``execution``); those whose
     inputs did not change are kept."""
     settings = parse_settings(synthesis)
-    engine = execution_engine(execution)
+    engine = execution_engine(execution, "synthesis")
     model = DiffusionModel.checked(generator, settings.device, settings.precision)
     model_key = folder_fingerprint(generator)
     sampler_settings = {k: v for k, v in dataclasses.asdict(settings).items() if k != "samplers"}
