@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
             for repeat in range(args.repeats):
                 for name, execution in CONFIGURATIONS.items():
                     started = time.perf_counter()
-                    accuracies[name] = run(execution, Path(scratch) / f"{name}_{repeat}")
+                    accuracies[name, repeat] = run(execution, Path(scratch) / f"{name}_{repeat}")
                     seconds[name].append(time.perf_counter() - started)
                     print(f"{name}: {seconds[name][-1]:.1f} s for {n_students} students", flush=True)
     finally:
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> dict:
         "students_per_s": {name: round(n_students / v, 3) for name, v in best.items()},
         "speedup_2_workers_vs_1": round(best["ray_1_worker"] / best["ray_2_workers"], 2),
         "ray_1_worker_overhead_vs_local": round(best["ray_1_worker"] / best["local"] - 1, 3),
-        "same_accuracies": all(accuracies[name] == accuracies["local"] for name in CONFIGURATIONS),
+        "same_accuracies": all(value == accuracies["local", 0] for value in accuracies.values()),
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=1) + "\n")

@@ -54,4 +54,4 @@ def test_the_execution_benchmark_times_the_same_students_on_each_engine(tmp_path
     assert json.loads((tmp_path / "execution.json").read_text()) == report
     assert set(report["best_seconds"]) == {"local", "ray_1_worker", "ray_2_workers"}
     assert report["same_accuracies"], "each engine trains the same students"
-    assert report["workload"]["students"] == 2 and report["speedup_2_workers_vs_1"] > 0
+    assert report["workload"]["students"] == 2

@@ -26,10 +26,14 @@ ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers canno
 RAY_PROCESSES = ("raylet", "gcs_server")
 
 
-def ray_processes() -> list[psutil.Process]:
+def ray_processes(parent: psutil.Process | None = None) -> list[psutil.Process]:
+    """Ray's own processes: all on this machine, or those under ``parent``."""
     found = []
-    for process in psutil.process_iter(["name", "cmdline"]):
-        text = " ".join([process.info["name"] or "", *(process.info["cmdline"] or [])])
+    for process in parent.children(recursive=True) if parent else psutil.process_iter():
+        try:
+            text = " ".join([process.name(), *process.cmdline()])
+        except psutil.Error:  # gone meanwhile
+            continue
         if any(name in text for name in RAY_PROCESSES):
             found.append(process)
     return found
@@ -49,6 +53,14 @@ def _report(worker, key: str, value: int, log: str, pause: float) -> dict:
 def _group(worker, members: list[int]) -> list:
     """A pooled unit: each member's answer, or its own failure for a negative member."""
     return [UnitFailed(f"member {m} is negative") if m < 0 else {"member": m, "group": members} for m in members]
+
+
+def _kills_its_worker(worker, key: str, log: str) -> dict:
+    """A unit that kills the process computing it, every time (as a segfault or the OOM killer would)."""
+    Path(log, f"{key}.{os.getpid()}.{time.monotonic_ns()}").touch()
+    if key == "unit_1":
+        os._exit(1)
+    return {"key": key}
 
 
 def _fails(worker, key: str) -> dict:
@@ -157,11 +169,24 @@ def test_a_worker_killed_in_the_middle_of_a_unit_is_survived(cluster, tmp_path: 
     assert all(starts.count(k) == 1 for k in results if k != killed[0]), "nothing finished was recomputed"
 
 
+def test_a_unit_that_keeps_killing_its_worker_is_retried_then_reported_alone(cluster, tmp_path: Path):
+    log = tmp_path / "log"
+    log.mkdir()
+    work = {f"unit_{i}": ray_engine(max_workers=2, max_retries=2).unit(
+        f"fp{i}", lambda i=i: Call(_kills_its_worker, (f"unit_{i}", str(log)))) for i in range(4)}
+    with pytest.raises(DatasetError, match=r"1 of 4 partitions .* failed \(unit_1\).*Ray worker died 3 times"):
+        store(tmp_path, "out").save(work)
+    assert sorted(store(tmp_path, "out").load()) == ["unit_0", "unit_2", "unit_3"], "the others are saved"
+    starts = [p.name.split(".")[0] for p in log.iterdir()]
+    assert starts.count("unit_1") == 3, "first try and max_retries=2 retries"
+    assert all(starts.count(k) == 1 for k in ("unit_0", "unit_2", "unit_3")), "no other unit paid for it"
+
+
 def test_settings_and_a_cluster_too_small_are_named(cluster):
     assert parse_settings(None).engine == "local" and isinstance(execution_engine(None), LocalEngine)
     from tint_distill.params import ParameterError
 
-    with pytest.raises(ParameterError, match=r"'execution.gpus_per_unit': no worker fits .* 0 GPUs"):
+    with pytest.raises(ParameterError, match=r"'execution.gpus_per_unit' \(or its execution.stages entry\): no worker fits .* 0 GPUs"):
         ray_engine(gpus_per_unit=1).workers_for(3)
     assert ray_engine(max_workers=8).workers_for(3) == 2, "no more workers than the 2 CPUs fit"
     assert ray_engine(cpus_per_unit=0.5).workers_for(3) == 3, "fractional CPUs: more workers, never more than tasks"
@@ -170,11 +195,14 @@ def test_settings_and_a_cluster_too_small_are_named(cluster):
 def test_shutdown_leaves_no_ray_process(tmp_path: Path):
     """Last in this module: the module's cluster is gone; an engine that starts its own stops it."""
     shutdown_ray()
-    engine = ray_engine()
-    store(tmp_path, "out").save(units(engine, tmp_path, n=2, pause=0.0))
-    assert ray_processes(), "the engine started a local cluster"
-    assert shutdown_ray()
+    this = psutil.Process()
+    store(tmp_path, "out").save(units(ray_engine(), tmp_path, n=2, pause=0.0))
+    assert ray_processes(this), "the engine started a local cluster"
+    assert shutdown_ray(only_if_engine_started=True), "the hook's call: the engine started it"
     deadline = time.time() + 20
-    while ray_processes() and time.time() < deadline:
+    while ray_processes(this) and time.time() < deadline:
         time.sleep(0.2)
-    assert not ray_processes(), "no Ray process is left behind"
+    assert not ray_processes(this), "no Ray process is left behind"
+    ray.init(num_cpus=1, include_dashboard=False, logging_level="WARNING")  # a session the user opened
+    assert not shutdown_ray(only_if_engine_started=True) and ray.is_initialized(), "left to its owner"
+    shutdown_ray()

@@ -9,7 +9,7 @@ On Ray, each of ``max_workers`` actors reserves ``cpus_per_unit`` CPUs and ``gpu
 teacher) is kept for its next units. Nothing assumes a shared disk: each unit's inputs (pixels,
 settings, specialisations, teacher logits) travel from the driver with the unit and its result
 travels back; only model folders and weight files are read by path on the workers, so they must
-exist at the same path there (a copy, or a shared mount). A worker process that dies is restarted
+exist at the same path there (a copy, or a shared mount). A worker process that dies is replaced
 and its unit retried (``max_retries``); a unit that still fails is reported with its partition
 key, and the others are saved.
 """
@@ -36,7 +36,6 @@ logger = logging.getLogger(__name__)
 ENGINES = ("local", "ray")
 STAGES = ("inversion", "synthesis", "distillation")  # the stages whose units an engine runs
 PER_STAGE = ("cpus_per_unit", "gpus_per_unit", "max_workers")  # what a stage may set differently
-PER_WORKER = 2  # units sent to a worker at a time: one computing, the next one's inputs already there
 # Passed on to every Ray worker: nothing downloads, nothing phones home (also on joined clusters).
 WORKER_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY", "KEDRO_DISABLE_TELEMETRY",
               "DO_NOT_TRACK")
@@ -88,12 +87,18 @@ def execution_engine(execution: dict | None, stage: str | None = None) -> LocalE
     return RayEngine(settings) if settings.engine == "ray" else LocalEngine()
 
 
-def shutdown_ray() -> bool:
-    """Disconnect from Ray, stopping the cluster if this process started it; True if it was running."""
+_STARTED_HERE: set[str] = set()  # "ray" once an engine of this process has connected to Ray (Ray's own state is per process too)
+
+
+def shutdown_ray(only_if_engine_started: bool = False) -> bool:
+    """Disconnect from Ray, stopping the cluster if this process started it; True if it was
+    connected. ``only_if_engine_started``: leave a Ray session that an engine did not open (one the
+    user opened in a notebook, say)."""
     ray = sys.modules.get("ray")
-    if ray is None or not ray.is_initialized():
+    if ray is None or not ray.is_initialized() or (only_if_engine_started and "ray" not in _STARTED_HERE):
         return False
     ray.shutdown()
+    _STARTED_HERE.discard("ray")
     return True
 
 
@@ -140,8 +145,10 @@ class RayEngine(LocalEngine):
 
         if not ray.is_initialized():
             env = {name: os.environ[name] for name in WORKER_ENV if name in os.environ}
-            ray.init(address=self.settings.address or None, include_dashboard=False, logging_level=logging.WARNING,
-                     runtime_env={"env_vars": env} if env else None)
+            # null: a new cluster on this machine, never one that RAY_ADDRESS or `ray start` left around
+            ray.init(address=self.settings.address or "local", include_dashboard=False,
+                     logging_level=logging.WARNING, runtime_env={"env_vars": env} if env else None)
+            _STARTED_HERE.add("ray")
             resources = ray.cluster_resources()
             logger.info("Ray cluster: %g CPUs, %g GPUs", resources.get("CPU", 0), resources.get("GPU", 0))
         return ray
@@ -155,8 +162,9 @@ class RayEngine(LocalEngine):
         if s.gpus_per_unit:
             fit = min(fit, int(round(resources.get("GPU", 0) / s.gpus_per_unit, 6)))
         if fit < 1:
+            short = "cpus_per_unit" if resources.get("CPU", 0) < s.cpus_per_unit else "gpus_per_unit"
             raise ParameterError(
-                f"parameter 'execution.{'gpus_per_unit' if s.gpus_per_unit else 'cpus_per_unit'}': no worker fits in the Ray cluster ({resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} "
+                f"parameter 'execution.{short}' (or its execution.stages entry): no worker fits in the Ray cluster ({resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} "
                 f"GPUs) with cpus_per_unit={s.cpus_per_unit:g}, gpus_per_unit={s.gpus_per_unit:g}; lower it or add "
                 "machines with those resources."
             )
@@ -169,11 +177,12 @@ class RayEngine(LocalEngine):
 
     def _start_worker(self):
         ray, s = self._ray(), self.settings
-        actor = ray.remote(UnitWorker).options(
-            num_cpus=s.cpus_per_unit, num_gpus=s.gpus_per_unit, max_restarts=s.max_retries,
-            max_task_retries=s.max_retries,
-        )
-        return actor.remote(max(1, math.floor(s.cpus_per_unit)))
+        # A worker that dies is replaced by a new one (outcomes); the driver counts each unit's attempts.
+        # A worker without a GPU must not see one (Ray leaves CUDA_VISIBLE_DEVICES alone at num_gpus=0).
+        options = dict(num_cpus=s.cpus_per_unit, num_gpus=s.gpus_per_unit, max_restarts=0, max_task_retries=0)
+        if not s.gpus_per_unit:
+            options["runtime_env"] = {"env_vars": {"CUDA_VISIBLE_DEVICES": ""}}
+        return ray.remote(UnitWorker).options(**options).remote(max(1, math.floor(s.cpus_per_unit)))
 
     # --- the work -------------------------------------------------------------------------------
 
@@ -204,38 +213,47 @@ class RayEngine(LocalEngine):
         n_workers = self.workers_for(len(tasks))
         logger.info("Ray: %d tasks (%d units) on %d workers", len(tasks), sum(len(t.keys) for t in tasks), n_workers)
         workers = [self._start_worker() for _ in range(n_workers)]
-        # Each worker takes a second unit while it computes one, so the driver prepares (reads and sends)
-        # the next inputs while the worker works instead of while it waits.
-        queue, free, running = deque(tasks), deque(w for _ in range(PER_WORKER) for w in workers), {}
-        replaced: dict[Any, Any] = {}  # a dead worker -> the one started in its place
+        queue, free, running = deque(tasks), deque(workers), {}
+        attempts: dict[int, int] = {}  # id(task) -> times its worker died under it
+        fatal: BaseException | None = None
         try:
             while queue or running:
-                while queue and free:
+                while queue and free and fatal is None:
                     task = queue.popleft()
+                    started = time.perf_counter()
                     try:
                         call = task.make_call()  # reads the unit's inputs here, on the driver
                     except UnitFailed as error:
                         yield from (Outcome(key, error=error) for key in task.keys)
                         continue
                     worker = free.popleft()
-                    running[worker.run.remote(call)] = (task, worker)
+                    running[worker.run.remote(call)] = (task, worker, time.perf_counter() - started)
+                if not running:
+                    break
                 (ref,), _ = ray.wait(list(running), num_returns=1)
-                task, worker = running.pop(ref)
+                task, worker, reading = running.pop(ref)
                 try:
                     value, seconds, where = ray.get(ref)
-                except RayActorError as error:  # the worker died more often than it may be retried
-                    if worker not in replaced:
-                        ray.kill(worker)
-                        replaced[worker] = self._start_worker()
-                        workers.append(replaced[worker])
-                    free.append(replaced[worker])
-                    failed = UnitFailed(f"its Ray worker died {self.settings.max_retries + 1} times "
+                except RayActorError as error:  # the worker died under the unit (killed, out of memory, ...)
+                    ray.kill(worker)
+                    workers.append(self._start_worker())
+                    free.append(workers[-1])
+                    attempts[id(task)] = attempts.get(id(task), 0) + 1
+                    if attempts[id(task)] <= self.settings.max_retries:
+                        logger.warning("Ray worker died while computing %s; retrying (%d of %d)", ", ".join(task.keys),
+                                       attempts[id(task)], self.settings.max_retries)
+                        queue.appendleft(task)
+                        continue
+                    failed = UnitFailed(f"its Ray worker died {attempts[id(task)]} times "
                                         f"(execution.max_retries={self.settings.max_retries}): {error}")
                     yield from (Outcome(key, error=failed) for key in task.keys)
                     continue
-                except RayTaskError as error:  # not the unit's own failure: a bug stops the save, as here
-                    raise error.as_instanceof_cause() from None
+                except RayTaskError as error:  # not the unit's own failure: a bug; what is running still lands
+                    free.append(worker)
+                    fatal = fatal or error.as_instanceof_cause()
+                    continue
                 free.append(worker)
+                seconds += reading  # the inputs' reading too, as the local engine counts it
                 if isinstance(value, UnitFailed):
                     yield from (Outcome(key, error=value, where=where) for key in task.keys)
                 elif task.grouped:
@@ -243,10 +261,14 @@ class RayEngine(LocalEngine):
                     for key, member_value in zip(task.keys, value, strict=True):
                         if isinstance(member_value, UnitFailed):
                             yield Outcome(key, error=member_value, where=where)
+                        elif isinstance(member_value, BaseException):  # a bug, as the local engine would raise it
+                            fatal = fatal or member_value
                         else:
                             yield Outcome(key, member_value, seconds=share, where=where)
                 else:
                     yield Outcome(task.keys[0], value, seconds=seconds, where=where)
+            if fatal is not None:
+                raise fatal
         finally:
             for worker in workers:
                 ray.kill(worker)

@@ -71,7 +71,7 @@ class RunGuard:
         self._release()
 
     def _release(self) -> None:
-        if shutdown_ray():  # a cluster this run started stops with it; a joined one is only left
+        if shutdown_ray(only_if_engine_started=True):  # a cluster this run started stops; a joined one is left
             logger.info("Ray shut down")
         if self._run_lock is not None:
             self._run_lock.release()

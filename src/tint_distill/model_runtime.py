@@ -23,11 +23,13 @@ class DiffusionModel:
     @classmethod
     def checked(cls, path: Path, device: str = "auto", precision: str = "fp32") -> "DiffusionModel":
         """Fails before any work is planned, not at the first class, when the folder is not a model."""
-        return cls(check_model_folder(path), device, precision)
+        return cls(check_model_folder(path).resolve(), device, precision)  # absolute: read the same from any worker
 
     def load(self) -> SDComponents:
         return load_stable_diffusion(self.path, device=resolve_device(self.device), precision=self.precision)
 
     def on(self, worker: Worker) -> SDComponents:
-        """The model loaded in ``worker`` (once per worker)."""
-        return worker.keep(self, self.load)
+        """The model loaded in ``worker`` (once per worker); the unit is recorded as run on its device."""
+        components = worker.keep(self, self.load)
+        worker.uses(components.device)
+        return components

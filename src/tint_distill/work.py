@@ -38,10 +38,11 @@ logger = logging.getLogger(__name__)
 
 class Worker:
     """What one process computing units keeps from one unit to the next (a loaded model) and
-    reports about itself (where a unit ran)."""
+    reports about the unit it computes (where it ran)."""
 
     def __init__(self) -> None:
         self._kept: dict[Any, Any] = {}
+        self.device = "cpu"  # of the unit being computed: what it said it uses (uses), else the CPU
 
     def keep(self, key: Any, load: Callable[[], Any]) -> Any:
         """``load()`` the first time ``key`` is asked for, the same object afterwards."""
@@ -49,18 +50,19 @@ class Worker:
             self._kept[key] = load()
         return self._kept[key]
 
-    @staticmethod
-    def where() -> dict[str, Any]:
-        """Host, process and device of this worker (the GPU, once this process has used one)."""
-        device = "cpu"
-        try:
+    def uses(self, device: Any) -> None:
+        """The unit being computed runs on ``device`` (a torch device): its marker records it."""
+        kind = str(getattr(device, "type", device))
+        if kind.startswith("cuda"):
             import torch
 
-            if torch.cuda.is_available() and torch.cuda.is_initialized():
-                device = f"cuda ({torch.cuda.get_device_name()})"
-        except ImportError:  # pragma: no cover - torch is a dependency
-            pass
-        return {"host": socket.gethostname(), "pid": os.getpid(), "device": device}
+            self.device = f"cuda ({torch.cuda.get_device_name(device)})"
+        else:
+            self.device = kind
+
+    def where(self) -> dict[str, Any]:
+        """Host, process and device of the unit just computed."""
+        return {"host": socket.gethostname(), "pid": os.getpid(), "device": self.device}
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,7 @@ class Call:
     args: tuple = ()
 
     def run(self, worker: Worker) -> Any:
+        worker.device = "cpu"  # until the function says otherwise (Worker.uses)
         return self.function(worker, *self.args)
 
 

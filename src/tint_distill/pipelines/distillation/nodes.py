@@ -210,8 +210,14 @@ def _episode_inputs_key(
     return fingerprint(rows.to_dict("list"), images.content_hashes(rows["image_id"]), upstream, real_images)
 
 
+def _absolute(path: str | None) -> str | None:
+    """A weights file's path as workers in other folders (Ray workers) read it."""
+    return str(Path(path).resolve()) if path else path
+
+
 def _teacher_call(settings: TeacherSettings, data_for_episode) -> Call:
     """One episode's labelling with its images, ready to run in any worker."""
+    settings = dataclasses.replace(settings, weights_file=_absolute(settings.weights_file))
     return Call(_teacher_outputs, (settings, data_for_episode()))
 
 
@@ -257,9 +263,10 @@ def label_with_teacher(
 
 
 def _student_call(method: str, episode: int, student: StudentSettings, config: DistillationConfig, data_for_episode,
-                  load_teacher) -> Call:
+                  teacher_targets) -> Call:
     """One student's training with its episode's images and teacher logits, ready to run in any worker."""
-    return Call(_train_one, (method, episode, student, config, data_for_episode(), load_teacher()))
+    student = dataclasses.replace(student, pretrained_weights=_absolute(student.pretrained_weights))
+    return Call(_train_one, (method, episode, student, config, data_for_episode(), teacher_targets()))
 
 
 def _train_one(

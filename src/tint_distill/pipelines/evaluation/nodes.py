@@ -43,7 +43,7 @@ class SpeedSettings:
 class PlannerSettings:
     methods: tuple[str, ...] = ("tint", "supports_only", "teacher")
     target_half_widths: tuple[float, ...] = (0.01, 0.02, 0.05)
-    workers: tuple[int, ...] = (1, 8)  # the cost plan's wall hours on this many workers (GPUs)
+    workers: tuple[int, ...] = (1, 8)  # the cost plan's wall hours on this many workers (a GPU each, say)
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.methods) - {*METHODS, "teacher"})
