@@ -230,6 +230,7 @@ def plot_cost_plan(summary: dict) -> Figure:
         axis.annotate(f"{target['episodes']} ep.", (width, target["wall_hours"][str(plan["workers"][0])]),
                       textcoords="offset points", xytext=(4, 4), fontsize=8)
     axis.set_yscale("log")
+    axis.margins(x=0.1)
     axis.set_xlabel(f"95% CI half-width of {plan['method']} accuracy (points)")
     axis.set_ylabel("wall hours (log)")
     stages = ", ".join(f"{stage} {seconds:.1f}" for stage, seconds in plan["per_episode_s"].items() if stage != "total")
