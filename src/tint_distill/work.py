@@ -242,9 +242,6 @@ class LocalEngine:
                 ready = [k for k in todo if getattr(pending[k], "pool", None) is pool and pending[k].member in waiting]
                 todo = ready + [k for k in todo if k not in ready]
 
-    def close(self) -> None:
-        """Release what the engine holds (nothing, here)."""
-
 
 def engine_of(values: Iterable[Any]) -> LocalEngine:
     """The engine the node chose for these units (a fresh local one for units made without one)."""
