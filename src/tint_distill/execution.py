@@ -34,6 +34,7 @@ from tint_distill.work import Call, Deferred, LocalEngine, Outcome, UnitFailed, 
 logger = logging.getLogger(__name__)
 
 ENGINES = ("local", "ray")
+PER_WORKER = 2  # units sent to a worker at a time: one computing, the next one's inputs already there
 STAGES = ("inversion", "synthesis", "distillation")  # the stages whose units an engine runs
 PER_STAGE = ("cpus_per_unit", "gpus_per_unit", "max_workers")  # what a stage may set differently
 # Passed on to every Ray worker: nothing downloads, nothing phones home (also on joined clusters).
@@ -105,8 +106,10 @@ def shutdown_ray(only_if_engine_started: bool = False) -> bool:
 class UnitWorker:
     """A Ray actor: computes one unit at a time and keeps what units load (see :class:`Worker`)."""
 
-    def __init__(self, threads: int) -> None:
-        import torch
+    def __init__(self, threads: int, hide_gpus: bool) -> None:
+        if hide_gpus:  # no GPU reserved: none seen (Ray leaves CUDA_VISIBLE_DEVICES alone at num_gpus=0)
+            os.environ["CUDA_VISIBLE_DEVICES"] = ""
+        import torch  # after the line above: CUDA reads it once
 
         torch.set_num_threads(threads)
         logging.basicConfig(level=logging.INFO, format="%(message)s")  # the units' progress, shown by the driver
@@ -178,11 +181,9 @@ class RayEngine(LocalEngine):
     def _start_worker(self):
         ray, s = self._ray(), self.settings
         # A worker that dies is replaced by a new one (outcomes); the driver counts each unit's attempts.
-        # A worker without a GPU must not see one (Ray leaves CUDA_VISIBLE_DEVICES alone at num_gpus=0).
-        options = dict(num_cpus=s.cpus_per_unit, num_gpus=s.gpus_per_unit, max_restarts=0, max_task_retries=0)
-        if not s.gpus_per_unit:
-            options["runtime_env"] = {"env_vars": {"CUDA_VISIBLE_DEVICES": ""}}
-        return ray.remote(UnitWorker).options(**options).remote(max(1, math.floor(s.cpus_per_unit)))
+        actor = ray.remote(UnitWorker).options(num_cpus=s.cpus_per_unit, num_gpus=s.gpus_per_unit, max_restarts=0,
+                                               max_task_retries=0)
+        return actor.remote(max(1, math.floor(s.cpus_per_unit)), hide_gpus=not s.gpus_per_unit)
 
     # --- the work -------------------------------------------------------------------------------
 
@@ -213,8 +214,12 @@ class RayEngine(LocalEngine):
         n_workers = self.workers_for(len(tasks))
         logger.info("Ray: %d tasks (%d units) on %d workers", len(tasks), sum(len(t.keys) for t in tasks), n_workers)
         workers = [self._start_worker() for _ in range(n_workers)]
-        queue, free, running = deque(tasks), deque(workers), {}
-        attempts: dict[int, int] = {}  # id(task) -> times its worker died under it
+        # Each worker gets a second unit while it computes one, so the driver reads and sends the next
+        # inputs while the worker works, not while it waits.
+        queue, free, running = deque(tasks), deque(w for _ in range(PER_WORKER) for w in workers), {}
+        on_worker: dict[Any, list] = {w: [] for w in workers}  # its units' refs, oldest (computing) first
+        culprit: dict[Any, Any] = {}  # a dead worker -> the ref it was computing when it died
+        attempts: dict[int, int] = {}  # id(task) -> times its worker died while computing it
         fatal: BaseException | None = None
         try:
             while queue or running:
@@ -227,17 +232,27 @@ class RayEngine(LocalEngine):
                         yield from (Outcome(key, error=error) for key in task.keys)
                         continue
                     worker = free.popleft()
-                    running[worker.run.remote(call)] = (task, worker, time.perf_counter() - started)
+                    ref = worker.run.remote(call)
+                    running[ref] = (task, worker, time.perf_counter() - started)
+                    on_worker[worker].append(ref)
                 if not running:
                     break
                 (ref,), _ = ray.wait(list(running), num_returns=1)
                 task, worker, reading = running.pop(ref)
                 try:
                     value, seconds, where = ray.get(ref)
-                except RayActorError as error:  # the worker died under the unit (killed, out of memory, ...)
-                    ray.kill(worker)
-                    workers.append(self._start_worker())
-                    free.append(workers[-1])
+                except RayActorError as error:  # the worker died (killed, out of memory, a lost machine)
+                    if worker not in culprit:  # its first lost unit: replace it
+                        culprit[worker] = on_worker[worker][0]
+                        free = deque(w for w in free if w is not worker)
+                        ray.kill(worker)
+                        workers.append(self._start_worker())
+                        on_worker[workers[-1]] = []
+                        free.extend([workers[-1]] * PER_WORKER)
+                    on_worker[worker].remove(ref)
+                    if culprit[worker] is not ref:  # queued behind the unit that was computing: not its fault
+                        queue.appendleft(task)
+                        continue
                     attempts[id(task)] = attempts.get(id(task), 0) + 1
                     if attempts[id(task)] <= self.settings.max_retries:
                         logger.warning("Ray worker died while computing %s; retrying (%d of %d)", ", ".join(task.keys),
@@ -249,9 +264,11 @@ class RayEngine(LocalEngine):
                     yield from (Outcome(key, error=failed) for key in task.keys)
                     continue
                 except RayTaskError as error:  # not the unit's own failure: a bug; what is running still lands
+                    on_worker[worker].remove(ref)
                     free.append(worker)
                     fatal = fatal or error.as_instanceof_cause()
                     continue
+                on_worker[worker].remove(ref)
                 free.append(worker)
                 seconds += reading  # the inputs' reading too, as the local engine counts it
                 if isinstance(value, UnitFailed):
