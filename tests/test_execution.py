@@ -186,7 +186,8 @@ def test_settings_and_a_cluster_too_small_are_named(cluster):
     assert parse_settings(None).engine == "local" and isinstance(execution_engine(None), LocalEngine)
     from tint_distill.params import ParameterError
 
-    with pytest.raises(ParameterError, match=r"'execution.gpus_per_unit' \(or its execution.stages entry\): no worker fits .* 0 GPUs"):
+    message = r"'execution.gpus_per_unit' \(or its execution.stages entry\): no worker fits .* 0 GPUs"
+    with pytest.raises(ParameterError, match=message):
         ray_engine(gpus_per_unit=1).workers_for(3)
     assert ray_engine(max_workers=8).workers_for(3) == 2, "no more workers than the 2 CPUs fit"
     assert ray_engine(cpus_per_unit=0.5).workers_for(3) == 3, "fractional CPUs: more workers, never more than tasks"

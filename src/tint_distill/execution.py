@@ -88,7 +88,8 @@ def execution_engine(execution: dict | None, stage: str | None = None) -> LocalE
     return RayEngine(settings) if settings.engine == "ray" else LocalEngine()
 
 
-_STARTED_HERE: set[str] = set()  # "ray" once an engine of this process has connected to Ray (Ray's own state is per process too)
+# "ray" once an engine of this process has connected to Ray (Ray's own state is per process too)
+_STARTED_HERE: set[str] = set()
 
 
 def shutdown_ray(only_if_engine_started: bool = False) -> bool:
@@ -165,11 +166,12 @@ class RayEngine(LocalEngine):
         if s.gpus_per_unit:
             fit = min(fit, int(round(resources.get("GPU", 0) / s.gpus_per_unit, 6)))
         if fit < 1:
-            short = "cpus_per_unit" if resources.get("CPU", 0) < s.cpus_per_unit else "gpus_per_unit"
+            cpus, gpus = resources.get("CPU", 0), resources.get("GPU", 0)
+            short = "cpus_per_unit" if cpus < s.cpus_per_unit else "gpus_per_unit"
             raise ParameterError(
-                f"parameter 'execution.{short}' (or its execution.stages entry): no worker fits in the Ray cluster ({resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} "
-                f"GPUs) with cpus_per_unit={s.cpus_per_unit:g}, gpus_per_unit={s.gpus_per_unit:g}; lower it or add "
-                "machines with those resources."
+                f"parameter 'execution.{short}' (or its execution.stages entry): no worker fits in the Ray cluster "
+                f"({cpus:g} CPUs, {gpus:g} GPUs) with cpus_per_unit={s.cpus_per_unit:g}, "
+                f"gpus_per_unit={s.gpus_per_unit:g}; lower it or add machines with those resources."
             )
         if s.max_workers is not None:
             if s.max_workers > fit:

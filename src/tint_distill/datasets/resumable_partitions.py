@@ -126,10 +126,11 @@ class ResumablePartitionedDataset(PartitionedDataset):
 
     def load(self) -> dict[str, Deferred]:
         """``{key: Deferred(fingerprint, load)}`` for the finished partitions of the last run that
-        saved here; the fingerprint lets later stages chain on it."""
+        saved here; the fingerprint lets later stages chain on it, and ``record`` is what the
+        partition's marker says (seconds, host, device: the compute planner's input)."""
         current = self.current()
-        records = {key: (version, self._marker_record(key, version)) for key, version in current.items()}
-        done = {key: version for key, (version, record) in records.items() if record is not None}
+        markers = {key: self._marker_record(key, version) for key, version in current.items()}
+        done = {key: version for key, version in current.items() if markers[key] is not None}
         if not done:
             raise DatasetError(f"No finished partitions in '{self._path}': run the pipeline that produces them.")
         if len(done) < len(current):
@@ -139,7 +140,7 @@ class ResumablePartitionedDataset(PartitionedDataset):
                 self._path, len(current) - len(done), len(current), len(done),
             )
         return {
-            key: Deferred(version, self._version_dataset(key, version).load, record=records[key][1])
+            key: Deferred(version, self._version_dataset(key, version).load, record=markers[key])
             for key, version in sorted(done.items())
         }
 

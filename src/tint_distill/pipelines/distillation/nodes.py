@@ -101,19 +101,6 @@ def _weights_key(path: str | None) -> str | None:
     return file_fingerprint(path) if path and Path(path).is_file() else path
 
 
-class TeacherOnDemand:
-    """Loads the teacher backbone the first time it is needed."""
-
-    def __init__(self, settings: TeacherSettings):
-        self.settings = settings
-        self._backbone: FeatureBackbone | None = None
-
-    def get(self) -> FeatureBackbone:
-        if self._backbone is None:
-            self._backbone = load_teacher(self.settings)
-        return self._backbone
-
-
 def load_teacher(s: TeacherSettings) -> FeatureBackbone:
     """The teacher backbone of the settings, from local weights only."""
     if s.backbone == "efficientnet_lite0":

@@ -18,7 +18,7 @@ from tint_distill.params import SettingError, settings_from_params
 from tint_distill.planning import cost_plan, target_name, unit_costs
 from tint_distill.pipelines.distillation.nodes import (
     METHODS,
-    TeacherOnDemand,
+    load_teacher,
     parse_distillation,
     parse_student,
     parse_teacher,
@@ -103,7 +103,7 @@ def measure_speed(teacher: dict, student: dict, distillation: dict, n_way: int, 
     """Parameters and CPU inference throughput (images/s) of the teacher and the student."""
     config = parse_distillation(distillation)
     speed = parse_speed(speed)
-    backbone = TeacherOnDemand(parse_teacher(teacher)).get()
+    backbone = load_teacher(parse_teacher(teacher))
     student_model = create_student(parse_student(student).name, num_classes=n_way, image_size=config.image_size)
     threads = speed.threads or torch.get_num_threads()
     measured = {}

@@ -121,12 +121,12 @@ def assess_domain_generator(generator: Path, raw_images: ImageCollection, pretra
                             generator_pretraining: dict, teacher: dict) -> tuple[dict, Image.Image, Image.Image]:
     """Class fidelity, held-out VAE error and references (see :func:`assess_generator`), a grid
     of samples per class and a grid of held-out images with their VAE reconstructions."""
-    from tint_distill.pipelines.distillation.nodes import TeacherOnDemand, parse_teacher
+    from tint_distill.pipelines.distillation.nodes import load_teacher, parse_teacher
 
     settings, config, quality = parse_settings(generator_pretraining)
     components = load_stable_diffusion(generator, device=resolve_device(settings.device))
     teacher_settings = parse_teacher(teacher)
-    backbone = TeacherOnDemand(teacher_settings).get()
+    backbone = load_teacher(teacher_settings)
 
     def images_by_class(role: str, limit: int | None = None) -> dict[str, list[Image.Image]]:
         rows = pretraining_images[pretraining_images["role"] == role]
