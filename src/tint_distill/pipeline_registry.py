@@ -9,12 +9,17 @@
 - ``tint``: ``data_episodes`` + ``inversion`` + ``synthesis``;
 - ``experiment``: everything after the generator, with whatever generator the catalog names
   (the offline default, or your Stable Diffusion folder in the ``gpu`` environment);
-- ``__default__``: ``generator_pretraining`` and ``experiment``.
+- ``__default__``: ``generator_pretraining`` and ``experiment``;
+- ``task``: a user's own classes (``--params task_path=...``) through ``inversion``, ``synthesis``
+  and ``distillation`` to an exported, measured, registered student; its datasets are ``task.*``;
+- ``predict``: a folder of new images classified by the task's exported model.
 
 Registered explicitly rather than with ``find_pipelines``, which in Kedro 1.7 loads only the
 pipelines named on the command line and so cannot build the composite ones. Each stage is a
 namespace (its nodes are named ``<stage>.<node>``): Kedro-Viz shows it as one box that expands.
 """
+
+import warnings
 
 from kedro.pipeline import Pipeline
 
@@ -24,7 +29,9 @@ from tint_distill.pipelines import (
     evaluation,
     generator_pretraining,
     inversion,
+    predict,
     synthesis,
+    task,
 )
 
 
@@ -53,4 +60,25 @@ def register_pipelines() -> dict[str, Pipeline]:
     pipelines["tint"] = pipelines["data_episodes"] + pipelines["inversion"] + pipelines["synthesis"]
     pipelines["experiment"] = pipelines["tint"] + pipelines["distillation"] + pipelines["evaluation"]
     pipelines["__default__"] = pipelines["generator_pretraining"] + pipelines["experiment"]
+    pipelines["task"] = task_pipeline(stages)
+    pipelines["predict"] = Pipeline(as_stage(predict.create_pipeline(), "predict"),
+                                    inputs={"student_onnx": "task.student_onnx"})
     return pipelines
+
+
+def task_pipeline(stages: dict[str, Pipeline]) -> Pipeline:
+    """The task's preparation, the experiment's TINT and distillation stages (synthesis only for the
+    task's methods), and its delivery, all under the namespace ``task``: every dataset is ``task.<name>``
+    except the generator; parameters keep their names, except ``methods``, which is ``task.methods``."""
+    inner = (
+        as_stage(task.create_preparation(), "prepare")
+        + stages["inversion"]
+        + as_stage(synthesis.create_pipeline(only_for_methods=True), "synthesis")
+        + stages["distillation"]
+        + as_stage(task.create_delivery(), "deliver")
+    )
+    parameters = {p: p for p in inner.inputs() if p.startswith("params:")}
+    parameters["params:methods"] = "params:task.methods"
+    with warnings.catch_warnings():  # Kedro warns of the dots that its own namespacing puts in dataset names
+        warnings.filterwarnings("ignore", message="One or more dataset names contain '.'")
+        return Pipeline(inner, namespace="task", inputs={"generator"}, parameters=parameters)

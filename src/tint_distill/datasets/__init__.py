@@ -3,11 +3,15 @@
 from tint_distill.datasets.image_collections import (
     CIFARFSDataset,
     CUBDataset,
+    ImageFilesDataset,
     ImageFolderDataset,
     MiniImageNetDataset,
+    TaskFolderDataset,
 )
+from tint_distill.datasets.mlflow_models import LoggableModel, MlflowModelWithSignatureDataset
 from tint_distill.datasets.png_image import PNGFolderDataset, PNGImageDataset
 from tint_distill.datasets.resumable_partitions import ResumableImageSetsDataset, ResumablePartitionedDataset
+from tint_distill.datasets.student_results import StudentResultDataset
 from tint_distill.datasets.tensor_dict import TensorDictDataset
 from tint_distill.datasets.tint_artifacts import DiffusersModelDataset, ImageSetDataset, SpecialisationDataset
 
@@ -15,7 +19,10 @@ __all__ = [
     "CIFARFSDataset",
     "CUBDataset",
     "DiffusersModelDataset",
+    "ImageFilesDataset",
     "ImageFolderDataset",
+    "LoggableModel",
+    "MlflowModelWithSignatureDataset",
     "ImageSetDataset",
     "MiniImageNetDataset",
     "PNGFolderDataset",
@@ -23,5 +30,7 @@ __all__ = [
     "ResumableImageSetsDataset",
     "ResumablePartitionedDataset",
     "SpecialisationDataset",
+    "StudentResultDataset",
+    "TaskFolderDataset",
     "TensorDictDataset",
 ]

@@ -14,7 +14,7 @@ from typing import Any
 
 from kedro.io import AbstractDataset, DatasetError
 
-from tint_distill.data import sources
+from tint_distill.data import sources, task
 from tint_distill.data.collection import ImageCollection
 
 
@@ -65,3 +65,36 @@ class CIFARFSDataset(_ImageCollectionDataset):
     """CIFAR-FS: ``path/cifar-100-python/`` and ``path/<split_dir>/{train,val,test}.txt``."""
 
     builder = staticmethod(sources.cifar_fs)
+
+
+class TaskFolderDataset(_ImageCollectionDataset):
+    """A user's task: ``path/<class>/<image>`` labelled images and an optional ``path/test/<class>/<image>``
+    (``test_folder``) of test images (:mod:`tint_distill.data.task`)."""
+
+    builder = staticmethod(task.task_folder)
+
+
+class ImageFilesDataset(AbstractDataset[None, list]):
+    """Every file below ``path`` (recursively, hidden ones left out), sorted, as paths: nothing is
+    decoded, so that a file that cannot be read is reported by whoever reads it instead of stopping
+    the load (the ``predict`` pipeline lists such files with the reason)."""
+
+    def __init__(self, *, path: str, metadata: dict | None = None):
+        self._path = Path(path)
+        self.metadata = metadata
+
+    def load(self) -> list[Path]:
+        if not self._path.is_dir():
+            raise DatasetError(f"{self._path}: folder of images to classify not found; pass it with "
+                               "--params predict_path=/path/to/images.")
+        return sorted(p for p in self._path.rglob("*") if p.is_file()
+                      and not any(part.startswith(".") for part in p.relative_to(self._path).parts))
+
+    def save(self, data: list) -> None:
+        raise DatasetError("ImageFilesDataset is read-only: the images to classify are never overwritten.")
+
+    def _exists(self) -> bool:
+        return self._path.is_dir()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path)}

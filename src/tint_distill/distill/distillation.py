@@ -45,7 +45,7 @@ logger = logging.getLogger(__name__)
 
 # Bumped whenever a change alters how a student is trained or scored: cached student results
 # carry it in their fingerprints and are recomputed after such a change.
-DISTILLATION_VERSION = 1
+DISTILLATION_VERSION = 2  # 2: results carry the query predictions and, when kept, the weights
 
 STUDENT_MEAN = (0.485, 0.456, 0.406)  # ImageNet statistics, timm's default for most models
 STUDENT_STD = (0.229, 0.224, 0.225)

@@ -131,6 +131,16 @@ def mean_ci95(values: Sequence[float] | np.ndarray) -> tuple[float, float]:
     return mean, half_width
 
 
+def binomial_ci95(successes: int, n: int) -> tuple[float, float]:
+    """Wilson score 95% interval of a proportion ``successes / n`` (sound at small n and at 0 or n)."""
+    if n < 1 or not 0 <= successes <= n:
+        raise ValueError(f"binomial_ci95 needs 0 <= successes <= n and n >= 1, got {successes} of {n}")
+    p, z2 = successes / n, Z95 * Z95
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half_width = Z95 * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return max(0.0, centre - half_width), min(1.0, centre + half_width)
+
+
 def paired_difference(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> dict[str, float]:
     """Mean of ``a - b`` over the same episodes, with its 95% t-interval.
 

@@ -106,3 +106,13 @@ def create_student(name: str = DEFAULT_STUDENT, num_classes: int = 5, image_size
     logger.info("student: %s, %d classes, %d px, %d parameters%s", name, num_classes, image_size,
                 count_parameters(model), f", backbone from {pretrained_weights}" if pretrained_weights else "")
     return model
+
+
+def rebuild_student(name: str, num_classes: int, image_size: int, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
+    """A trained student back from its saved state dict (every tensor must fit), in eval mode."""
+    model = create_student(name, num_classes=num_classes, image_size=image_size)
+    try:
+        model.load_state_dict(dict(state_dict), strict=True)
+    except RuntimeError as error:
+        raise WeightsMismatchError(f"saved weights do not fit student '{name}' with {num_classes} classes: {error}") from error
+    return model.eval()

@@ -19,7 +19,9 @@ from tint_distill.pipelines.distillation import nodes as distillation
 from tint_distill.pipelines.evaluation import nodes as evaluation
 from tint_distill.pipelines.generator_pretraining import nodes as generator_pretraining
 from tint_distill.pipelines.inversion import nodes as inversion
+from tint_distill.pipelines.predict import nodes as predict
 from tint_distill.pipelines.synthesis import nodes as synthesis
+from tint_distill.pipelines.task import nodes as task
 
 BLOCKS: dict[str, Callable[[Any], Any]] = {
     "data_episodes": data_episodes.parse_settings,
@@ -35,12 +37,16 @@ BLOCKS: dict[str, Callable[[Any], Any]] = {
     "evaluation": evaluation.parse_evaluation,
     "speed": evaluation.parse_speed,
     "execution": execution.parse_settings,
+    "task": task.parse_settings,
+    "predict": predict.parse_settings,
 }
 
 # Parameters that only configuration files read (through ${runtime_params:...}), not nodes.
 RUNTIME_ONLY = {
     "sd_model_path": "the Stable Diffusion folder of the gpu environment (conf/gpu/catalog.yml)",
     "raw_path": "the data folder of the benchmark environments (conf/{mini_imagenet,cub,cifar_fs}/catalog.yml)",
+    "task_path": "the task pipeline's folder of labelled images (conf/base/catalog_task.yml)",
+    "predict_path": "the predict pipeline's folder of images to classify (conf/base/catalog_task.yml)",
 }
 
 

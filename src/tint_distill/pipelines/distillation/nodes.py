@@ -37,7 +37,7 @@ from tint_distill.distill.teacher import (
     teacher_logits,
 )
 from tint_distill.execution import execution_engine
-from tint_distill.params import ParameterError, settings_from_params
+from tint_distill.params import ParameterError, SettingError, settings_from_params
 from tint_distill.work import Call, Deferred, Worker, episode_key, file_fingerprint, fingerprint, partition_key
 
 logger = logging.getLogger(__name__)
@@ -59,6 +59,11 @@ class TeacherSettings:
 class StudentSettings:
     name: str = DEFAULT_STUDENT           # a timm model name or a preset of tint_distill.distill.student
     pretrained_weights: str | None = None  # a local state dict (e.g. trained on the base classes)
+    keep_weights: tuple[str, ...] = ("tint",)  # methods whose trained students are saved (safetensors)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.keep_weights, str) or sorted(set(self.keep_weights) - set(METHODS)):
+            raise SettingError("keep_weights", f"must be a list of methods of {list(METHODS)}, got {self.keep_weights!r}")
 
 
 @dataclass(frozen=True)
@@ -270,7 +275,8 @@ def _train_one(
         pictures, logits = data.unlabeled[method][0], targets[f"{method}.logits"]
     logger.info("Training the %s student of episode %d on %d unlabeled images", method, episode, len(pictures or []))
     history = train_student(model, pictures, logits, data.supports, data.support_labels, config)
-    query_accuracy = accuracy(predict(model, data.queries, config.image_size), data.query_labels)
+    query_logits = predict(model, data.queries, config.image_size) if data.queries else None
+    query_accuracy = accuracy(query_logits, data.query_labels) if data.queries else None
     agreement = None
     if pictures is not None:  # how often the teacher's label matches the class an image stands for
         agreement = float((logits.argmax(1) == targets[f"{method}.class_labels"]).float().mean())
@@ -279,10 +285,14 @@ def _train_one(
         "episode": episode,
         "accuracy": query_accuracy,
         "n_queries": len(data.query_labels),
+        "query_predictions": [] if query_logits is None else query_logits.argmax(1).tolist(),
         "n_way": n_way,
         "n_unlabeled": len(pictures or []),
         "teacher_agreement_on_unlabeled": agreement,
         "history": history,
+        "student": student.name,
+        "image_size": config.image_size,
+        **({"weights": model.state_dict()} if method in student.keep_weights else {}),
     }
 
 
@@ -314,8 +324,9 @@ def train_students(
             raise KeyError(f"no teacher outputs for {key}: run the distillation pipeline's label_with_teacher node.")
         for method in methods:
             data = partial(_episode_data, images, episodes, image_index, synthetic_images, episode, [method], real)
+            kept = {k: v for k, v in dataclasses.asdict(student_settings).items() if k != "keep_weights"}
             fp = fingerprint(
-                DISTILLATION_VERSION, method, dataclasses.asdict(student_settings), student_weights,
+                DISTILLATION_VERSION, method, kept, method in student_settings.keep_weights, student_weights,
                 dataclasses.asdict(config), getattr(teacher_outputs[key], "fingerprint", None),
             )
             work[f"{method}/{key}"] = engine.unit(

@@ -94,7 +94,7 @@ def collect_episode_accuracies(student_results: dict, teacher_outputs: dict) -> 
         })
     for _, load in sorted(student_results.items()):
         result = load()
-        rows.append({k: v for k, v in result.items() if k != "history"})
+        rows.append({k: v for k, v in result.items() if k not in ("history", "weights_file", "query_predictions")})
     table = pd.DataFrame(rows).sort_values(["method", "episode"], kind="stable").reset_index(drop=True)
     return table
 

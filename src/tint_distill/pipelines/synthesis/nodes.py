@@ -100,11 +100,14 @@ def _generate(
 
 
 def generate_synthetic_images(generator: Path, class_specialisations: dict, synthesis: dict,
-                              execution: dict | None = None) -> dict[str, Deferred]:
+                              execution: dict | None = None, methods: list[str] | None = None) -> dict[str, Deferred]:
     """M images per specialised class and sampler (keys ``<sampler>/episode_XXXX/<class>``),
     computed and saved one class at a time (here, or on Ray workers: ``execution``); those whose
-    inputs did not change are kept."""
+    inputs did not change are kept. With ``methods`` (the ``task`` pipeline), only the samplers
+    those methods train on."""
     settings = parse_settings(synthesis)
+    if methods is not None:
+        settings = dataclasses.replace(settings, samplers=tuple(s for s in settings.samplers if s in methods))
     engine = execution_engine(execution, "synthesis")
     model = DiffusionModel.checked(generator, settings.device, settings.precision)
     model_key = folder_fingerprint(generator)

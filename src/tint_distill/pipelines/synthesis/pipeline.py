@@ -5,12 +5,15 @@ from kedro.pipeline import Node, Pipeline
 from tint_distill.pipelines.synthesis import nodes
 
 
-def create_pipeline(**kwargs) -> Pipeline:
+def create_pipeline(only_for_methods: bool = False, **kwargs) -> Pipeline:
+    """``only_for_methods``: generate only the samplers that ``params:methods`` train on (the ``task``
+    pipeline); else every sampler of ``params:synthesis`` (the experiment compares them)."""
+    methods = ["params:methods"] if only_for_methods else []
     return Pipeline(
         [
             Node(
                 nodes.generate_synthetic_images,
-                inputs=["generator", "class_specialisations", "params:synthesis", "params:execution"],
+                inputs=["generator", "class_specialisations", "params:synthesis", "params:execution", *methods],
                 outputs="synthetic_images",
                 name="generate_synthetic_images",
             ),

@@ -1,0 +1,146 @@
+"""A user's own classification task as data: their labelled images, the leave-out splits that
+estimate the accuracy without a test set, and the final training set. Plain pandas, no Kedro.
+
+Layout of a task folder::
+
+    root/<class>/<image>          the labelled images: N classes, K >= 1 each (K may differ)
+    root/test/<class>/<image>     optional: labelled test images of the same classes
+
+The task becomes an episodes table (the same columns as sampled episodes, so every stage runs
+on it unchanged):
+
+- episode 0, the *final* model: every labelled image is a support; the test images, if any,
+  are its queries;
+- episodes 1..R, the *leave-out* splits: in split r each class with K >= 2 images holds out
+  its image number ``(r - 1) mod K`` as the query and keeps the other K - 1 as supports; a class
+  with one image keeps it as a support (it is then never scored, only competed against).
+  R is the largest K (every image held out once), capped by ``max_repeats``.
+
+Each split runs the whole method (specialisation, synthesis, teacher, student) on its K - 1
+supports, so a held-out image never reaches the model that is scored on it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from tint_distill.data.collection import FileReader, ImageCollection
+from tint_distill.data.episodes import EPISODE_COLUMNS
+from tint_distill.data.images import is_image_file
+from tint_distill.data.sources import DataLayoutError, _require_dir
+
+LABELLED, TEST = "task", "test"  # the ``split`` of a labelled and of a test image in the task's index
+FINAL_EPISODE = 0
+
+
+def task_folder(root: str | Path, max_side: int | None = None, test_folder: str = "test") -> ImageCollection:
+    """A task folder (see the module docstring) as an image collection: ``split`` is ``task`` for
+    labelled images and ``test`` for test images; ids are paths relative to ``root``."""
+    root = _require_dir(Path(root), "task")
+    rows = []
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != test_folder)
+    if len(class_dirs) < 2:
+        raise DataLayoutError(
+            f"{root}: a task needs at least two class folders with labelled images (root/<class>/<image>.png), "
+            f"found {len(class_dirs)}."
+        )
+    for split, folders in ((LABELLED, class_dirs), (TEST, _test_dirs(root / test_folder))):
+        for class_dir in folders:
+            files = sorted(p for p in class_dir.iterdir() if is_image_file(p))
+            if not files and split == LABELLED:
+                raise DataLayoutError(f"{class_dir}: class folder '{class_dir.name}' holds no images; add at least "
+                                      "one labelled image or delete the folder.")
+            for file in files:
+                relative = file.relative_to(root).as_posix()
+                rows.append((relative, class_dir.name, split, relative))
+    index = pd.DataFrame(rows, columns=["image_id", "class_name", "split", "source"])
+    unknown = sorted(set(index.loc[index["split"] == TEST, "class_name"]) - {d.name for d in class_dirs})
+    if unknown:
+        raise DataLayoutError(
+            f"{root / test_folder}: test class folder '{unknown[0]}' is not one of the task's classes "
+            f"{[d.name for d in class_dirs]}; rename it or add labelled images under {root / unknown[0]}."
+        )
+    return ImageCollection(index, FileReader(str(root)), f"task folder {root}", max_side)
+
+
+def _test_dirs(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def task_classes(index: pd.DataFrame) -> list[str]:
+    """The task's class names in label order (sorted)."""
+    return sorted(index.loc[index["split"] == LABELLED, "class_name"].unique())
+
+
+def task_episodes(index: pd.DataFrame, max_repeats: int | None = None) -> pd.DataFrame:
+    """The final episode and the leave-out splits (module docstring) as an episodes table."""
+    classes = task_classes(index)
+    labelled = {name: sorted(index.loc[(index["split"] == LABELLED) & (index["class_name"] == name), "image_id"])
+                for name in classes}
+    tests = {name: sorted(index.loc[(index["split"] == TEST) & (index["class_name"] == name), "image_id"])
+             for name in classes}
+    rows = []
+    for label, name in enumerate(classes):
+        rows += [(FINAL_EPISODE, label, name, "support", i, image) for i, image in enumerate(labelled[name])]
+        rows += [(FINAL_EPISODE, label, name, "query", i, image) for i, image in enumerate(tests[name])]
+    for repeat in range(leave_out_repeats(index, max_repeats)):
+        for label, name in enumerate(classes):
+            images = labelled[name]
+            held_out = repeat % len(images) if len(images) >= 2 else None
+            kept = [image for i, image in enumerate(images) if i != held_out]
+            rows += [(repeat + 1, label, name, "support", i, image) for i, image in enumerate(kept)]
+            if held_out is not None:
+                rows.append((repeat + 1, label, name, "query", 0, images[held_out]))
+    return pd.DataFrame(rows, columns=EPISODE_COLUMNS)
+
+
+def leave_out_repeats(index: pd.DataFrame, max_repeats: int | None = None) -> int:
+    """How many leave-out splits the images allow: the largest K among classes with K >= 2 (0 when
+    every class has one image), at most ``max_repeats``."""
+    counts = index[index["split"] == LABELLED].groupby("class_name").size()
+    possible = int(counts[counts >= 2].max()) if (counts >= 2).any() else 0
+    return possible if max_repeats is None else min(possible, max_repeats)
+
+
+def build_example_task(source: str | Path, task_root: str | Path, classes: list[str], images_per_class: int,
+                       test_per_class: int = 0, predict_root: str | Path | None = None, predict_per_class: int = 0,
+                       seed: int = 0) -> dict[str, int]:
+    """A task folder made from a class-per-folder image source (the embedded drawings, say): per
+    class ``images_per_class`` labelled images, ``test_per_class`` more under ``test/``, and
+    ``predict_per_class`` more, without labels, in ``predict_root``; all different images, seeded.
+    Refuses to write into a folder that already holds files. Returns the number of files copied."""
+    import shutil
+
+    import numpy as np
+
+    source, task_root = Path(source), Path(task_root)
+    targets = [task_root] + ([Path(predict_root)] if predict_root else [])
+    for target in targets:
+        if target.exists() and any(target.iterdir()):
+            raise FileExistsError(f"{target} already holds files; choose another folder (nothing was written).")
+    needed = images_per_class + test_per_class + predict_per_class
+    chosen = {}
+    for name in classes:
+        files = sorted(p for p in (source / name).glob("*") if is_image_file(p)) if (source / name).is_dir() else []
+        if len(files) < needed:
+            raise DataLayoutError(f"{source / name}: {len(files)} images, but {needed} are needed; pick another class.")
+        rng = np.random.default_rng([seed, *name.encode()])
+        chosen[name] = [files[i] for i in rng.permutation(len(files))[:needed]]
+    copied = {"labelled": 0, "test": 0, "predict": 0}
+    for name, files in chosen.items():
+        parts = (("labelled", task_root / name, files[:images_per_class]),
+                 ("test", task_root / "test" / name, files[images_per_class:images_per_class + test_per_class]),
+                 ("predict", Path(predict_root) if predict_root else None, files[images_per_class + test_per_class:]))
+        for kind, folder, group in parts:
+            if folder is None or not group:
+                continue
+            folder.mkdir(parents=True, exist_ok=True)
+            for file in group:
+                target = folder / (f"{name}_{file.name}" if kind == "predict" else file.name)
+                shutil.copy2(file, target)
+                copied[kind] += 1
+    return copied

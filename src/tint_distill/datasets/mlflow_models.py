@@ -1,0 +1,71 @@
+"""A model for MLflow that carries its own signature, input example and Model Registry name,
+logged through kedro-mlflow's model dataset."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kedro_mlflow.io.models import MlflowModelTrackingDataset
+
+
+@dataclass
+class LoggableModel:
+    """What :class:`MlflowModelWithSignatureDataset` logs: the model object of the dataset's flavor,
+    an input example and the signature inferred from it, and where to register it (None: log only)."""
+
+    model: Any
+    input_example: Any
+    signature: Any
+    registered_model_name: str | None = None
+    metadata: dict = field(default_factory=dict)
+    files: dict[str, str | bytes] = field(default_factory=dict)  # logged beside the model: {artifact path: content}
+
+    @classmethod
+    def from_onnx(cls, onnx_model: bytes, example_images: list, registered_model_name: str | None = None,
+                  metadata: dict | None = None, files: dict[str, str | bytes] | None = None) -> LoggableModel:
+        """An exported ONNX student (``mlflow.onnx`` flavor) with real images as the input example; the
+        signature comes from running the model on them."""
+        import onnx
+        from mlflow.models import infer_signature
+
+        from tint_distill.distill.export import OUTPUT_NAMES, OnnxClassifier
+
+        classifier = OnnxClassifier(onnx_model)
+        example = classifier.to_batch(example_images)
+        outputs = dict(zip(OUTPUT_NAMES, classifier.run(example)))
+        return cls(model=onnx.load_from_string(onnx_model), input_example=example,
+                   signature=infer_signature(example, outputs), registered_model_name=registered_model_name,
+                   metadata={**(metadata or {}), **{k: v for k, v in classifier.metadata.items() if k != "input"}},
+                   files=dict(files or {}))
+
+
+class MlflowModelWithSignatureDataset(MlflowModelTrackingDataset):
+    """kedro-mlflow's ``MlflowModelTrackingDataset`` saving a :class:`LoggableModel`: its signature,
+    input example, metadata and registered name join the catalog's ``save_args``; its ``files`` (a
+    model card, the weights) become artifacts of the run."""
+
+    def _save(self, model: LoggableModel) -> None:
+        configured = dict(self._save_args)
+        self._save_args = {
+            **configured,
+            "signature": model.signature,
+            "input_example": model.input_example,
+            "metadata": {**configured.get("metadata", {}), **model.metadata},
+            **({"registered_model_name": model.registered_model_name} if model.registered_model_name else {}),
+        }
+        try:
+            super()._save(model.model)
+        finally:
+            self._save_args = configured
+        if self._logging_activated and model.files:
+            import mlflow
+
+            with tempfile.TemporaryDirectory() as folder:
+                for artifact, content in model.files.items():
+                    path = Path(folder) / artifact
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
+                    mlflow.log_artifact(str(path), artifact_path=str(Path(artifact).parent) or None)

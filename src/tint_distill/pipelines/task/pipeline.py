@@ -1,0 +1,41 @@
+"""``task``: the nodes of the task's own two ends. The registry puts them around the ``inversion``,
+``synthesis`` and ``distillation`` stages and namespaces the whole under ``task`` (datasets
+``task.*``), so that a task never touches an experiment's outputs."""
+
+from kedro.pipeline import Node, Pipeline
+
+from tint_distill.pipelines.task import nodes
+
+
+def create_preparation() -> Pipeline:
+    """Task folder -> image index and episodes (final training set + leave-out splits)."""
+    return Pipeline([
+        Node(nodes.prepare_task, inputs=["raw_images", "params:task", "params:student"],
+             outputs=["image_index", "episodes", "task_report"], name="prepare_task"),
+    ])
+
+
+def create_delivery() -> Pipeline:
+    """Students and teacher outputs -> accuracy estimate, exports, speed, model card, MLflow model."""
+    return Pipeline([
+        Node(nodes.estimate_accuracy, inputs=["episodes", "student_results", "teacher_outputs", "params:task"],
+             outputs="accuracy_estimate", name="estimate_accuracy"),
+        Node(nodes.export_student, inputs=["episodes", "student_results", "params:task"],
+             outputs=["student_onnx", "student_safetensors"], name="export_student"),
+        Node(nodes.measure_deployed_speed, inputs=["student_onnx", "params:task"], outputs="deployed_speed",
+             name="measure_deployed_speed"),
+        Node(nodes.write_model_card,
+             inputs=["task_report", "accuracy_estimate", "deployed_speed", "episodes", "student_results",
+                     "params:task", "params:student", "params:distillation", "params:teacher", "params:synthesis"],
+             outputs=["model_card", "model_card_json"], name="write_model_card"),
+        Node(nodes.package_for_mlflow,
+             inputs=["student_onnx", "student_safetensors", "model_card", "model_card_json", "raw_images", "episodes",
+                     "params:task"],
+             outputs="mlflow_model", name="log_mlflow_model"),
+        Node(nodes.task_metrics, inputs=["accuracy_estimate", "deployed_speed"], outputs="metrics",
+             name="log_task_metrics"),
+    ])
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return create_preparation() + create_delivery()
