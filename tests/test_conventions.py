@@ -36,9 +36,9 @@ def leaf_paths(tree: dict, prefix: str = "") -> set[str]:
 
 def test_expected_pipelines_exist(registered):
     expected = {"generator_pretraining", "data_episodes", "inversion", "synthesis", "distillation", "evaluation",
-                "tint", "experiment"}
+                "tint", "experiment", "task", "predict"}
     assert expected | {"__default__"} <= set(registered)
-    for name in ("tint", "experiment"):
+    for name in ("tint", "experiment", "task"):
         assert "generator" not in registered[name].all_outputs(), (
             f"`{name}` runs with a user's generator and must not overwrite it"
         )
@@ -46,17 +46,24 @@ def test_expected_pipelines_exist(registered):
     assert registered["__default__"].all_outputs() >= registered["experiment"].all_outputs()
 
 
+def every_node(registered) -> list:
+    return [node for pipeline in registered.values() for node in pipeline.nodes]
+
+
+def test_a_task_writes_only_its_own_datasets(registered):
+    experiment = registered["experiment"].all_outputs()
+    assert all(name.startswith("task.") for name in registered["task"].all_outputs())
+    assert not registered["task"].all_outputs() & experiment
+
+
 def test_every_node_is_named_explicitly(registered):
-    for node in registered["__default__"].nodes:
+    for node in every_node(registered):
         assert ":" not in node.name and "(" not in node.name, f"node {node.name!r} has no explicit name"
 
 
 @pytest.mark.parametrize("env", [None, *ENVS])
 def test_every_parameter_is_used_by_some_node(registered, env):
-    used = {name.removeprefix("params:") for name in registered["__default__"].inputs() if name.startswith("params:")}
-    used |= {
-        i.removeprefix("params:") for n in registered["__default__"].nodes for i in n.inputs if i.startswith("params:")
-    }
+    used = {i.removeprefix("params:") for n in every_node(registered) for i in n.inputs if i.startswith("params:")}
     declared = leaf_paths(config(env)["parameters"])
     unused = sorted(p for p in declared if not any(p == u or p.startswith(f"{u}.") for u in used))
     assert not unused, f"parameters no node reads (env {env or 'base'}): {unused}"
@@ -74,9 +81,9 @@ def test_environments_only_override_existing_parameters(env):
 
 def test_no_dataset_is_an_accidental_memory_dataset(registered):
     catalog = config()["catalog"]
-    pipeline = registered["__default__"]
-    implicit = sorted(d for d in pipeline.datasets() if not d.startswith("params:") and d not in catalog)
-    assert not implicit, f"datasets missing from conf/base/catalog.yml: {implicit}"
+    datasets = {d for pipeline in registered.values() for d in pipeline.datasets()}
+    implicit = sorted(d for d in datasets if not d.startswith("params:") and d not in catalog)
+    assert not implicit, f"datasets missing from conf/base/catalog*.yml: {implicit}"
 
 
 @pytest.mark.parametrize(

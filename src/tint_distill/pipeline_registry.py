@@ -61,8 +61,10 @@ def register_pipelines() -> dict[str, Pipeline]:
     pipelines["experiment"] = pipelines["tint"] + pipelines["distillation"] + pipelines["evaluation"]
     pipelines["__default__"] = pipelines["generator_pretraining"] + pipelines["experiment"]
     pipelines["task"] = task_pipeline(stages)
-    pipelines["predict"] = Pipeline(as_stage(predict.create_pipeline(), "predict"),
-                                    inputs={"student_onnx": "task.student_onnx"})
+    with warnings.catch_warnings():  # Kedro warns of the dot in the task's dataset name
+        warnings.filterwarnings("ignore", message="One or more dataset names contain '.'")
+        pipelines["predict"] = Pipeline(as_stage(predict.create_pipeline(), "predict"),
+                                        inputs={"student_onnx": "task.student_onnx"})
     return pipelines
 
 

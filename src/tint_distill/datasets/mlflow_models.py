@@ -47,7 +47,9 @@ class MlflowModelWithSignatureDataset(MlflowModelTrackingDataset):
     input example, metadata and registered name join the catalog's ``save_args``; its ``files`` (a
     model card, the weights) become artifacts of the run."""
 
-    def _save(self, model: LoggableModel) -> None:
+    def _save(self, model: LoggableModel | None) -> None:
+        if model is None:  # nothing to log (switched off in the parameters)
+            return
         configured = dict(self._save_args)
         self._save_args = {
             **configured,

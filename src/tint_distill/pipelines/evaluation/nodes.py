@@ -11,11 +11,16 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure  # no pyplot: no global backend or figure registry to touch
 
+from tint_distill.data.collection import ImageCollection
+from tint_distill.datasets.mlflow_models import LoggableModel
+from tint_distill.datasets.student_results import load_student_weights
 from tint_distill.distill.distillation import count_parameters, measure_throughput
+from tint_distill.distill.export import export_onnx
 from tint_distill.distill.statistics import mean_ci95, paired_difference, variance_decomposition
-from tint_distill.distill.student import create_student
+from tint_distill.distill.student import create_student, rebuild_student
 from tint_distill.params import SettingError, settings_from_params
 from tint_distill.planning import cost_plan, target_name, unit_costs
+from tint_distill.work import episode_key
 from tint_distill.pipelines.distillation.nodes import (
     METHODS,
     load_teacher,
@@ -56,10 +61,24 @@ class PlannerSettings:
 
 
 @dataclass(frozen=True)
+class LoggedModelSettings:
+    method: str | None = "tint"          # whose student the run logs as an MLflow model; null: none
+    episode: int | str = "median"        # an episode number, or the episode of the median accuracy
+    registered_model_name: str | None = None  # also register it under this name
+
+    def __post_init__(self) -> None:
+        if self.method is not None and self.method not in METHODS:
+            raise SettingError("method", f"must be one of {list(METHODS)} or null, got {self.method!r}")
+        if not (self.episode == "median" or (isinstance(self.episode, int) and self.episode >= 0)):
+            raise SettingError("episode", f"must be 'median' or an episode number, got {self.episode!r}")
+
+
+@dataclass(frozen=True)
 class EvaluationSettings:
     comparisons: tuple = ()   # [a, b] pairs: a - b per episode
     planner: dict = field(default_factory=dict)
     log_episode_loss_curves: bool = False  # true: every student's loss curve too (40 in the default run)
+    logged_model: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         known = {*METHODS, "teacher"}
@@ -74,7 +93,45 @@ def parse_speed(speed: dict) -> SpeedSettings:
 
 def parse_evaluation(evaluation: dict) -> tuple[EvaluationSettings, PlannerSettings]:
     settings = settings_from_params(EvaluationSettings, evaluation, "evaluation")
+    settings_from_params(LoggedModelSettings, settings.logged_model, "evaluation.logged_model")
     return settings, settings_from_params(PlannerSettings, settings.planner, "evaluation.planner")
+
+
+def package_logged_student(episode_accuracies: pd.DataFrame, student_results: dict, episodes: pd.DataFrame,
+                           images: ImageCollection, logged_model: dict) -> LoggableModel | None:
+    """One student of the run as an MLflow model (ONNX, with signature and a support image as input
+    example): by default the ``tint`` student of the episode with the median accuracy (the lower
+    one of an even count), so the run's Models column shows a typical model of the method."""
+    settings = settings_from_params(LoggedModelSettings, logged_model, "evaluation.logged_model")
+    if settings.method is None:
+        return None
+    scores = episode_accuracies[episode_accuracies["method"] == settings.method].sort_values(["accuracy", "episode"])
+    if scores.empty:
+        raise SettingError("method", f"'{settings.method}' has no students in this run; add it to 'methods' or set "
+                                     "'evaluation.logged_model.method' to null")
+    if settings.episode == "median":
+        row = scores.iloc[(len(scores) - 1) // 2]
+    else:
+        matching = scores[scores["episode"] == settings.episode]
+        if matching.empty:
+            raise SettingError("episode", f"{settings.episode} is not an episode of this run "
+                                          f"({sorted(scores['episode'].tolist())})")
+        row = matching.iloc[0]
+    episode = int(row["episode"])
+    result = student_results[f"{settings.method}/{episode_key(episode)}"]()
+    rows = episodes[episodes["episode"] == episode]
+    classes = rows[["label", "class_name"]].drop_duplicates().sort_values("label")["class_name"].tolist()
+    model = rebuild_student(result["student"], len(classes), result["image_size"], load_student_weights(result))
+    onnx_model = export_onnx(model, result["image_size"], classes, metadata={"method": settings.method,
+                                                                             "episode": episode})
+    logger.info("Logging the %s student of episode %d (query accuracy %.3f) as an MLflow model", settings.method,
+                episode, row["accuracy"])
+    supports = rows.loc[rows["role"] == "support", "image_id"]
+    return LoggableModel.from_onnx(
+        onnx_model, example_images=[images.load(supports.iloc[0])],
+        registered_model_name=settings.registered_model_name,
+        metadata={"method": settings.method, "episode": episode, "query_accuracy": float(row["accuracy"])},
+    )
 
 
 def collect_episode_accuracies(student_results: dict, teacher_outputs: dict) -> pd.DataFrame:

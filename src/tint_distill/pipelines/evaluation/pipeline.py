@@ -33,6 +33,13 @@ def create_pipeline(**kwargs) -> Pipeline:
                 outputs="evaluation_summary",
                 name="summarise_evaluation",
             ),
+            Node(
+                nodes.package_logged_student,
+                inputs=["episode_accuracies", "student_results", "episodes", "raw_images",
+                        "params:evaluation.logged_model"],
+                outputs="logged_student_model",
+                name="log_student_model",
+            ),
             Node(nodes.plot_accuracy, inputs="evaluation_summary", outputs="accuracy_plot", name="plot_accuracy"),
             Node(nodes.plot_speed_accuracy, inputs="evaluation_summary", outputs="speed_accuracy_plot", name="plot_speed_accuracy"),
             Node(nodes.plot_cost_plan, inputs="evaluation_summary", outputs="cost_plan_plot", name="plot_cost_plan"),

@@ -1,0 +1,70 @@
+"""The README's task commands on a small folder of drawings: a registered MLflow model, an ONNX file
+with a model card holding an accuracy estimate and its interval; then `predict` on a folder that
+holds a corrupt file."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+
+from tests.conftest import PROJECT_ROOT
+from tests.test_kedro_project import kedro
+from tint_distill.distill.export import OnnxClassifier
+
+
+def _only_version(folder: Path) -> Path:
+    """The one file of a Kedro-versioned dataset folder (<name>/<run time>/<name>)."""
+    versions = sorted(folder.iterdir())
+    assert len(versions) == 1, f"{folder}: expected one version, found {versions}"
+    return versions[0] / folder.name
+
+
+@pytest.mark.slow
+def test_task_gives_a_carded_registered_model_and_predict_lists_bad_files(kedro_project: Path):
+    shutil.copytree(PROJECT_ROOT / "data" / "06_models" / "generator", kedro_project / "data" / "06_models" / "generator")
+    kedro(kedro_project, "example-task", "--classes", "fish,clock,house", "--images", "3", "--test", "1",
+          "--predict", "2")
+    run = kedro(kedro_project, "run", "--pipeline", "task", "--env", "test",
+                "--params", "task_path=data/01_raw/task,task.registered_model_name=drawings")
+    assert "Task accuracy: tint student:" in run.stdout + run.stderr
+
+    models = kedro_project / "data" / "06_models" / "task"
+    card = json.loads(_only_version(models / "model_card.json").read_text())
+    assert card["classes"] == ["clock", "fish", "house"]
+    leave_out = card["accuracy"]["leave_out"]
+    assert leave_out["splits"] == 3 and leave_out["methods"]["tint"]["predictions"] == 9
+    tint = leave_out["methods"]["tint"]
+    assert 0 <= tint["low"] <= tint["accuracy"] <= tint["high"] <= 1 and tint["high"] > tint["low"]
+    assert card["accuracy"]["test"]["methods"]["teacher"]["predictions"] == 3
+    assert card["training"]["supports_per_class"] == {"clock": 3, "fish": 3, "house": 3}
+    assert card["speed_cpu"]["images_per_s_batch_64"] > 0 and card["parameters"] > 100_000
+    markdown = _only_version(models / "model_card.md").read_text()
+    assert "tint student:" in markdown and "held-out images (3 leave-out splits)" in markdown
+
+    classifier = OnnxClassifier(_only_version(models / "student.onnx"))
+    assert classifier.classes == card["classes"]
+
+    mlflow.set_tracking_uri(f"sqlite:///{kedro_project / 'mlflow.db'}")
+    client = mlflow.MlflowClient()
+    versions = client.search_model_versions("name='drawings'")
+    assert len(versions) == 1
+    info = mlflow.models.get_model_info(f"models:/drawings/{versions[0].version}")
+    assert info.signature is not None and info.saved_input_example_info is not None
+    assert [a.path for a in client.list_artifacts(versions[0].run_id, "task_model")] == [
+        "task_model/model_card.json", "task_model/model_card.md", "task_model/student.safetensors"]
+
+    predict_folder = kedro_project / "data" / "01_raw" / "predict"
+    (predict_folder / "broken.png").write_bytes(b"\x89PNG but truncated")
+    kedro(kedro_project, "run", "--pipeline", "predict", "--params", f"predict_path={predict_folder}")
+    table = pd.read_csv(_only_version(kedro_project / "data" / "07_model_output" / "predictions.csv"),
+                        keep_default_na=False)
+    assert len(table) == 7
+    broken = table[table["file"].str.endswith("broken.png")].iloc[0]
+    assert "cannot decode image" in broken["error"] and broken["predicted_class"] == ""
+    good = table[table["error"] == ""]
+    assert len(good) == 6 and set(good["predicted_class"]) <= set(card["classes"])
