@@ -55,3 +55,11 @@ def test_the_execution_benchmark_times_the_same_students_on_each_engine(tmp_path
     assert set(report["best_seconds"]) == {"local", "ray_1_worker", "ray_2_workers"}
     assert report["same_accuracies"], "each engine trains the same students"
     assert report["workload"]["students"] == 2
+
+
+def test_the_predict_benchmark_classifies_both_folders(tmp_path):
+    report = _bench("bench_predict").main(["--images", "40", "--repeats", "1", "--output", str(tmp_path / "p.json")])
+    assert json.loads((tmp_path / "p.json").read_text()) == report
+    for folder in ("png_32px", "drawings_as_shipped"):
+        assert report[folder]["images"] == 40 and report[folder]["unreadable"] == 0
+        assert report[folder]["images_per_s"] > 0
