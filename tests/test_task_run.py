@@ -28,23 +28,25 @@ def _only_version(folder: Path) -> Path:
 def test_task_gives_a_carded_registered_model_and_predict_lists_bad_files(kedro_project: Path):
     shutil.copytree(PROJECT_ROOT / "data" / "06_models" / "generator", kedro_project / "data" / "06_models" / "generator")
     kedro(kedro_project, "example-task", "--classes", "fish,clock,house", "--images", "3", "--test", "1",
-          "--predict", "2")
+          "--unlabeled", "1", "--predict", "2")
     run = kedro(kedro_project, "run", "--pipeline", "task", "--env", "test",
-                "--params", "task_path=data/01_raw/task,task.registered_model_name=drawings")
+                "--params", "task_path=data/01_raw/task,task.registered_model_name=drawings,task.max_repeats=2")
     assert "Task accuracy: tint student:" in run.stdout + run.stderr
 
     models = kedro_project / "data" / "06_models" / "task"
     card = json.loads(_only_version(models / "model_card.json").read_text())
     assert card["classes"] == ["clock", "fish", "house"]
     leave_out = card["accuracy"]["leave_out"]
-    assert leave_out["splits"] == 3 and leave_out["methods"]["tint"]["predictions"] == 9
+    assert leave_out["splits"] == 2 and leave_out["methods"]["tint"]["predictions"] == 6
     tint = leave_out["methods"]["tint"]
     assert 0 <= tint["low"] <= tint["accuracy"] <= tint["high"] <= 1 and tint["high"] > tint["low"]
     assert card["accuracy"]["test"]["methods"]["teacher"]["predictions"] == 3
     assert card["training"]["supports_per_class"] == {"clock": 3, "fish": 3, "house": 3}
+    assert card["training"]["unlabeled_real_images"] == 3 and card["training"]["synthetic_images"] == 3 * 4
     assert card["speed_cpu"]["images_per_s_batch_64"] > 0 and card["parameters"] > 100_000
     markdown = _only_version(models / "model_card.md").read_text()
-    assert "tint student:" in markdown and "held-out images (3 leave-out splits)" in markdown
+    assert "tint student:" in markdown and "held-out images (2 leave-out splits)" in markdown
+    assert "3 unlabelled real images" in markdown
 
     classifier = OnnxClassifier(_only_version(models / "student.onnx"))
     assert classifier.classes == card["classes"]

@@ -85,22 +85,26 @@ def _relative(path: str, project: Path) -> str:
               help="Comma-separated class folders of the embedded drawings.")
 @click.option("--images", default=5, show_default=True, help="Labelled images per class.")
 @click.option("--test", "test_images", default=5, show_default=True, help="Test images per class (under test/).")
+@click.option("--unlabeled", "unlabeled_images", default=0, show_default=True,
+              help="Unlabelled images per class (under unlabeled/, distilled on with the teacher's labels).")
 @click.option("--predict", "predict_images", default=5, show_default=True,
               help="Unlabelled images per class for the predict pipeline.")
 @click.option("--out", default="data/01_raw/task", show_default=True, help="The task folder to create.")
 @click.option("--predict-out", default="data/01_raw/predict", show_default=True,
               help="The folder of images to classify to create.")
 @click.option("--seed", default=0, show_default=True)
-def example_task(classes: str, images: int, test_images: int, predict_images: int, out: str, predict_out: str,
-                 seed: int) -> None:
+def example_task(classes: str, images: int, test_images: int, unlabeled_images: int, predict_images: int, out: str,
+                 predict_out: str, seed: int) -> None:
     """Build a small task folder (and a folder to classify) from the embedded drawings, to try the
     `task` and `predict` pipelines on."""
     from tint_distill.data.task import build_example_task
 
     try:
         copied = build_example_task(Path("data/01_raw/openclipart"), Path(out), classes.split(","), images, test_images,
-                                    Path(predict_out) if predict_images else None, predict_images, seed)
+                                    Path(predict_out) if predict_images else None, predict_images, seed,
+                                    unlabeled_images)
     except (FileExistsError, ValueError) as error:
         raise click.ClickException(str(error)) from error
-    click.echo(f"{out}: {copied['labelled']} labelled and {copied['test']} test images of {classes}; "
+    click.echo(f"{out}: {copied['labelled']} labelled, {copied['test']} test and {copied['unlabeled']} unlabelled "
+               f"images of {classes}; "
                f"{predict_out}: {copied['predict']} images to classify.")

@@ -60,6 +60,18 @@ def test_leave_out_splits_hold_out_each_image_once_and_never_train_on_it(tmp_pat
     assert task_episodes(index, max_repeats=2)["episode"].max() == 2
 
 
+def test_unlabelled_images_are_indexed_without_a_class_and_never_in_an_episode(tmp_path, embedded_root):
+    root = _task(tmp_path / "task", embedded_root, {"fish": 2, "clock": 2})
+    (root / "unlabeled" / "batch1").mkdir(parents=True)
+    for file in sorted((embedded_root / "house").glob("*.png"))[:3]:
+        shutil.copy(file, root / "unlabeled" / "batch1" / file.name)
+    index = task_folder(root).index
+    unlabeled = index[index["split"] == "unlabeled"]
+    assert len(unlabeled) == 3 and (unlabeled["class_name"] == "").all()
+    assert sorted(index.loc[index["split"] == "task", "class_name"].unique()) == ["clock", "fish"]
+    assert not set(task_episodes(index)["image_id"]) & set(unlabeled["image_id"])
+
+
 def test_one_image_per_class_leaves_nothing_to_hold_out(tmp_path, embedded_root):
     index = task_folder(_task(tmp_path / "task", embedded_root, {"fish": 1, "clock": 1})).index
     assert leave_out_repeats(index) == 0
@@ -82,7 +94,7 @@ def test_bad_task_folders_are_refused_with_the_folder_named(tmp_path, embedded_r
 
 def test_the_example_builder_copies_distinct_images_and_never_writes_into_a_full_folder(tmp_path, embedded_root):
     copied = build_example_task(embedded_root, tmp_path / "task", ["fish", "clock"], 3, 2, tmp_path / "predict", 1)
-    assert copied == {"labelled": 6, "test": 4, "predict": 2}
+    assert copied == {"labelled": 6, "test": 4, "unlabeled": 0, "predict": 2}
     names = [p.name for p in (tmp_path / "task").rglob("*.png")] + [p.name.split("_", 1)[1] for p in
                                                                     (tmp_path / "predict").glob("*.png")]
     assert len(names) == len(set(names)) == 12, "no image is used twice"

@@ -5,6 +5,7 @@ Layout of a task folder::
 
     root/<class>/<image>          the labelled images: N classes, K >= 1 each (K may differ)
     root/test/<class>/<image>     optional: labelled test images of the same classes
+    root/unlabeled/<image>        optional: unlabelled images of the task's kind (any sub-folders)
 
 The task becomes an episodes table (the same columns as sampled episodes, so every stage runs
 on it unchanged):
@@ -17,7 +18,8 @@ on it unchanged):
   R is the largest K (every image held out once), capped by ``max_repeats``.
 
 Each split runs the whole method (specialisation, synthesis, teacher, student) on its K - 1
-supports, so a held-out image never reaches the model that is scored on it.
+supports, so a held-out image never reaches the model that is scored on it. Unlabelled images
+join every split's distillation set, labelled by that split's teacher like the synthetic images.
 """
 
 from __future__ import annotations
@@ -32,15 +34,19 @@ from tint_distill.data.images import is_image_file
 from tint_distill.data.sources import DataLayoutError, _require_dir
 
 LABELLED, TEST = "task", "test"  # the ``split`` of a labelled and of a test image in the task's index
+UNLABELED = "unlabeled"          # ... and of an unlabelled one (its class_name is empty)
 FINAL_EPISODE = 0
 
 
-def task_folder(root: str | Path, max_side: int | None = None, test_folder: str = "test") -> ImageCollection:
+def task_folder(root: str | Path, max_side: int | None = None, test_folder: str = "test",
+                unlabeled_folder: str = "unlabeled") -> ImageCollection:
     """A task folder (see the module docstring) as an image collection: ``split`` is ``task`` for
-    labelled images and ``test`` for test images; ids are paths relative to ``root``."""
+    labelled images, ``test`` for test images and ``unlabeled`` for unlabelled ones (with an empty
+    class name); ids are paths relative to ``root``."""
     root = _require_dir(Path(root), "task")
     rows = []
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != test_folder)
+    reserved = {test_folder, unlabeled_folder}
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in reserved)
     if len(class_dirs) < 2:
         raise DataLayoutError(
             f"{root}: a task needs at least two class folders with labelled images (root/<class>/<image>.png), "
@@ -55,6 +61,11 @@ def task_folder(root: str | Path, max_side: int | None = None, test_folder: str 
             for file in files:
                 relative = file.relative_to(root).as_posix()
                 rows.append((relative, class_dir.name, split, relative))
+    unlabeled = root / unlabeled_folder
+    if unlabeled.is_dir():
+        for file in sorted(p for p in unlabeled.rglob("*") if is_image_file(p)):
+            relative = file.relative_to(root).as_posix()
+            rows.append((relative, "", UNLABELED, relative))
     index = pd.DataFrame(rows, columns=["image_id", "class_name", "split", "source"])
     unknown = sorted(set(index.loc[index["split"] == TEST, "class_name"]) - {d.name for d in class_dirs})
     if unknown:
@@ -69,6 +80,11 @@ def _test_dirs(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def unlabeled_ids(index: pd.DataFrame) -> list[str]:
+    """The task's unlabelled images (none outside a task)."""
+    return sorted(index.loc[index["split"] == UNLABELED, "image_id"])
 
 
 def task_classes(index: pd.DataFrame) -> list[str]:
@@ -108,10 +124,11 @@ def leave_out_repeats(index: pd.DataFrame, max_repeats: int | None = None) -> in
 
 def build_example_task(source: str | Path, task_root: str | Path, classes: list[str], images_per_class: int,
                        test_per_class: int = 0, predict_root: str | Path | None = None, predict_per_class: int = 0,
-                       seed: int = 0) -> dict[str, int]:
+                       seed: int = 0, unlabeled_per_class: int = 0) -> dict[str, int]:
     """A task folder made from a class-per-folder image source (the embedded drawings, say): per
-    class ``images_per_class`` labelled images, ``test_per_class`` more under ``test/``, and
-    ``predict_per_class`` more, without labels, in ``predict_root``; all different images, seeded.
+    class ``images_per_class`` labelled images, ``test_per_class`` more under ``test/``,
+    ``unlabeled_per_class`` more under ``unlabeled/`` and ``predict_per_class`` more in
+    ``predict_root`` (the last two without labels); all different images, seeded.
     Refuses to write into a folder that already holds files. Returns the number of files copied."""
     import shutil
 
@@ -122,7 +139,7 @@ def build_example_task(source: str | Path, task_root: str | Path, classes: list[
     for target in targets:
         if target.exists() and any(target.iterdir()):
             raise FileExistsError(f"{target} already holds files; choose another folder (nothing was written).")
-    needed = images_per_class + test_per_class + predict_per_class
+    needed = images_per_class + test_per_class + predict_per_class + unlabeled_per_class
     chosen = {}
     for name in classes:
         files = sorted(p for p in (source / name).glob("*") if is_image_file(p)) if (source / name).is_dir() else []
@@ -130,17 +147,19 @@ def build_example_task(source: str | Path, task_root: str | Path, classes: list[
             raise DataLayoutError(f"{source / name}: {len(files)} images, but {needed} are needed; pick another class.")
         rng = np.random.default_rng([seed, *name.encode()])
         chosen[name] = [files[i] for i in rng.permutation(len(files))[:needed]]
-    copied = {"labelled": 0, "test": 0, "predict": 0}
+    copied = {"labelled": 0, "test": 0, "unlabeled": 0, "predict": 0}
     for name, files in chosen.items():
-        parts = (("labelled", task_root / name, files[:images_per_class]),
-                 ("test", task_root / "test" / name, files[images_per_class:images_per_class + test_per_class]),
-                 ("predict", Path(predict_root) if predict_root else None, files[images_per_class + test_per_class:]))
+        ends = np.cumsum([images_per_class, test_per_class, unlabeled_per_class, predict_per_class])
+        parts = (("labelled", task_root / name, files[:ends[0]]),
+                 ("test", task_root / "test" / name, files[ends[0]:ends[1]]),
+                 ("unlabeled", task_root / "unlabeled", files[ends[1]:ends[2]]),
+                 ("predict", Path(predict_root) if predict_root else None, files[ends[2]:ends[3]]))
         for kind, folder, group in parts:
             if folder is None or not group:
                 continue
             folder.mkdir(parents=True, exist_ok=True)
             for file in group:
-                target = folder / (f"{name}_{file.name}" if kind == "predict" else file.name)
+                target = folder / (f"{name}_{file.name}" if kind in ("predict", "unlabeled") else file.name)
                 shutil.copy2(file, target)
                 copied[kind] += 1
     return copied

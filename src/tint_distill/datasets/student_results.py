@@ -57,6 +57,7 @@ def load_student_weights(result: dict) -> dict[str, torch.Tensor]:
     if WEIGHTS_FILE_KEY not in result:
         raise KeyError(
             f"the {result.get('method')} student of episode {result.get('episode')} was not kept: add its method to "
-            "'student.keep_weights' and rerun the distillation pipeline."
+            "'student.keep_weights' and rerun the distillation pipeline (or, in an experiment, set "
+            "'evaluation.logged_model.method' to null)."
         )
     return load_file(result[WEIGHTS_FILE_KEY])

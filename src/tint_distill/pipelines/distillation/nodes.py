@@ -8,6 +8,9 @@ Methods, each a student trained the same way on different data:
 - ``real_unlabeled``: + KD on real images of the episode's classes (never its supports or
   queries): the upper bound that synthetic data tries to approach.
 
+In the ``task`` pipeline, the user's unlabelled images (``unlabeled`` rows of the image index)
+join the KD set of every method but ``supports_only``, with the intended class -1 (unknown).
+
 The teacher itself is evaluated from its query logits (``evaluation`` pipeline).
 """
 
@@ -24,6 +27,7 @@ import pandas as pd
 import torch
 
 from tint_distill.data.collection import ImageCollection
+from tint_distill.data.task import unlabeled_ids
 from tint_distill.distill.distillation import DISTILLATION_VERSION, DistillationConfig, accuracy, predict, train_student
 from tint_distill.distill.student import DEFAULT_STUDENT, create_student
 from tint_distill.distill.teacher import (
@@ -154,6 +158,7 @@ def _episode_data(
     supports, queries = rows[rows["role"] == "support"], rows[rows["role"] == "query"]
     unlabeled = {}
     classes = rows[["label", "class_name"]].drop_duplicates().sort_values("label")
+    extra = [images.load(i) for i in unlabeled_ids(image_index)] if method_uses_extra(methods) else []
     for method in methods:
         if method in SYNTHETIC_METHODS:
             pictures, labels = [], []
@@ -174,6 +179,9 @@ def _episode_data(
                 [images.load(i) for label in sorted(chosen) for i in chosen[label]],
                 [label for label in sorted(chosen) for _ in chosen[label]],
             )
+        if method != "supports_only" and extra:
+            pictures, labels = unlabeled.get(method, ([], []))
+            unlabeled[method] = (pictures + extra, labels + [-1] * len(extra))
     return EpisodeData(
         supports=[images.load(i) for i in supports["image_id"]],
         support_labels=supports["label"].astype(int).tolist(),
@@ -181,6 +189,11 @@ def _episode_data(
         query_labels=queries["label"].astype(int).tolist(),
         unlabeled=unlabeled,
     )
+
+
+def method_uses_extra(methods: list[str]) -> bool:
+    """Whether any of ``methods`` distils on the task's unlabelled images (all but supports_only)."""
+    return any(m != "supports_only" for m in methods)
 
 
 def _episode_inputs_key(
@@ -199,7 +212,10 @@ def _episode_inputs_key(
     if "real_unlabeled" in methods:
         chosen = real_unlabeled_ids(image_index, episodes, episode, real)
         real_images = {label: list(zip(ids, images.content_hashes(ids))) for label, ids in chosen.items()}
-    return fingerprint(rows.to_dict("list"), images.content_hashes(rows["image_id"]), upstream, real_images)
+    extra = unlabeled_ids(image_index) if method_uses_extra(methods) else []
+    extra_images = list(zip(extra, images.content_hashes(extra))) if extra else None  # only tasks have them
+    return fingerprint(rows.to_dict("list"), images.content_hashes(rows["image_id"]), upstream, real_images,
+                       *([extra_images] if extra_images else []))
 
 
 def _absolute(path: str | None) -> str | None:
@@ -279,7 +295,9 @@ def _train_one(
     query_accuracy = accuracy(query_logits, data.query_labels) if data.queries else None
     agreement = None
     if pictures is not None:  # how often the teacher's label matches the class an image stands for
-        agreement = float((logits.argmax(1) == targets[f"{method}.class_labels"]).float().mean())
+        intended = targets[f"{method}.class_labels"]
+        known = intended >= 0  # the task's unlabelled images stand for no class
+        agreement = float((logits.argmax(1)[known] == intended[known]).float().mean()) if known.any() else None
     return {
         "method": method,
         "episode": episode,

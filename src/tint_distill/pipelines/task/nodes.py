@@ -20,7 +20,7 @@ from safetensors.torch import save as safetensors_bytes
 
 from tint_distill.data.collection import ImageCollection
 from tint_distill.data.images import ImageReadError
-from tint_distill.data.task import FINAL_EPISODE, LABELLED, TEST, task_classes, task_episodes
+from tint_distill.data.task import FINAL_EPISODE, LABELLED, TEST, UNLABELED, task_classes, task_episodes
 from tint_distill.datasets.mlflow_models import LoggableModel
 from tint_distill.datasets.student_results import load_student_weights
 from tint_distill.distill.distillation import STUDENT_MEAN, STUDENT_STD, count_parameters
@@ -64,7 +64,7 @@ def prepare_task(images: ImageCollection, task: dict, student: dict) -> tuple[pd
     if settings.export not in parse_student(student).keep_weights:
         raise SettingError("keep_weights", f"must include the exported method '{settings.export}' for a task run "
                                            "(parameter 'student.keep_weights')")
-    check_class_slugs(images.index["class_name"].unique())
+    check_class_slugs(images.index.loc[images.index["split"] == LABELLED, "class_name"].unique())
     bad = []
     for image_id in images.index["image_id"]:
         try:
@@ -76,9 +76,9 @@ def prepare_task(images: ImageCollection, task: dict, student: dict) -> tuple[pd
     index = images.index.copy()
     episodes = task_episodes(index, settings.max_repeats)
     report = describe_task(index, episodes)
-    logger.info("Task: %d classes %s, images per class %s, %d test images, %d leave-out splits",
+    logger.info("Task: %d classes %s, images per class %s, %d test images, %d unlabelled images, %d leave-out splits",
                 len(report["classes"]), report["classes"], report["images_per_class"], report["test_images"],
-                report["leave_out_splits"])
+                report["unlabeled_images"], report["leave_out_splits"])
     if not report["leave_out_splits"]:
         logger.warning("Every class has a single labelled image: no leave-out estimate of the accuracy is possible.")
     return index, episodes, report
@@ -91,6 +91,7 @@ def describe_task(index: pd.DataFrame, episodes: pd.DataFrame) -> dict:
         "classes": task_classes(index),
         "images_per_class": {name: int(n) for name, n in counts.items()},
         "test_images": int((index["split"] == TEST).sum()),
+        "unlabeled_images": int((index["split"] == UNLABELED).sum()),
         "leave_out_splits": int(episodes["episode"].max()),
         "scored_classes": sorted(counts[counts >= 2].index),
     }
@@ -209,6 +210,7 @@ def write_model_card(
     result, classes = _final_student(episodes, student_results, settings.export)
     state = load_student_weights(result)
     parameters = int(sum(t.numel() for t in state.values() if t.is_floating_point()))
+    real_unlabeled = report["unlabeled_images"] if settings.export != "supports_only" else 0
     card = {
         "model": f"{result['student']} student distilled with {settings.export}",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -221,7 +223,8 @@ def write_model_card(
         "speed_cpu": speed,
         "training": {
             "supports_per_class": report["images_per_class"],
-            "synthetic_images": int(result["n_unlabeled"]),
+            "synthetic_images": int(result["n_unlabeled"]) - real_unlabeled,
+            "unlabeled_real_images": real_unlabeled,
             "teacher_agreement_on_synthetic": result.get("teacher_agreement_on_unlabeled"),
             "epochs": len(result["history"]),
             "settings": {"student": student, "distillation": distillation, "teacher": teacher, "synthesis": synthesis,
@@ -276,6 +279,8 @@ def model_card_markdown(card: dict) -> str:
         f"- {training['synthetic_images']} synthetic images, labelled by the teacher "
         f"(teacher {training['settings']['teacher'].get('backbone')}); the teacher's label matched the intended class "
         f"for {_pct(training['teacher_agreement_on_synthetic'])} of them.",
+        *([f"- {training['unlabeled_real_images']} unlabelled real images (`unlabeled/`), labelled by the teacher too."]
+          if training["unlabeled_real_images"] else []),
         f"- {training['epochs']} epochs of distillation (KD on the synthetic images + cross-entropy on the supports).",
         "- All settings are in the JSON card (`training.settings`) and in the MLflow run.",
         "",
