@@ -128,6 +128,13 @@ def test_pipelines_resume_after_kill_and_produce_the_evaluation(kedro_project: P
     assert {"evaluation/speed.json", "evaluation/evaluation_summary.json"} <= {a.path for a in client.list_artifacts(run["run_id"], "evaluation")}
     experiment = client.get_experiment_by_name("tint_distill")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development", "the UI opens on the runs table"
+    logged = [m for m in mlflow.search_logged_models(experiment_ids=[experiment.experiment_id], output_format="list")
+              if m.source_run_id == run["run_id"]]
+    assert [m.name for m in logged] == ["student"], "the run's Models column shows its median tint student"
+    tint = per_episode[per_episode["method"] == "tint"].sort_values(["accuracy", "episode"])
+    info = mlflow.models.get_model_info(logged[0].model_uri)
+    assert info.metadata["episode"] == int(tint["episode"].iloc[1]), "the median of 3 episodes"
+    assert info.signature.outputs.input_names() == ["logits", "probabilities"] and info.saved_input_example_info
 
     notebook = nbformat.read(PROJECT_ROOT / "notebooks" / "explore_run.ipynb", as_version=4)
     (kedro_project / "notebooks").mkdir()

@@ -143,3 +143,9 @@ def episode_images(episodes: pd.DataFrame, episode: int, role: str) -> dict[tupl
     """``{(label, class_name): [image ids]}`` of one role in one episode, in table order."""
     part = episodes[(episodes["episode"] == episode) & (episodes["role"] == role)]
     return {key: group["image_id"].tolist() for key, group in part.groupby(["label", "class_name"], sort=True)}
+
+
+def episode_classes(episodes: pd.DataFrame, episode: int) -> list[str]:
+    """The class names of one episode in label order (a classifier's output order)."""
+    rows = episodes[episodes["episode"] == episode]
+    return rows[["label", "class_name"]].drop_duplicates().sort_values("label")["class_name"].tolist()

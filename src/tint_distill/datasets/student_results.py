@@ -61,3 +61,10 @@ def load_student_weights(result: dict) -> dict[str, torch.Tensor]:
             "'evaluation.logged_model.method' to null)."
         )
     return load_file(result[WEIGHTS_FILE_KEY])
+
+
+def load_student(result: dict, num_classes: int):
+    """A kept student back as a model (eval mode), from a loaded result."""
+    from tint_distill.distill.student import rebuild_student
+
+    return rebuild_student(result["student"], num_classes, result["image_size"], load_student_weights(result))

@@ -13,11 +13,12 @@ from matplotlib.figure import Figure  # no pyplot: no global backend or figure r
 
 from tint_distill.data.collection import ImageCollection
 from tint_distill.datasets.mlflow_models import LoggableModel
-from tint_distill.datasets.student_results import load_student_weights
+from tint_distill.data.episodes import episode_classes
+from tint_distill.datasets.student_results import load_student
 from tint_distill.distill.distillation import count_parameters, measure_throughput
 from tint_distill.distill.export import export_onnx
 from tint_distill.distill.statistics import mean_ci95, paired_difference, variance_decomposition
-from tint_distill.distill.student import create_student, rebuild_student
+from tint_distill.distill.student import create_student
 from tint_distill.params import SettingError, settings_from_params
 from tint_distill.planning import cost_plan, target_name, unit_costs
 from tint_distill.work import episode_key
@@ -119,14 +120,12 @@ def package_logged_student(episode_accuracies: pd.DataFrame, student_results: di
         row = matching.iloc[0]
     episode = int(row["episode"])
     result = student_results[f"{settings.method}/{episode_key(episode)}"]()
-    rows = episodes[episodes["episode"] == episode]
-    classes = rows[["label", "class_name"]].drop_duplicates().sort_values("label")["class_name"].tolist()
-    model = rebuild_student(result["student"], len(classes), result["image_size"], load_student_weights(result))
-    onnx_model = export_onnx(model, result["image_size"], classes, metadata={"method": settings.method,
-                                                                             "episode": episode})
+    classes = episode_classes(episodes, episode)
+    onnx_model = export_onnx(load_student(result, len(classes)), result["image_size"], classes,
+                             metadata={"method": settings.method, "episode": episode})
     logger.info("Logging the %s student of episode %d (query accuracy %.3f) as an MLflow model", settings.method,
                 episode, row["accuracy"])
-    supports = rows.loc[rows["role"] == "support", "image_id"]
+    supports = episodes.loc[(episodes["episode"] == episode) & (episodes["role"] == "support"), "image_id"]
     return LoggableModel.from_onnx(
         onnx_model, example_images=[images.load(supports.iloc[0])],
         registered_model_name=settings.registered_model_name,

@@ -19,14 +19,14 @@ import torch
 from safetensors.torch import save as safetensors_bytes
 
 from tint_distill.data.collection import ImageCollection
+from tint_distill.data.episodes import episode_classes
 from tint_distill.data.images import ImageReadError
 from tint_distill.data.task import FINAL_EPISODE, LABELLED, TEST, UNLABELED, task_classes, task_episodes
 from tint_distill.datasets.mlflow_models import LoggableModel
-from tint_distill.datasets.student_results import load_student_weights
+from tint_distill.datasets.student_results import load_student, load_student_weights
 from tint_distill.distill.distillation import STUDENT_MEAN, STUDENT_STD, count_parameters
 from tint_distill.distill.export import INPUT_POLICY, ONNX_OPSET, OnnxClassifier, export_onnx
 from tint_distill.distill.statistics import binomial_ci95, paired_difference
-from tint_distill.distill.student import rebuild_student
 from tint_distill.params import SettingError, settings_from_params
 from tint_distill.pipelines.distillation.nodes import METHODS, parse_methods, parse_student
 from tint_distill.work import check_class_slugs, episode_key
@@ -168,9 +168,7 @@ def accuracy_lines(estimate: dict) -> list[str]:
 
 
 def _final_student(episodes: pd.DataFrame, student_results: dict, method: str) -> tuple[dict, list[str]]:
-    final = episodes[episodes["episode"] == FINAL_EPISODE]
-    classes = final[["label", "class_name"]].drop_duplicates().sort_values("label")["class_name"].tolist()
-    return student_results[f"{method}/{episode_key(FINAL_EPISODE)}"](), classes
+    return student_results[f"{method}/{episode_key(FINAL_EPISODE)}"](), episode_classes(episodes, FINAL_EPISODE)
 
 
 def export_student(episodes: pd.DataFrame, student_results: dict, task: dict) -> tuple[bytes, bytes]:
@@ -178,7 +176,7 @@ def export_student(episodes: pd.DataFrame, student_results: dict, task: dict) ->
     settings = parse_settings(task)
     result, classes = _final_student(episodes, student_results, settings.export)
     state = load_student_weights(result)
-    model = rebuild_student(result["student"], len(classes), result["image_size"], state)
+    model = load_student(result, len(classes))
     about = {"method": settings.export, "student": result["student"], "normalisation_inside": True,
              "mean": list(STUDENT_MEAN), "std": list(STUDENT_STD)}
     onnx_model = export_onnx(model, result["image_size"], classes, metadata=about)
