@@ -26,7 +26,8 @@ def _only_version(folder: Path) -> Path:
 
 @pytest.mark.slow
 def test_task_gives_a_carded_registered_model_and_predict_lists_bad_files(kedro_project: Path):
-    shutil.copytree(PROJECT_ROOT / "data" / "06_models" / "generator", kedro_project / "data" / "06_models" / "generator")
+    shutil.copytree(PROJECT_ROOT / "data" / "06_models" / "generator",
+                    kedro_project / "data" / "06_models" / "generator")  # the shipped default generator
     kedro(kedro_project, "example-task", "--classes", "fish,clock,house", "--images", "3", "--test", "1",
           "--unlabeled", "1", "--predict", "2")
     run = kedro(kedro_project, "run", "--pipeline", "task", "--env", "test",

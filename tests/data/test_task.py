@@ -37,7 +37,8 @@ def test_the_final_episode_trains_on_every_labelled_image_and_tests_on_the_test_
     final = episodes[episodes["episode"] == FINAL_EPISODE]
     supports = final[final["role"] == "support"]
     assert sorted(supports["image_id"]) == sorted(index.loc[index["split"] == "task", "image_id"])
-    assert sorted(final.loc[final["role"] == "query", "image_id"]) == sorted(index.loc[index["split"] == "test", "image_id"])
+    tests = index.loc[index["split"] == "test", "image_id"]
+    assert sorted(final.loc[final["role"] == "query", "image_id"]) == sorted(tests)
     assert dict(zip(final["class_name"], final["label"])) == {"clock": 0, "fish": 1}, "labels in sorted class order"
 
 
@@ -53,7 +54,8 @@ def test_leave_out_splits_hold_out_each_image_once_and_never_train_on_it(tmp_pat
         queries = rows[rows["role"] == "query"]
         assert sorted(queries["class_name"]) == ["clock", "fish"], "one held-out image per class with K >= 2"
         assert not set(queries["image_id"]) & set(rows.loc[rows["role"] == "support", "image_id"])
-        assert (rows["class_name"] == "house").sum() == 1 and rows.loc[rows["class_name"] == "house", "role"].item() == "support"
+        house = rows[rows["class_name"] == "house"]
+        assert len(house) == 1 and house["role"].item() == "support", "a one-image class is never held out"
         held_out += queries["image_id"].tolist()
     labelled = index.loc[(index["split"] == "task") & (index["class_name"] != "house"), "image_id"]
     assert sorted(held_out) == sorted(labelled), "every image of a class with K >= 2 is held out exactly once"

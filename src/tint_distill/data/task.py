@@ -46,7 +46,8 @@ def task_folder(root: str | Path, max_side: int | None = None, test_folder: str 
     root = _require_dir(Path(root), "task")
     rows = []
     reserved = {test_folder, unlabeled_folder}
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in reserved)
+    class_dirs = sorted(p for p in root.iterdir()
+                        if p.is_dir() and not p.name.startswith(".") and p.name not in reserved)
     if len(class_dirs) < 2:
         raise DataLayoutError(
             f"{root}: a task needs at least two class folders with labelled images (root/<class>/<image>.png), "

@@ -50,7 +50,8 @@ from .teacher import (
 __all__ = [
     "DEFAULT_STUDENT", "STUDENT_PRESETS", "DistillError", "DistillationConfig", "FeatureBackbone",
     "NonFiniteLossError", "PrototypeClassifier", "StudentWeightsNotFoundError", "TeacherWeightsNotFoundError",
-    "WeightsFileNotFoundError", "WeightsMismatchError", "accuracy", "accuracy_variance", "binomial_ci95", "count_parameters",
+    "WeightsFileNotFoundError", "WeightsMismatchError", "accuracy", "accuracy_variance", "binomial_ci95",
+    "count_parameters",
     "create_student", "episodes_needed", "extract_features", "kd_loss", "load_backbone_weights",
     "load_efficientnet_lite0", "load_timm_backbone", "mean_ci95", "measure_throughput", "paired_difference",
     "predict", "t_quantile", "teacher_logits", "train_student", "variance_decomposition",

@@ -100,7 +100,8 @@ class OnnxClassifier:
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(logits, probabilities)`` of a ``[N, 3, S, S]`` float32 batch in [0, 1]."""
-        logits, probabilities = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: np.ascontiguousarray(batch, np.float32)})
+        inputs = {INPUT_NAME: np.ascontiguousarray(batch, np.float32)}
+        logits, probabilities = self.session.run(list(OUTPUT_NAMES), inputs)
         return logits, probabilities
 
     def to_batch(self, images: Images) -> np.ndarray:
@@ -126,7 +127,8 @@ class OnnxClassifier:
         for _ in range(repeats):
             self.run(many)
         elapsed = time.perf_counter() - start
-        threads = self.threads or int(self.session.get_session_options().intra_op_num_threads) or torch.get_num_threads()
+        configured = int(self.session.get_session_options().intra_op_num_threads)
+        threads = self.threads or configured or torch.get_num_threads()
         return Speed(latency_ms_batch_1=1000 * float(np.median(latencies)),
                      images_per_s_batch_64=64 * repeats / elapsed, threads=threads)
 

@@ -114,5 +114,6 @@ def rebuild_student(name: str, num_classes: int, image_size: int, state_dict: Ma
     try:
         model.load_state_dict(dict(state_dict), strict=True)
     except RuntimeError as error:
-        raise WeightsMismatchError(f"saved weights do not fit student '{name}' with {num_classes} classes: {error}") from error
+        raise WeightsMismatchError(
+            f"saved weights do not fit student '{name}' with {num_classes} classes: {error}") from error
     return model.eval()

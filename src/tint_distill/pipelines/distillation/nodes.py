@@ -67,7 +67,8 @@ class StudentSettings:
 
     def __post_init__(self) -> None:
         if isinstance(self.keep_weights, str) or sorted(set(self.keep_weights) - set(METHODS)):
-            raise SettingError("keep_weights", f"must be a list of methods of {list(METHODS)}, got {self.keep_weights!r}")
+            raise SettingError("keep_weights",
+                               f"must be a list of methods of {list(METHODS)}, got {self.keep_weights!r}")
 
 
 @dataclass(frozen=True)

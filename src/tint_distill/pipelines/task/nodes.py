@@ -44,7 +44,8 @@ class TaskSettings:
 
     def __post_init__(self) -> None:
         if "real_unlabeled" in self.methods:
-            raise SettingError("methods", "cannot hold real_unlabeled: a task has no unlabeled real images of its classes")
+            raise SettingError("methods", "cannot hold real_unlabeled: a task has no unlabeled real images of its "
+                                          "classes (images in unlabeled/ join every other method)")
         if self.export not in self.methods:
             raise SettingError("export", f"must be one of the task's methods {list(self.methods)}, got {self.export!r}")
         if self.max_repeats is not None and self.max_repeats < 0:
@@ -72,7 +73,8 @@ def prepare_task(images: ImageCollection, task: dict, student: dict) -> tuple[pd
         except (ImageReadError, OSError) as error:
             bad.append(f"{images.location(image_id)}: {error}")
     if bad:
-        raise ImageReadError(f"{len(bad)} image(s) of the task cannot be read; fix or remove them:\n  " + "\n  ".join(bad))
+        raise ImageReadError(f"{len(bad)} image(s) of the task cannot be read; fix or remove them:\n  "
+                             + "\n  ".join(bad))
     index = images.index.copy()
     episodes = task_episodes(index, settings.max_repeats)
     report = describe_task(index, episodes)
