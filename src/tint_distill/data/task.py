@@ -12,10 +12,11 @@ on it unchanged):
 
 - episode 0, the *final* model: every labelled image is a support; the test images, if any,
   are its queries;
-- episodes 1..R, the *leave-out* splits: in split r each class with K >= 2 images holds out
-  its image number ``(r - 1) mod K`` as the query and keeps the other K - 1 as supports; a class
-  with one image keeps it as a support (it is then never scored, only competed against).
-  R is the largest K (every image held out once), capped by ``max_repeats``.
+- episodes 1..R, the *leave-out* splits: in split r each class with K >= r images (and K >= 2)
+  holds out its image number r - 1 as the query and keeps the other K - 1 as supports; a class
+  with fewer images keeps them all as supports in that split (not scored there, only competed
+  against), so every image is held out at most once. R is the largest K (every image of a class
+  with K >= 2 held out once), capped by ``max_repeats``.
 
 Each split runs the whole method (specialisation, synthesis, teacher, student) on its K - 1
 supports, so a held-out image never reaches the model that is scored on it. Unlabelled images
@@ -107,7 +108,7 @@ def task_episodes(index: pd.DataFrame, max_repeats: int | None = None) -> pd.Dat
     for repeat in range(leave_out_repeats(index, max_repeats)):
         for label, name in enumerate(classes):
             images = labelled[name]
-            held_out = repeat % len(images) if len(images) >= 2 else None
+            held_out = repeat if len(images) >= 2 and repeat < len(images) else None
             kept = [image for i, image in enumerate(images) if i != held_out]
             rows += [(repeat + 1, label, name, "support", i, image) for i, image in enumerate(kept)]
             if held_out is not None:

@@ -14,7 +14,7 @@ from matplotlib.figure import Figure  # no pyplot: no global backend or figure r
 from tint_distill.data.collection import ImageCollection
 from tint_distill.datasets.mlflow_models import LoggableModel
 from tint_distill.data.episodes import episode_classes
-from tint_distill.datasets.student_results import load_student
+from tint_distill.datasets.student_results import WEIGHTS_FILE_KEY, load_student
 from tint_distill.distill.distillation import count_parameters, measure_throughput
 from tint_distill.distill.export import export_onnx
 from tint_distill.distill.statistics import mean_ci95, paired_difference, variance_decomposition
@@ -107,9 +107,10 @@ def package_logged_student(episode_accuracies: pd.DataFrame, student_results: di
     if settings.method is None:
         return None
     scores = episode_accuracies[episode_accuracies["method"] == settings.method].sort_values(["accuracy", "episode"])
-    if scores.empty:
-        raise SettingError("method", f"'{settings.method}' has no students in this run; add it to 'methods' or set "
-                                     "'evaluation.logged_model.method' to null")
+    if scores.empty:  # a finished experiment must not fail over the model it shows: say why there is none
+        logger.warning("No MLflow model logged: '%s' has no students in this run (parameter 'methods'); set "
+                       "'evaluation.logged_model.method' to one of its methods, or to null.", settings.method)
+        return None
     if settings.episode == "median":
         row = scores.iloc[(len(scores) - 1) // 2]
     else:
@@ -120,6 +121,10 @@ def package_logged_student(episode_accuracies: pd.DataFrame, student_results: di
         row = matching.iloc[0]
     episode = int(row["episode"])
     result = student_results[f"{settings.method}/{episode_key(episode)}"]()
+    if WEIGHTS_FILE_KEY not in result:
+        logger.warning("No MLflow model logged: the %s students were not kept; add '%s' to 'student.keep_weights' "
+                       "(or set 'evaluation.logged_model.method' to null).", settings.method, settings.method)
+        return None
     classes = episode_classes(episodes, episode)
     onnx_model = export_onnx(load_student(result, len(classes)), result["image_size"], classes,
                              metadata={"method": settings.method, "episode": episode})

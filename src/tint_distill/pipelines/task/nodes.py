@@ -28,7 +28,7 @@ from tint_distill.distill.distillation import STUDENT_MEAN, STUDENT_STD, count_p
 from tint_distill.distill.export import INPUT_POLICY, ONNX_OPSET, OnnxClassifier, export_onnx
 from tint_distill.distill.statistics import binomial_ci95, paired_difference
 from tint_distill.params import SettingError, settings_from_params
-from tint_distill.pipelines.distillation.nodes import METHODS, parse_methods, parse_student
+from tint_distill.pipelines.distillation.nodes import METHODS, SYNTHETIC_METHODS, parse_methods, parse_student
 from tint_distill.work import check_class_slugs, episode_key
 
 logger = logging.getLogger(__name__)
@@ -46,6 +46,9 @@ class TaskSettings:
         if "real_unlabeled" in self.methods:
             raise SettingError("methods", "cannot hold real_unlabeled: a task has no unlabeled real images of its "
                                           "classes (images in unlabeled/ join every other method)")
+        if not set(self.methods) & set(SYNTHETIC_METHODS):
+            raise SettingError("methods", f"must hold a method that distils on synthetic images {list(SYNTHETIC_METHODS)} "
+                                          f"(supports_only may be added as a baseline), got {list(self.methods)}")
         if self.export not in self.methods:
             raise SettingError("export", f"must be one of the task's methods {list(self.methods)}, got {self.export!r}")
         if self.max_repeats is not None and self.max_repeats < 0:
@@ -208,8 +211,7 @@ def write_model_card(
     """The model card, as Markdown for people and JSON for programs."""
     settings = parse_settings(task)
     result, classes = _final_student(episodes, student_results, settings.export)
-    state = load_student_weights(result)
-    parameters = int(sum(t.numel() for t in state.values() if t.is_floating_point()))
+    parameters = count_parameters(load_student(result, len(classes)))
     real_unlabeled = report["unlabeled_images"] if settings.export != "supports_only" else 0
     card = {
         "model": f"{result['student']} student distilled with {settings.export}",
