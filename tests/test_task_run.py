@@ -59,7 +59,7 @@ def test_task_gives_a_carded_registered_model_and_predict_lists_bad_files(kedro_
     mlflow.set_tracking_uri(f"sqlite:///{kedro_project / 'mlflow.db'}")
     client = mlflow.MlflowClient()
     versions = client.search_model_versions("name='drawings'")
-    assert len(versions) == 1
+    assert len(versions) == 1 and "tint student:" in versions[0].description, "the card on the registry page"
     info = mlflow.models.get_model_info(f"models:/drawings/{versions[0].version}")
     assert info.signature is not None and info.saved_input_example_info is not None
     assert [a.path for a in client.list_artifacts(versions[0].run_id, "task_model")] == [

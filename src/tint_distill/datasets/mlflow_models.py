@@ -22,10 +22,12 @@ class LoggableModel:
     registered_model_name: str | None = None
     metadata: dict = field(default_factory=dict)
     files: dict[str, str | bytes] = field(default_factory=dict)  # logged beside the model: {artifact path: content}
+    description: str | None = None  # Markdown for the registered version's page (a model card, say)
 
     @classmethod
     def from_onnx(cls, onnx_model: bytes, example_images: list, registered_model_name: str | None = None,
-                  metadata: dict | None = None, files: dict[str, str | bytes] | None = None) -> LoggableModel:
+                  metadata: dict | None = None, files: dict[str, str | bytes] | None = None,
+                  description: str | None = None) -> LoggableModel:
         """An exported ONNX student (``mlflow.onnx`` flavor) with real images as the input example; the
         signature comes from running the model on them."""
         import onnx
@@ -39,13 +41,14 @@ class LoggableModel:
         return cls(model=onnx.load_from_string(onnx_model), input_example=example,
                    signature=infer_signature(example, outputs), registered_model_name=registered_model_name,
                    metadata={**(metadata or {}), **{k: v for k, v in classifier.metadata.items() if k != "input"}},
-                   files=dict(files or {}))
+                   files=dict(files or {}), description=description)
 
 
 class MlflowModelWithSignatureDataset(MlflowModelTrackingDataset):
     """kedro-mlflow's ``MlflowModelTrackingDataset`` saving a :class:`LoggableModel`: its signature,
     input example, metadata and registered name join the catalog's ``save_args``; its ``files`` (a
-    model card, the weights) become artifacts of the run."""
+    model card, the weights) become artifacts of the run, and its ``description`` the registered
+    version's description."""
 
     def _save(self, model: LoggableModel | None) -> None:
         if model is None:  # nothing to log (switched off in the parameters)
@@ -62,12 +65,18 @@ class MlflowModelWithSignatureDataset(MlflowModelTrackingDataset):
             super()._save(model.model)
         finally:
             self._save_args = configured
-        if self._logging_activated and model.files:
-            import mlflow
+        if not self._logging_activated:
+            return
+        import mlflow
 
+        version = getattr(self.model_info, "registered_model_version", None)
+        if model.description and model.registered_model_name and version is not None:
+            mlflow.MlflowClient().update_model_version(model.registered_model_name, str(version), model.description)
+        if model.files:
             with tempfile.TemporaryDirectory() as folder:
                 for artifact, content in model.files.items():
                     path = Path(folder) / artifact
                     path.parent.mkdir(parents=True, exist_ok=True)
                     path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
-                    mlflow.log_artifact(str(path), artifact_path=str(Path(artifact).parent) or None)
+                    folder_in_run = Path(artifact).parent.as_posix()
+                    mlflow.log_artifact(str(path), artifact_path=None if folder_in_run == "." else folder_in_run)

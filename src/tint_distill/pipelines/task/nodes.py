@@ -301,6 +301,7 @@ def package_for_mlflow(student_onnx: bytes, student_safetensors: bytes, card_mar
         metadata={"classes": card["classes"], "accuracy": accuracy_lines(card["accuracy"])},
         files={"task_model/model_card.md": card_markdown, "task_model/model_card.json": json.dumps(card, indent=2),
                "task_model/student.safetensors": student_safetensors},
+        description=card_markdown,
     )
 
 
