@@ -68,8 +68,9 @@ class CIFARFSDataset(_ImageCollectionDataset):
 
 
 class TaskFolderDataset(_ImageCollectionDataset):
-    """A user's task: ``path/<class>/<image>`` labelled images and an optional ``path/test/<class>/<image>``
-    (``test_folder``) of test images (:mod:`tint_distill.data.task`)."""
+    """A user's task: ``path/<class>/<image>`` labelled images, optional test images in
+    ``path/test/<class>/<image>`` (``test_folder``) and unlabelled ones below ``path/unlabeled/``
+    (``unlabeled_folder``) (:mod:`tint_distill.data.task`)."""
 
     builder = staticmethod(task.task_folder)
 

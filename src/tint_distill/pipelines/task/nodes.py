@@ -23,7 +23,7 @@ from tint_distill.data.episodes import episode_classes
 from tint_distill.data.images import ImageReadError
 from tint_distill.data.task import FINAL_EPISODE, LABELLED, TEST, UNLABELED, task_classes, task_episodes
 from tint_distill.datasets.mlflow_models import LoggableModel
-from tint_distill.datasets.student_results import load_student, load_student_weights
+from tint_distill.datasets.student_results import load_student
 from tint_distill.distill.distillation import STUDENT_MEAN, STUDENT_STD, count_parameters
 from tint_distill.distill.export import INPUT_POLICY, ONNX_OPSET, OnnxClassifier, export_onnx
 from tint_distill.distill.statistics import binomial_ci95, paired_difference
@@ -180,13 +180,12 @@ def export_student(episodes: pd.DataFrame, student_results: dict, task: dict) ->
     """The final student (trained on every labelled image) as ONNX and as safetensors."""
     settings = parse_settings(task)
     result, classes = _final_student(episodes, student_results, settings.export)
-    state = load_student_weights(result)
     model = load_student(result, len(classes))
     about = {"method": settings.export, "student": result["student"], "normalisation_inside": True,
              "mean": list(STUDENT_MEAN), "std": list(STUDENT_STD)}
     onnx_model = export_onnx(model, result["image_size"], classes, metadata=about)
     weights = safetensors_bytes(
-        {k: v.contiguous() for k, v in state.items()},
+        {k: v.contiguous() for k, v in model.state_dict().items()},
         metadata={"classes": json.dumps(classes), "image_size": str(result["image_size"]), "input": INPUT_POLICY,
                   **{k: json.dumps(v) for k, v in about.items() if k != "normalisation_inside"}},
     )
@@ -298,7 +297,7 @@ def package_for_mlflow(student_onnx: bytes, student_safetensors: bytes, card_mar
     return LoggableModel.from_onnx(
         student_onnx, example_images=[images.load(episodes["image_id"].iloc[0])],
         registered_model_name=settings.registered_model_name,
-        metadata={"classes": card["classes"], "accuracy": accuracy_lines(card["accuracy"])},
+        metadata={"accuracy": accuracy_lines(card["accuracy"])},  # classes and input size come from the model
         files={"task_model/model_card.md": card_markdown, "task_model/model_card.json": json.dumps(card, indent=2),
                "task_model/student.safetensors": student_safetensors},
         description=card_markdown,
