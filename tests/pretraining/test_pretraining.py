@@ -18,11 +18,11 @@ from tint_distill.pretraining import (  # noqa: E402
     augment,
     class_fidelity,
     sample_prompts,
-    square_tensors,
     vae_reconstruction_error,
 )
 from tint_distill.pretraining.trainer import pretrain_generator  # noqa: E402
 from tint_distill.tint import TinySDConfig, load_stable_diffusion  # noqa: E402
+from tint_distill.tint.imaging import to_model_tensor  # noqa: E402
 
 DRAWINGS = Path(__file__).resolve().parents[2] / "data" / "01_raw" / "openclipart"
 CLASSES = ("boat", "smiley")
@@ -100,7 +100,7 @@ def test_time_budget_stops_a_stage():
 
 
 def test_augment_keeps_range_and_shape():
-    pool = square_tensors(_images("boat", 3), 64)
+    pool = to_model_tensor(_images("boat", 3), 64)
     assert pool.shape == (3, 3, 64, 64)
     out = augment(pool, 32, (0.5, 1.0), True, torch.Generator().manual_seed(0))
     assert out.shape == (3, 3, 32, 32) and out.min() >= -1 and out.max() <= 1

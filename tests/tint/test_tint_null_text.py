@@ -59,6 +59,8 @@ def test_null_text_beats_plain_ddim_inversion(shared_components, supports, nti_c
     images = reconstruct(c, result.inverted_latents, result.null_embeddings, PROMPT, config=nti_config)
     assert images.shape == supports.shape and images.min() >= -1 and images.max() <= 1
     assert torch.allclose(images, decode_latents(c, nti).cpu(), atol=1e-5)
+    # the inversion keeps where its guided walk ended: exactly what sampling at alpha = 0 rebuilds
+    assert torch.allclose(result.reconstructed_latents, nti.cpu(), atol=1e-3)  # batch rounding
 
 
 def _step_mse_without_optimisation(c, supports, config) -> torch.Tensor:

@@ -24,6 +24,11 @@ def test_specialisation_contents(specialised):
     assert settings["textual_inversion"]["num_steps"] == 15 and settings["null_text"]["guidance_scale"] == 7.5
     assert settings["resolution"] == 64 and settings["embedding_change_norm"] > 0
     json.dumps(settings)
+    measured = spec.reconstruction  # the supports rebuilt from the inversion against the VAE round trip
+    assert len(measured["mse_per_support"]) == len(measured["vae_mse_per_support"]) == 3
+    assert measured["ratio"] == pytest.approx(measured["mse"] / measured["vae_mse"])
+    assert measured["mse"] == pytest.approx(sum(measured["mse_per_support"]) / 3)
+    assert spec.reconstructed_latents.shape == spec.inverted_latents.shape
     token_id = components.tokenizer.convert_tokens_to_ids("<fish>")
     assert torch.equal(components.text_encoder.get_input_embeddings().weight[token_id], spec.token_embedding)
 
@@ -33,12 +38,13 @@ def test_save_load_gives_identical_samples_in_fresh_components(specialised, mode
     path = save_specialisation(spec, tmp_path / "episode_0000" / "fish.safetensors")
     assert path.is_file() and path.with_suffix(".json").is_file()
     with safe_open(str(path), framework="pt") as handle:
-        assert sorted(handle.keys()) == ["inverted_latents", "null_embeddings", "token_embedding"]
+        assert sorted(handle.keys()) == ["inverted_latents", "null_embeddings", "reconstructed_latents",
+                                         "token_embedding"]
     sidecar = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
     assert sidecar["support_ids"] == ["a.png", "b.png", "c.png"] and sidecar["token"] == "<fish>"
 
     loaded = load_specialisation(path)
-    for name in ("token_embedding", "inverted_latents", "null_embeddings"):
+    for name in ("token_embedding", "inverted_latents", "null_embeddings", "reconstructed_latents"):
         assert torch.equal(getattr(loaded, name), getattr(spec, name))
     assert loaded.settings == spec.settings and loaded.support_ids == spec.support_ids
 

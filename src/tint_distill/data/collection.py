@@ -18,6 +18,7 @@ import pandas as pd
 from PIL import Image
 
 from tint_distill.data.images import DECODE_VERSION, ImageReadError, read_rgb_image
+from tint_distill.data.model_input import MODEL_INPUT_VERSION
 
 INDEX_COLUMNS = ["image_id", "class_name", "split", "source"]
 SPLITS = ("base", "val", "novel")
@@ -30,7 +31,8 @@ class ImageReader(Protocol):
 
 
 def _sha256(chunks) -> str:
-    digest = hashlib.sha256(f"decode-v{DECODE_VERSION}:".encode())
+    # what a model sees of a file: its bytes, how they are decoded and the one image policy
+    digest = hashlib.sha256(f"decode-v{DECODE_VERSION}:input-v{MODEL_INPUT_VERSION}:".encode())
     for chunk in chunks:
         digest.update(chunk)
     return digest.hexdigest()[:16]

@@ -1,8 +1,8 @@
 """A trained student as a deployable model: ONNX (with its classes and input policy inside) and an
 ONNX Runtime classifier that reads it. Plain PyTorch / ONNX, no Kedro.
 
-The exported graph takes what a user has: RGB images resized to ``image_size`` (the whole image,
-bicubic, antialiased: :func:`tint_distill.distill.images.images_to_tensor`), float32 in [0, 1],
+The exported graph takes what a user has: RGB images under the project's one image policy (padded
+to a square on white, resized to ``image_size``, bilinear: :mod:`tint_distill.data.model_input`), float32 in [0, 1],
 ``[batch, 3, S, S]`` with any batch size. The normalisation the student was trained with is
 inside the graph. It returns ``logits`` and ``probabilities`` (softmax), ``[batch, classes]``.
 The class names and the input policy are in the model's metadata (``metadata_props``), so the
@@ -23,13 +23,14 @@ import torch
 from PIL import Image
 from torch import nn
 
+from tint_distill.data.model_input import INPUT_POLICY
+
 from .distillation import STUDENT_MEAN, STUDENT_STD
 from .images import Images, images_to_tensor
 
 ONNX_OPSET = 18
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("logits", "probabilities")
-INPUT_POLICY = "RGB, the whole image resized to image_size x image_size (bicubic, antialiased), float32 in [0, 1]"
 
 
 class DeployedStudent(nn.Module):

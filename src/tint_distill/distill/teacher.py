@@ -57,7 +57,7 @@ class FeatureBackbone:
     num_features: int
 
     def preprocess(self, images: Images) -> torch.Tensor:
-        """Resize (whole image, bicubic) to ``image_size`` and normalise."""
+        """The one image policy (padded to a square, bilinear) at ``image_size``, normalised."""
         return normalise(images_to_tensor(images, self.image_size), self.mean, self.std)
 
 

@@ -27,11 +27,11 @@ def vae_reconstruction_error(vae_or_components: Any, images: Sequence[Image.Imag
     are padded to a square on white and resized to ``resolution`` (default: the VAE's
     ``sample_size``).
     """
-    from .trainer import square_tensors
+    from tint_distill.tint.imaging import to_model_tensor
 
     vae = _vae_of(vae_or_components)
     resolution = int(resolution or vae.config.sample_size)
-    x = square_tensors(images, resolution)
+    x = to_model_tensor(images, resolution)
     dtype = next(vae.parameters()).dtype
     device = next(vae.parameters()).device
     total, count = 0.0, 0
@@ -116,7 +116,7 @@ def assess_generator(components: SDComponents, prompt_template: str,
     from tint_distill.distill.teacher import PrototypeClassifier, extract_features
     from tint_distill.tint.imaging import to_pil
 
-    from .trainer import square_tensors
+    from tint_distill.tint.imaging import to_model_tensor
 
     classes = sorted(train_by_class)
     missing = [name for name in classes if not heldout_by_class.get(name)]
@@ -142,7 +142,7 @@ def assess_generator(components: SDComponents, prompt_template: str,
     heldout = {name: list(heldout_by_class[name]) for name in classes}
     low_res, reconstructed = {}, {}
     for name in classes:
-        x = square_tensors(heldout[name], resolution).to(components.device, components.dtype)
+        x = to_model_tensor(heldout[name], resolution).to(components.device, components.dtype)
         low_res[name] = to_pil(x.float())
         reconstructed[name] = to_pil(vae.decode(vae.encode(x).latent_dist.mean).sample.float().clamp(-1, 1))
     all_heldout = [image for name in classes for image in heldout[name]]

@@ -26,11 +26,11 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from tint_distill.tint.imaging import to_model_tensor
 from tint_distill.tint.models import TinySDConfig, build_sd_modules
 from tint_distill.tint.progress import Progress, Reporter
 from tint_distill.tint.tokenizer import MODEL_MAX_LENGTH, build_clip_tokenizer
@@ -94,24 +94,6 @@ class PretrainingConfig:
 
 # ----------------------------------------------------------------------------------------------
 # data
-
-
-def square_tensors(images: Sequence[Image.Image], size: int) -> torch.Tensor:
-    """Pad each image to a square on white, resize to ``size`` (antialiased): (N, 3, S, S) in [-1, 1]."""
-    from tint_distill.data.images import flatten_to_rgb
-
-    out = []
-    for image in images:
-        rgb = flatten_to_rgb(image)
-        side = max(rgb.size)
-        canvas = Image.new("RGB", (side, side), (255, 255, 255))
-        canvas.paste(rgb, ((side - rgb.width) // 2, (side - rgb.height) // 2))
-        array = np.asarray(canvas, dtype=np.float32) / 127.5 - 1.0
-        tensor = torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0)
-        out.append(F.interpolate(tensor, size=(size, size), mode="bilinear", align_corners=False, antialias=True))
-    if not out:
-        raise ValueError("no images given")
-    return torch.cat(out)
 
 
 def augment(images: torch.Tensor, resolution: int, crop_scale: tuple[float, float], hflip: bool,
@@ -354,7 +336,7 @@ def pretrain_generator(images: Sequence[Image.Image], class_names: Sequence[str]
     with tempfile.TemporaryDirectory() as folder:
         tokenizer = build_clip_tokenizer(folder)
     pool_size = 2 * config.resolution
-    pool = square_tensors(images, pool_size)
+    pool = to_model_tensor(images, pool_size)
 
     history: dict[str, Any] = {"classes": classes, "n_images": len(images)}
     history.update(train_vae(modules["vae"], pool, config, progress))

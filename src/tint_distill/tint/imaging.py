@@ -4,27 +4,17 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from tint_distill.data.images import flatten_to_rgb
+from tint_distill.data.model_input import images_to_model_range
 
 
 def to_model_tensor(images: Iterable[Image.Image], resolution: int) -> torch.Tensor:
-    """Stack PIL images as a float tensor (K, 3, R, R) in [-1, 1], resized (bilinear, antialiased).
-
-    Transparent images are composited on white first.
-    """
-    tensors = []
-    for image in images:
-        array = np.asarray(flatten_to_rgb(image), dtype=np.float32) / 127.5 - 1.0
-        tensor = torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0)
-        tensors.append(resize(tensor, (resolution, resolution)))
-    if not tensors:
-        raise ValueError("no images given")
-    return torch.cat(tensors)
+    """Stack PIL images as a float tensor (K, 3, R, R) in [-1, 1] under the project's one image
+    policy (:mod:`tint_distill.data.model_input`: padded to a square on white, bilinear)."""
+    return images_to_model_range(list(images), resolution)
 
 
 def resize(images: torch.Tensor, size: int | Sequence[int]) -> torch.Tensor:

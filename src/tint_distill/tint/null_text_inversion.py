@@ -49,17 +49,21 @@ class NullTextConfig:
 
 @dataclass
 class NullTextResult:
-    """Per support: zT, the S optimised null embeddings, inner-step counts and final MSEs.
+    """Per support: zT, the S optimised null embeddings, inner-step counts, final MSEs and the
+    reconstruction.
 
     ``inverted_latents`` (K, C, h, w) and ``null_embeddings`` (K, S, L, D) are float32 on the
     CPU; ``inner_steps`` (K, S) counts optimiser updates; ``final_mse`` (K, S) is the MSE
-    between each guided step's result and its pivot; ``timesteps`` are the S timesteps.
+    between each guided step's result and its pivot; ``reconstructed_latents`` (K, C, h, w) is
+    where the guided walk from zT with the optimised null embeddings ends (what sampling at
+    alpha = 0 gives, :func:`reconstruct_latents`); ``timesteps`` are the S timesteps.
     """
 
     inverted_latents: torch.Tensor
     null_embeddings: torch.Tensor
     inner_steps: torch.Tensor
     final_mse: torch.Tensor
+    reconstructed_latents: torch.Tensor
     timesteps: tuple[int, ...]
 
 
@@ -198,6 +202,7 @@ def _invert_batch(components: SDComponents, latents: torch.Tensor, cond: torch.T
         null_embeddings=torch.stack(nulls, dim=1),
         inner_steps=torch.stack(updates, dim=1),
         final_mse=torch.stack(mses, dim=1),
+        reconstructed_latents=current.float().cpu(),
         timesteps=schedule.timesteps,
     ), failures
 
@@ -237,7 +242,7 @@ def null_text_invert_group(components: SDComponents, images: Sequence[torch.Tens
             parts.append(result)
             failures.update({start + support: failure for support, failure in part_failures.items()})
     joined = {name: torch.cat([getattr(r, name) for r in parts])
-              for name in ("inverted_latents", "null_embeddings", "inner_steps", "final_mse")}
+              for name in ("inverted_latents", "null_embeddings", "inner_steps", "final_mse", "reconstructed_latents")}
     results: list[NullTextResult | NonFiniteLossError] = []
     for g, first in enumerate(sum(counts[:g]) for g in range(len(counts))):
         supports = range(first, first + counts[g])

@@ -13,6 +13,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=["generator", "raw_images", "episodes", "params:inversion", "params:execution"],
                 outputs="class_specialisations",
                 name="specialise_classes",
-            )
+            ),
+            Node(
+                nodes.summarise_reconstructions,
+                inputs="class_specialisations",
+                outputs=["inversion_report", "inversion_metrics"],
+                name="summarise_reconstructions",
+            ),
         ]
     )

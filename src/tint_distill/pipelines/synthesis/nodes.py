@@ -18,6 +18,8 @@ from tint_distill.execution import execution_engine
 from tint_distill.model_runtime import DiffusionModel
 from tint_distill.params import SettingError, settings_from_params
 from tint_distill.tint import apply_specialisation, sample_class, textual_inversion_sample
+from tint_distill.tint.diffusion import decode_latents
+from tint_distill.tint.imaging import to_pil
 from tint_distill.tint.models import PRECISIONS
 from tint_distill.tint.sampling import SAMPLING_VERSION
 from tint_distill.work import Call, Deferred, Worker, episode_key, fingerprint, folder_fingerprint, partition_key
@@ -124,11 +126,17 @@ def generate_synthetic_images(generator: Path, class_specialisations: dict, synt
 
 
 def draw_synthesis_previews(
-    images: ImageCollection, episodes: pd.DataFrame, synthetic_images: dict, n_episodes: int, n_images: int, cell_size: int
+    generator: Path, images: ImageCollection, episodes: pd.DataFrame, class_specialisations: dict,
+    synthetic_images: dict, synthesis: dict, n_episodes: int, n_images: int, cell_size: int
 ) -> tuple[dict[str, Image.Image], Image.Image]:
-    """Per episode and class: its supports, then images of each sampler (a row per sampler).
-    Also returns the first episode's grid alone (previewed in Kedro-Viz)."""
+    """Per episode and class: its supports, then images of each sampler (a row per sampler), and
+    under the supports their reconstruction from the null-text inversion with its error against
+    the VAE round trip (a weak inversion shows at once). Also returns the first episode's grid
+    alone (previewed in Kedro-Viz)."""
     samplers = [s for s in SAMPLERS if any(k.startswith(f"{s}/") for k in synthetic_images)]
+    settings = parse_settings(synthesis)
+    model = DiffusionModel.checked(generator, settings.device, settings.precision)
+    components = None  # loaded for the first reconstruction to decode
     grids = {}
     for episode in sorted(episodes["episode"].unique())[:n_episodes]:
         rows, n_supports = [], 0
@@ -139,8 +147,16 @@ def draw_synthesis_previews(
                 key = f"{sampler}/{partition_key(episode, name)}"
                 if key in synthetic_images:
                     rows.append((f"{label}: {name} ({sampler.replace('textual_inversion', 'TI')})", supports + synthetic_images[key]()[:n_images]))
+            load = class_specialisations.get(partition_key(episode, name))
+            spec = load() if load is not None else None
+            if spec is not None and spec.reconstructed_latents is not None:
+                components = components or model.load()
+                measured = spec.reconstruction
+                error = f", {measured['ratio']:.2f}x VAE" if measured else ""
+                rows.append((f"   rebuilt by NTI{error}", to_pil(decode_latents(components, spec.reconstructed_latents))))
         if rows:
-            title = f"episode {episode}: supports | synthetic samples ({', '.join(samplers)})"
+            title = (f"episode {episode}: supports | synthetic samples ({', '.join(samplers)}); "
+                     "under them, the supports rebuilt from their null-text inversion")
             grids[episode_key(episode)] = image_grid(rows, cell_size=cell_size, title=title, gap_after=n_supports)
     if not grids:
         raise ValueError("no synthetic images match the episodes: run the synthesis pipeline for these episodes.")

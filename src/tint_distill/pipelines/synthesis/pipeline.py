@@ -20,9 +20,12 @@ def create_pipeline(only_for_methods: bool = False, **kwargs) -> Pipeline:
             Node(
                 nodes.draw_synthesis_previews,
                 inputs=[
+                    "generator",
                     "raw_images",
                     "episodes",
+                    "class_specialisations",
                     "synthetic_images",
+                    "params:synthesis",
                     "params:synthesis_preview.n_episodes",
                     "params:synthesis_preview.n_images",
                     "params:synthesis_preview.cell_size",
