@@ -34,6 +34,7 @@ BLOCKS: dict[str, Callable[[Any], Any]] = {
     "student": distillation.parse_student,
     "distillation": distillation.parse_distillation,
     "real_unlabeled": distillation.parse_real_unlabeled,
+    "mined_real": distillation.parse_mined_real,
     "evaluation": evaluation.parse_evaluation,
     "speed": evaluation.parse_speed,
     "execution": execution.parse_settings,

@@ -6,7 +6,10 @@ Methods, each a student trained the same way on different data:
 - ``textual_inversion``: + KD on textual-inversion-only synthetic images;
 - ``tint``: + KD on TINT synthetic images;
 - ``real_unlabeled``: + KD on real images of the episode's classes (never its supports or
-  queries): the upper bound that synthetic data tries to approach.
+  queries): the upper bound that synthetic data tries to approach;
+- ``mined_real``: + KD on real images of other classes (the base split, what the generator was
+  trained on) nearest to each class's supports in the teacher's feature space: the paper's
+  baseline of images mined from the generator's own training data instead of generated.
 
 In the ``task`` pipeline, the user's unlabelled images (``unlabeled`` rows of the image index)
 join the KD set of every method but ``supports_only``, with the intended class -1 (unknown).
@@ -27,8 +30,10 @@ import pandas as pd
 import torch
 
 from tint_distill.data.collection import ImageCollection
+from tint_distill.data.episodes import episode_images
 from tint_distill.data.task import unlabeled_ids
 from tint_distill.distill.distillation import DISTILLATION_VERSION, DistillationConfig, accuracy, predict, train_student
+from tint_distill.distill.mining import nearest_to_supports
 from tint_distill.distill.student import DEFAULT_STUDENT, create_student
 from tint_distill.distill.teacher import (
     TEACHER_VERSION,
@@ -42,11 +47,12 @@ from tint_distill.distill.teacher import (
 )
 from tint_distill.execution import execution_engine
 from tint_distill.params import ParameterError, SettingError, settings_from_params
-from tint_distill.work import Call, Deferred, Worker, episode_key, file_fingerprint, fingerprint, partition_key
+from tint_distill.work import (Call, Deferred, Worker, episode_key, file_fingerprint, fingerprint, partition_key,
+                               slug)
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("supports_only", "textual_inversion", "tint", "real_unlabeled")
+METHODS = ("supports_only", "textual_inversion", "tint", "real_unlabeled", "mined_real")
 SYNTHETIC_METHODS = ("textual_inversion", "tint")  # named like the synthesis samplers
 
 
@@ -154,6 +160,7 @@ def _episode_data(
     episode: int,
     methods: list[str],
     real: RealUnlabeledSettings,
+    mined: pd.DataFrame | None = None,
 ) -> EpisodeData:
     rows = episodes[episodes["episode"] == episode]
     supports, queries = rows[rows["role"] == "support"], rows[rows["role"] == "query"]
@@ -180,6 +187,9 @@ def _episode_data(
                 [images.load(i) for label in sorted(chosen) for i in chosen[label]],
                 [label for label in sorted(chosen) for _ in chosen[label]],
             )
+        elif method == "mined_real":
+            chosen = _mined_rows(mined, episode)
+            unlabeled[method] = ([images.load(i) for i in chosen["image_id"]], chosen["label"].astype(int).tolist())
         if method != "supports_only" and extra:
             pictures, labels = unlabeled.get(method, ([], []))
             unlabeled[method] = (pictures + extra, labels + [-1] * len(extra))
@@ -192,6 +202,15 @@ def _episode_data(
     )
 
 
+def _mined_rows(mined: pd.DataFrame | None, episode: int) -> pd.DataFrame:
+    """The mined images of an episode (``mine_real_images``), by label then rank."""
+    rows = None if mined is None else mined[mined["episode"].astype(int) == int(episode)]
+    if rows is None or rows.empty:
+        raise KeyError(f"no mined real images for episode {episode}: run the distillation pipeline's "
+                       "mine_real_images node with 'mined_real' in 'methods'.")
+    return rows.sort_values(["label", "rank"])
+
+
 def method_uses_extra(methods: list[str]) -> bool:
     """Whether any of ``methods`` distils on the task's unlabelled images (all but supports_only)."""
     return any(m != "supports_only" for m in methods)
@@ -199,7 +218,7 @@ def method_uses_extra(methods: list[str]) -> bool:
 
 def _episode_inputs_key(
     images: ImageCollection, episodes: pd.DataFrame, image_index: pd.DataFrame, synthetic_images: dict,
-    episode: int, methods: list[str], real: RealUnlabeledSettings,
+    episode: int, methods: list[str], real: RealUnlabeledSettings, mined: pd.DataFrame | None = None,
 ) -> str:
     """What the teacher's outputs for an episode depend on: the episode's images (ids and pixels),
     the fingerprints of its synthetic images, and the real unlabeled images (ids and pixels)."""
@@ -215,8 +234,13 @@ def _episode_inputs_key(
         real_images = {label: list(zip(ids, images.content_hashes(ids))) for label, ids in chosen.items()}
     extra = unlabeled_ids(image_index) if method_uses_extra(methods) else []
     extra_images = list(zip(extra, images.content_hashes(extra))) if extra else None  # only tasks have them
+    mined_images = None
+    if "mined_real" in methods:
+        chosen = _mined_rows(mined, episode)
+        ids = chosen["image_id"].tolist()
+        mined_images = list(zip(chosen["label"].astype(int).tolist(), ids, images.content_hashes(ids)))
     return fingerprint(rows.to_dict("list"), images.content_hashes(rows["image_id"]), upstream, real_images,
-                       *([extra_images] if extra_images else []))
+                       *([extra_images] if extra_images else []), *([mined_images] if mined_images else []))
 
 
 def _absolute(path: str | None) -> str | None:
@@ -253,6 +277,7 @@ def label_with_teacher(
     teacher: dict,
     methods: list[str],
     real_unlabeled: dict,
+    mined_real_images: pd.DataFrame | None = None,
     execution: dict | None = None,
 ) -> dict[str, Deferred]:
     """Per episode: the prototype teacher fitted on the supports, its logits on the queries and
@@ -264,8 +289,10 @@ def label_with_teacher(
     weights = _weights_key(teacher_weights(settings))
     work = {}
     for episode in sorted(int(e) for e in episodes["episode"].unique()):
-        data = partial(_episode_data, images, episodes, image_index, synthetic_images, episode, methods, real)
-        inputs = _episode_inputs_key(images, episodes, image_index, synthetic_images, episode, methods, real)
+        data = partial(_episode_data, images, episodes, image_index, synthetic_images, episode, methods, real,
+                       mined_real_images)
+        inputs = _episode_inputs_key(images, episodes, image_index, synthetic_images, episode, methods, real,
+                                     mined_real_images)
         key = fingerprint(TEACHER_VERSION, dataclasses.asdict(settings), weights, inputs)
         work[episode_key(episode)] = engine.unit(key, partial(_teacher_call, settings, data))
     return work
@@ -325,6 +352,7 @@ def train_students(
     student: dict,
     distillation: dict,
     real_unlabeled: dict,
+    mined_real_images: pd.DataFrame | None = None,
     execution: dict | None = None,
 ) -> dict[str, Deferred]:
     """One student per (method, episode), trained with KD on the method's unlabeled images
@@ -342,7 +370,8 @@ def train_students(
         if key not in teacher_outputs:
             raise KeyError(f"no teacher outputs for {key}: run the distillation pipeline's label_with_teacher node.")
         for method in methods:
-            data = partial(_episode_data, images, episodes, image_index, synthetic_images, episode, [method], real)
+            data = partial(_episode_data, images, episodes, image_index, synthetic_images, episode, [method], real,
+                           mined_real_images)
             kept = {k: v for k, v in dataclasses.asdict(student_settings).items() if k != "keep_weights"}
             fp = fingerprint(
                 DISTILLATION_VERSION, method, kept, method in student_settings.keep_weights, student_weights,
@@ -352,3 +381,86 @@ def train_students(
                 fp, partial(_student_call, method, episode, student_settings, config, data, teacher_outputs[key])
             )
     return work
+
+
+@dataclass(frozen=True)
+class MinedRealSettings:
+    images_per_class: int | None = None  # null: the synthetic volume (synthesis.images_per_class)
+    split: str = "base"                  # where candidates come from: the generator's training classes
+
+    def __post_init__(self) -> None:
+        if self.images_per_class is not None and self.images_per_class < 1:
+            raise SettingError("images_per_class", f"must be >= 1 or null, got {self.images_per_class}")
+
+
+def parse_mined_real(mined_real: dict) -> MinedRealSettings:
+    return settings_from_params(MinedRealSettings, mined_real, "mined_real")
+
+
+def _candidate_ids(image_index: pd.DataFrame, settings: MinedRealSettings) -> dict[str, list[str]]:
+    """Per candidate class, its image ids (sorted)."""
+    if "split" not in image_index.columns or not (image_index["split"] == settings.split).any():
+        raise ParameterError(
+            f"method 'mined_real' mines the '{settings.split}' split (parameter mined_real.split), but the image "
+            "index has no image in it: pick a split that has images, or drop mined_real from 'methods'.")
+    rows = image_index[image_index["split"] == settings.split]
+    return {name: sorted(group["image_id"]) for name, group in rows.groupby("class_name")}
+
+
+def _embed_call(settings: TeacherSettings, images: ImageCollection, ids: list[str]) -> Call:
+    settings = dataclasses.replace(settings, weights_file=_absolute(settings.weights_file))
+    return Call(_embed, (settings, [images.load(i) for i in ids]))
+
+
+def _embed(worker: Worker, settings: TeacherSettings, pictures: list) -> dict[str, torch.Tensor]:
+    backbone = worker.keep(("teacher", settings), partial(load_teacher, settings))
+    return {"features": extract_features(backbone, pictures, settings.batch_size)}
+
+
+def embed_candidate_images(images: ImageCollection, image_index: pd.DataFrame, teacher: dict, methods: list[str],
+                           mined_real: dict, execution: dict | None = None) -> dict[str, Deferred]:
+    """The teacher's features of every candidate image for ``mined_real`` (the base split), one
+    partition per class, computed once and kept (the key: teacher, weights, ids and pixels).
+    Nothing when no method mines."""
+    if "mined_real" not in parse_methods(methods):
+        return {}
+    settings, mined = parse_teacher(teacher), parse_mined_real(mined_real)
+    engine = execution_engine(execution, "distillation")
+    weights = _weights_key(teacher_weights(settings))
+    work = {}
+    for name, ids in _candidate_ids(image_index, mined).items():
+        key = fingerprint(TEACHER_VERSION, "features", dataclasses.asdict(settings), weights, ids,
+                          images.content_hashes(ids))
+        work[slug(name)] = engine.unit(key, partial(_embed_call, settings, images, ids))
+    return work
+
+
+MINED_COLUMNS = ["episode", "label", "class_name", "rank", "image_id", "source_class", "similarity"]
+
+
+def mine_real_images(images: ImageCollection, image_index: pd.DataFrame, episodes: pd.DataFrame,
+                     candidate_features: dict, teacher: dict, methods: list[str], mined_real: dict,
+                     synthetic_per_class: int) -> pd.DataFrame:
+    """Per episode and class, the M candidate images nearest to its supports in the teacher's
+    feature space (M: ``mined_real.images_per_class``, by default the synthetic volume), one row
+    each, most similar first. The ``mined_real`` method distils on them like on synthetic images."""
+    if "mined_real" not in parse_methods(methods):
+        return pd.DataFrame(columns=MINED_COLUMNS)
+    settings, mined = parse_teacher(teacher), parse_mined_real(mined_real)
+    count = mined.images_per_class or int(synthetic_per_class)
+    candidates = _candidate_ids(image_index, mined)
+    ids = [i for name in candidates for i in candidates[name]]
+    sources = [name for name in candidates for _ in candidates[name]]
+    features = torch.cat([candidate_features[slug(name)]()["features"] for name in candidates])
+    backbone = load_teacher(settings)
+    rows = []
+    for episode in sorted(int(e) for e in episodes["episode"].unique()):
+        for (label, name), support_ids in episode_images(episodes, episode, "support").items():
+            supports = extract_features(backbone, [images.load(i) for i in support_ids], settings.batch_size)
+            index, similarity = nearest_to_supports(supports, features, count)
+            rows += [(episode, int(label), name, rank, ids[i], sources[i], float(s))
+                     for rank, (i, s) in enumerate(zip(index.tolist(), similarity.tolist()))]
+    table = pd.DataFrame(rows, columns=MINED_COLUMNS)
+    logger.info("Mined %d real images per class from the '%s' split (%d candidates) for %d episodes",
+                count, mined.split, len(ids), table["episode"].nunique())
+    return table

@@ -1,4 +1,5 @@
-"""``distillation``: teacher soft labels per episode, then a student per (method, episode)."""
+"""``distillation``: real images mined for ``mined_real``, teacher soft labels per episode, then a
+student per (method, episode)."""
 
 from kedro.pipeline import Node, Pipeline
 
@@ -9,10 +10,25 @@ def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             Node(
+                nodes.embed_candidate_images,
+                inputs=["raw_images", "image_index", "params:teacher", "params:methods", "params:mined_real",
+                        "params:execution"],
+                outputs="candidate_image_features",
+                name="embed_candidate_images",
+            ),
+            Node(
+                nodes.mine_real_images,
+                inputs=["raw_images", "image_index", "episodes", "candidate_image_features", "params:teacher",
+                        "params:methods", "params:mined_real", "params:synthesis.images_per_class"],
+                outputs="mined_real_images",
+                name="mine_real_images",
+            ),
+            Node(
                 nodes.label_with_teacher,
                 inputs=[
                     "raw_images", "episodes", "image_index", "synthetic_images",
-                    "params:teacher", "params:methods", "params:real_unlabeled", "params:execution",
+                    "params:teacher", "params:methods", "params:real_unlabeled", "mined_real_images",
+                    "params:execution",
                 ],
                 outputs="teacher_outputs",
                 name="label_with_teacher",
@@ -22,7 +38,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=[
                     "raw_images", "episodes", "image_index", "synthetic_images", "teacher_outputs",
                     "params:methods", "params:student", "params:distillation", "params:real_unlabeled",
-                    "params:execution",
+                    "mined_real_images", "params:execution",
                 ],
                 outputs="student_results",
                 name="train_students",

@@ -191,9 +191,11 @@ def collect_unit_costs(class_specialisations: dict, synthetic_images: dict, teac
 
 
 def summarise(episode_accuracies: pd.DataFrame, speed: dict, unit_costs: pd.DataFrame, comparisons: list[list[str]],
-              planner: dict) -> dict:
-    """Mean accuracy and 95% CI per method, paired differences, the episode planner, what its
-    targets cost (``cost_plan``: episodes, device-hours, wall-hours on G workers) and speed."""
+              planner: dict, inversion_report: dict | None = None) -> dict:
+    """Mean accuracy and 95% CI per method, how often the teacher labels a method's images as the
+    class they stand for, paired differences, the episode planner, what its targets cost
+    (``cost_plan``: episodes, device-hours, wall-hours on G workers), speed, and how faithfully the
+    null-text inversion rebuilds the supports (``inversion``)."""
     methods = {}
     by_method = {m: g.sort_values("episode") for m, g in episode_accuracies.groupby("method")}
     for method, group in by_method.items():
@@ -208,6 +210,9 @@ def summarise(episode_accuracies: pd.DataFrame, speed: dict, unit_costs: pd.Data
             "n_way": n_way,
             "n_unlabeled_per_episode": float(group["n_unlabeled"].mean()),
         }
+        agreement = group.get("teacher_agreement_on_unlabeled", pd.Series(dtype=float)).dropna()
+        if len(agreement):
+            methods[method]["teacher_agreement_on_unlabeled"] = float(agreement.astype(float).mean())
     paired = {}
     for first, second in comparisons:
         if first in by_method and second in by_method:
@@ -229,7 +234,10 @@ def summarise(episode_accuracies: pd.DataFrame, speed: dict, unit_costs: pd.Data
     plan = cost_plan(unit_costs, planned[costed]["episodes_needed"] if costed else [], planner.workers, costed)
     for target in plan["targets"]:
         logger.info("Cost plan (%s): %s", costed, target["text"])
-    return {"methods": methods, "comparisons": paired, "planner": planned, "cost_plan": plan, "speed": speed}
+    summary = {"methods": methods, "comparisons": paired, "planner": planned, "cost_plan": plan, "speed": speed}
+    if inversion_report and inversion_report.get("summary"):
+        summary["inversion"] = inversion_report["summary"]
+    return summary
 
 
 def plot_accuracy(summary: dict) -> Figure:
@@ -309,6 +317,8 @@ def mlflow_metrics(summary: dict, student_results: dict, log_episode_loss_curves
     for method, stats in summary["methods"].items():
         metrics[f"accuracy.{method}"] = {"value": stats["accuracy"], "step": 0}
         metrics[f"ci95.{method}"] = {"value": stats["ci95"], "step": 0}
+        if "teacher_agreement_on_unlabeled" in stats:
+            metrics[f"teacher_agreement.{method}"] = {"value": stats["teacher_agreement_on_unlabeled"], "step": 0}
     for name, result in summary["comparisons"].items():
         metrics[f"diff.{name}"] = {"value": result["mean_diff"], "step": 0}
         metrics[f"diff_low.{name}"] = {"value": result["ci95"][0], "step": 0}

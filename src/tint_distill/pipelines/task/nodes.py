@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TaskSettings:
-    methods: tuple[str, ...] = ("tint",)  # students trained per split; real_unlabeled has no data in a task
+    methods: tuple[str, ...] = ("tint",)  # students trained per split (real_unlabeled, mined_real: no data here)
     export: str = "tint"                  # the method whose final student is exported
     max_repeats: int | None = None        # leave-out splits; null: every labelled image held out once
     registered_model_name: str | None = "tint_distill_task"  # MLflow Model Registry; null: logged only
@@ -46,6 +46,9 @@ class TaskSettings:
         if "real_unlabeled" in self.methods:
             raise SettingError("methods", "cannot hold real_unlabeled: a task has no unlabeled real images of its "
                                           "classes (images in unlabeled/ join every other method)")
+        if "mined_real" in self.methods:
+            raise SettingError("methods", "cannot hold mined_real: a task has no base split of other classes to "
+                                          "mine (images in unlabeled/ join every other method)")
         if not set(self.methods) & set(SYNTHETIC_METHODS):
             raise SettingError("methods", f"must hold a method that distils on synthetic images {list(SYNTHETIC_METHODS)} "
                                           f"(supports_only may be added as a baseline), got {list(self.methods)}")
