@@ -2,6 +2,8 @@
 
 - ``generator_pretraining``: trains the offline default diffusion model on the base classes
   (cached: only when its data or settings change) and measures its quality;
+- ``student_pretraining``: trains the student architecture on the base classes (cached the same
+  way); every method's student starts from it (``student.init: base_classes``);
 - ``data_episodes`` -> ``inversion`` -> ``synthesis``: episodes, TINT specialisations,
   synthetic images;
 - ``distillation`` -> ``evaluation``: teacher soft labels, a student per (method, episode),
@@ -9,7 +11,7 @@
 - ``tint``: ``data_episodes`` + ``inversion`` + ``synthesis``;
 - ``experiment``: everything after the generator, with whatever generator the catalog names
   (the offline default, or your Stable Diffusion folder in the ``gpu`` environment);
-- ``__default__``: ``generator_pretraining`` and ``experiment``;
+- ``__default__``: ``generator_pretraining``, ``student_pretraining`` and ``experiment``;
 - ``task``: a user's own classes (``--params task_path=...``) through ``inversion``, ``synthesis``
   and ``distillation`` to an exported, measured, registered student; its datasets are ``task.*``;
 - ``predict``: a folder of new images classified by the task's exported model.
@@ -30,6 +32,7 @@ from tint_distill.pipelines import (
     generator_pretraining,
     inversion,
     predict,
+    student_pretraining,
     synthesis,
     task,
 )
@@ -48,6 +51,7 @@ def register_pipelines() -> dict[str, Pipeline]:
         name: as_stage(module.create_pipeline(), name)
         for name, module in (
             ("generator_pretraining", generator_pretraining),
+            ("student_pretraining", student_pretraining),
             ("data_episodes", data_episodes),
             ("inversion", inversion),
             ("synthesis", synthesis),
@@ -56,10 +60,13 @@ def register_pipelines() -> dict[str, Pipeline]:
         )
     }
     index = stages["data_episodes"].only_nodes("data_episodes.build_image_index")  # what pre-training reads
-    pipelines = {**stages, "generator_pretraining": index + stages["generator_pretraining"]}
+    base_split = index + stages["generator_pretraining"].only_nodes("generator_pretraining.split_pretraining_images")
+    pipelines = {**stages, "generator_pretraining": index + stages["generator_pretraining"],
+                 "student_pretraining": base_split + stages["student_pretraining"]}
     pipelines["tint"] = pipelines["data_episodes"] + pipelines["inversion"] + pipelines["synthesis"]
     pipelines["experiment"] = pipelines["tint"] + pipelines["distillation"] + pipelines["evaluation"]
-    pipelines["__default__"] = pipelines["generator_pretraining"] + pipelines["experiment"]
+    pipelines["__default__"] = (pipelines["generator_pretraining"] + pipelines["student_pretraining"]
+                                + pipelines["experiment"])
     pipelines["task"] = task_pipeline(stages)
     with warnings.catch_warnings():  # Kedro warns of the dot in the task's dataset name
         warnings.filterwarnings("ignore", message="One or more dataset names contain '.'")
@@ -71,7 +78,7 @@ def register_pipelines() -> dict[str, Pipeline]:
 def task_pipeline(stages: dict[str, Pipeline]) -> Pipeline:
     """The task's preparation, the experiment's TINT and distillation stages (synthesis only for the
     task's methods), and its delivery, all under the namespace ``task``: every dataset is ``task.<name>``
-    except the generator; parameters keep their names, except ``methods``, which is ``task.methods``."""
+    except the generator and the base-class student; parameters keep their names, except ``methods``, which is ``task.methods``."""
     inner = (
         as_stage(task.create_preparation(), "prepare")
         + stages["inversion"]
@@ -83,4 +90,4 @@ def task_pipeline(stages: dict[str, Pipeline]) -> Pipeline:
     parameters["params:methods"] = "params:task.methods"
     with warnings.catch_warnings():  # Kedro warns of the dots that its own namespacing puts in dataset names
         warnings.filterwarnings("ignore", message="One or more dataset names contain '.'")
-        return Pipeline(inner, namespace="task", inputs={"generator"}, parameters=parameters)
+        return Pipeline(inner, namespace="task", inputs={"generator", "base_student"}, parameters=parameters)

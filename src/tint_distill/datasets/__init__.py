@@ -11,6 +11,7 @@ from tint_distill.datasets.image_collections import (
 from tint_distill.datasets.mlflow_models import LoggableModel, MlflowModelWithSignatureDataset
 from tint_distill.datasets.png_image import PNGFolderDataset, PNGImageDataset
 from tint_distill.datasets.resumable_partitions import ResumableImageSetsDataset, ResumablePartitionedDataset
+from tint_distill.datasets.student_checkpoint import StudentCheckpointDataset
 from tint_distill.datasets.student_results import StudentResultDataset
 from tint_distill.datasets.tensor_dict import TensorDictDataset
 from tint_distill.datasets.tint_artifacts import DiffusersModelDataset, ImageSetDataset, SpecialisationDataset
@@ -30,6 +31,7 @@ __all__ = [
     "ResumableImageSetsDataset",
     "ResumablePartitionedDataset",
     "SpecialisationDataset",
+    "StudentCheckpointDataset",
     "StudentResultDataset",
     "TaskFolderDataset",
     "TensorDictDataset",

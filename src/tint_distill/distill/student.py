@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import timm
 import torch
 from torch import nn
 
-from .distillation import count_parameters
+from .distillation import DistillationConfig, accuracy, count_parameters, predict, train_student
 from .errors import WeightsFileNotFoundError, WeightsMismatchError
 
 logger = logging.getLogger(__name__)
@@ -117,3 +118,23 @@ def rebuild_student(name: str, num_classes: int, image_size: int, state_dict: Ma
         raise WeightsMismatchError(
             f"saved weights do not fit student '{name}' with {num_classes} classes: {error}") from error
     return model.eval()
+
+
+def pretrain_student(name: str, images: Sequence, labels: Sequence[int], config: DistillationConfig,
+                     heldout_images: Sequence = (), heldout_labels: Sequence[int] = ()) -> tuple[nn.Module, dict]:
+    """A student trained with cross-entropy on labelled images of other classes (the base split),
+    the standard start of a few-shot learner: the same recipe and augmentation as the episode
+    students (``config``), seeded by ``config.seed``. Returns the model (eval mode) and a record
+    with its loss curve and its accuracy on the held-out images."""
+    classes = sorted(set(int(label) for label in labels))
+    if classes != list(range(len(classes))) or len(classes) < 2:
+        raise ValueError(f"labels must be 0..C-1 with C >= 2 classes, got {classes[:10]}")
+    model = create_student(name, num_classes=len(classes), image_size=config.image_size, seed=config.seed)
+    started = time.perf_counter()
+    history = train_student(model, None, None, images, labels, config)
+    record = {"classes": len(classes), "images": len(images), "history": history,
+              "seconds": time.perf_counter() - started, "parameters": count_parameters(model)}
+    if len(heldout_images):
+        record["heldout_accuracy"] = accuracy(predict(model, heldout_images, config.image_size), list(heldout_labels))
+        record["heldout_images"] = len(heldout_images)
+    return model, record

@@ -20,6 +20,7 @@ from tint_distill.pipelines.evaluation import nodes as evaluation
 from tint_distill.pipelines.generator_pretraining import nodes as generator_pretraining
 from tint_distill.pipelines.inversion import nodes as inversion
 from tint_distill.pipelines.predict import nodes as predict
+from tint_distill.pipelines.student_pretraining import nodes as student_pretraining
 from tint_distill.pipelines.synthesis import nodes as synthesis
 from tint_distill.pipelines.task import nodes as task
 
@@ -33,6 +34,7 @@ BLOCKS: dict[str, Callable[[Any], Any]] = {
     "teacher": distillation.parse_teacher,
     "student": distillation.parse_student,
     "distillation": distillation.parse_distillation,
+    "student_pretraining": student_pretraining.parse_settings,
     "real_unlabeled": distillation.parse_real_unlabeled,
     "mined_real": distillation.parse_mined_real,
     "evaluation": evaluation.parse_evaluation,

@@ -65,13 +65,22 @@ class TeacherSettings:
     batch_size: int = 32
 
 
+STUDENT_INITS = ("base_classes", "scratch", "file")
+
+
 @dataclass(frozen=True)
 class StudentSettings:
     name: str = DEFAULT_STUDENT           # a timm model name or a preset of tint_distill.distill.student
-    pretrained_weights: str | None = None  # a local state dict (e.g. trained on the base classes)
+    init: str = "base_classes"            # base_classes (the student_pretraining pipeline's) | scratch | file
+    pretrained_weights: str | None = None  # init: file: a local state dict of the same architecture
     keep_weights: tuple[str, ...] = ("tint",)  # methods whose trained students are saved (safetensors)
 
     def __post_init__(self) -> None:
+        SettingError.unless_one_of("init", self.init, STUDENT_INITS)
+        if (self.init == "file") != bool(self.pretrained_weights):
+            raise SettingError("pretrained_weights", "is the file of init: file, and only then: set both (init: file "
+                                                     f"and a state dict), or neither; got init {self.init!r} and "
+                                                     f"pretrained_weights {self.pretrained_weights!r}")
         if isinstance(self.keep_weights, str) or sorted(set(self.keep_weights) - set(METHODS)):
             raise SettingError("keep_weights",
                                f"must be a list of methods of {list(METHODS)}, got {self.keep_weights!r}")
@@ -298,22 +307,20 @@ def label_with_teacher(
     return work
 
 
-def _student_call(method: str, episode: int, student: StudentSettings, config: DistillationConfig, data_for_episode,
-                  teacher_targets) -> Call:
+def _student_call(method: str, episode: int, student: StudentSettings, weights: str | None, config: DistillationConfig,
+                  data_for_episode, teacher_targets) -> Call:
     """One student's training with its episode's images and teacher logits, ready to run in any worker."""
-    student = dataclasses.replace(student, pretrained_weights=_absolute(student.pretrained_weights))
-    return Call(_train_one, (method, episode, student, config, data_for_episode(), teacher_targets()))
+    return Call(_train_one, (method, episode, student, _absolute(weights), config, data_for_episode(),
+                             teacher_targets()))
 
 
 def _train_one(
-    worker: Worker, method: str, episode: int, student: StudentSettings, config: DistillationConfig,
-    data: EpisodeData, targets: dict[str, torch.Tensor],
+    worker: Worker, method: str, episode: int, student: StudentSettings, weights: str | None,
+    config: DistillationConfig, data: EpisodeData, targets: dict[str, torch.Tensor],
 ) -> dict:
     n_way = len(set(data.support_labels))
-    model = create_student(
-        student.name, num_classes=n_way, image_size=config.image_size, pretrained_weights=student.pretrained_weights,
-        seed=config.seed + episode,
-    )
+    model = create_student(student.name, num_classes=n_way, image_size=config.image_size, pretrained_weights=weights,
+                           seed=config.seed + episode)
     pictures, logits = None, None
     if method in data.unlabeled and data.unlabeled[method][0]:
         pictures, logits = data.unlabeled[method][0], targets[f"{method}.logits"]
@@ -353,17 +360,24 @@ def train_students(
     distillation: dict,
     real_unlabeled: dict,
     mined_real_images: pd.DataFrame | None = None,
+    base_student: Path | None = None,
     execution: dict | None = None,
 ) -> dict[str, Deferred]:
     """One student per (method, episode), trained with KD on the method's unlabeled images
     plus cross-entropy on the supports, and scored on the episode's queries (here, or on Ray
-    workers: ``execution``)."""
+    workers: ``execution``). Every student starts from ``student.init``: the base-class student
+    (``base_student``, the ``student_pretraining`` pipeline's), random weights, or a file."""
     methods = parse_methods(methods)
     engine = execution_engine(execution, "distillation")
     student_settings = parse_student(student)
+    if student_settings.init == "base_classes":
+        if base_student is None:
+            raise ParameterError("student.init is base_classes but no base student was given: run the "
+                                 "student_pretraining pipeline, or set student.init: scratch.")
+    weights = str(base_student) if student_settings.init == "base_classes" else student_settings.pretrained_weights
     config = parse_distillation(distillation)
     real = parse_real_unlabeled(real_unlabeled)
-    student_weights = _weights_key(student_settings.pretrained_weights)
+    student_weights = _weights_key(weights)
     work = {}
     for episode in sorted(int(e) for e in episodes["episode"].unique()):
         key = episode_key(episode)
@@ -372,13 +386,14 @@ def train_students(
         for method in methods:
             data = partial(_episode_data, images, episodes, image_index, synthetic_images, episode, [method], real,
                            mined_real_images)
-            kept = {k: v for k, v in dataclasses.asdict(student_settings).items() if k != "keep_weights"}
+            kept = {k: v for k, v in dataclasses.asdict(student_settings).items()
+                    if k not in ("keep_weights", "pretrained_weights")}  # the weights count by content
             fp = fingerprint(
                 DISTILLATION_VERSION, method, kept, method in student_settings.keep_weights, student_weights,
                 dataclasses.asdict(config), getattr(teacher_outputs[key], "fingerprint", None),
             )
             work[f"{method}/{key}"] = engine.unit(
-                fp, partial(_student_call, method, episode, student_settings, config, data, teacher_outputs[key])
+                fp, partial(_student_call, method, episode, student_settings, weights, config, data, teacher_outputs[key])
             )
     return work
 

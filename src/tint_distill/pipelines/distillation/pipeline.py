@@ -38,7 +38,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=[
                     "raw_images", "episodes", "image_index", "synthetic_images", "teacher_outputs",
                     "params:methods", "params:student", "params:distillation", "params:real_unlabeled",
-                    "mined_real_images", "params:execution",
+                    "mined_real_images", "base_student", "params:execution",
                 ],
                 outputs="student_results",
                 name="train_students",

@@ -1,0 +1,76 @@
+"""A trained student's weights as one ``.safetensors`` file with its training record inside."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from kedro.io import AbstractDataset, DatasetError
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from tint_distill.work import ALREADY_SAVED, Deferred
+
+logger = logging.getLogger(__name__)
+
+
+def read_checkpoint_record(path: str | Path) -> dict:
+    """The training record stored in a checkpoint written by :class:`StudentCheckpointDataset` ({} if none)."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    with safe_open(str(path), framework="pt") as handle:
+        return json.loads((handle.metadata() or {}).get("record", "{}"))
+
+
+class StudentCheckpointDataset(AbstractDataset[Any, Path]):
+    """A student's state dict (``.safetensors``) and its JSON training record (in the file's metadata).
+
+    ``load()`` returns the file's path (students read it as ``pretrained_weights``, on any worker).
+    ``save()`` takes ``(state_dict, record)`` or a :class:`~tint_distill.work.Deferred` giving
+    one: the Deferred trains only when the saved record holds another fingerprint (or the file is
+    missing). A checkpoint that a new fingerprint replaces is kept beside it as
+    ``<name>.previous-<fingerprint>.safetensors``, never deleted.
+    """
+
+    does_work_on_save = True  # a Deferred trains the model: see tint_distill.hooks.WorkInsideTheNode
+
+    def __init__(self, *, filepath: str, metadata: dict | None = None):
+        self._filepath = Path(filepath)
+        self.metadata = metadata
+
+    def load(self) -> Path:
+        if not self._filepath.is_file():
+            raise DatasetError(f"{self._filepath} does not exist: run `kedro run --pipeline student_pretraining`.")
+        return self._filepath.resolve()
+
+    def save(self, data: Any) -> None:
+        if data is ALREADY_SAVED:
+            return
+        if isinstance(data, Deferred):
+            stored = read_checkpoint_record(self._filepath).get("fingerprint")
+            if not data.force and stored == data.fingerprint:
+                logger.info("%s is up to date (fingerprint %s): not retraining it.", self._filepath, stored)
+                return
+            data = data()
+        state_dict, record = data
+        if self._filepath.is_file():
+            old = read_checkpoint_record(self._filepath).get("fingerprint", "unknown")
+            kept = self._filepath.with_name(f"{self._filepath.stem}.previous-{old}{self._filepath.suffix}")
+            os.replace(self._filepath, kept)
+            logger.info("Kept the previous checkpoint as %s", kept)
+        self._filepath.parent.mkdir(parents=True, exist_ok=True)
+        staging = self._filepath.with_name(f".{self._filepath.name}.partial")
+        tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
+        save_file(tensors, str(staging), metadata={"record": json.dumps(record)})
+        os.replace(staging, self._filepath)
+
+    def _exists(self) -> bool:
+        return self._filepath.is_file()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath)}

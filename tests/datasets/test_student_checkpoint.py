@@ -1,0 +1,58 @@
+"""The base-class student: trained once, kept while its inputs are unchanged, never deleted."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+
+from tint_distill.data.episodes import assign_class_splits
+from tint_distill.data.sources import image_folder
+from tint_distill.datasets import StudentCheckpointDataset
+from tint_distill.datasets.student_checkpoint import read_checkpoint_record
+from tint_distill.distill.student import create_student
+from tint_distill.pipelines.generator_pretraining.nodes import split_pretraining_images
+from tint_distill.pipelines.student_pretraining.nodes import pretrain_base_student
+
+RECIPE = {"epochs": 1, "batch_size": 16}
+DISTILLATION = {"image_size": 32}
+
+
+def _base_split(embedded_root: Path, root: Path):
+    for name in ("fish", "clock", "house"):
+        shutil.copytree(embedded_root / name, root / name)
+    images = image_folder(root)
+    index = assign_class_splits(images.index, {"base": ["fish", "clock"], "val": [], "novel": ["house"]})
+    return images, split_pretraining_images(index, {"heldout_per_class": 2})
+
+
+def test_base_student_trains_once_and_a_retrained_one_keeps_the_old(embedded_root: Path, tmp_path: Path):
+    images, table = _base_split(embedded_root, tmp_path / "images")
+    dataset = StudentCheckpointDataset(filepath=str(tmp_path / "base_student.safetensors"))
+    first = pretrain_base_student(images, table, RECIPE, {}, DISTILLATION)
+    dataset.save(first)
+    record = read_checkpoint_record(dataset.load())
+    assert record["fingerprint"] == first.fingerprint and record["class_names"] == ["clock", "fish"]
+    assert 0 <= record["heldout_accuracy"] <= 1 and record["heldout_images"] == 4
+    stamp = dataset.load().stat().st_mtime_ns
+
+    again = pretrain_base_student(images, table, RECIPE, {}, DISTILLATION)
+    assert again.fingerprint == first.fingerprint
+    dataset.save(again)  # up to date: not trained, not rewritten
+    assert dataset.load().stat().st_mtime_ns == stamp
+
+    changed = pretrain_base_student(images, table, {**RECIPE, "learning_rate": 1e-3}, {}, DISTILLATION)
+    assert changed.fingerprint != first.fingerprint
+    dataset.save(changed)
+    assert read_checkpoint_record(dataset.load())["fingerprint"] == changed.fingerprint
+    kept = tmp_path / f"base_student.previous-{first.fingerprint}.safetensors"
+    assert read_checkpoint_record(kept)["fingerprint"] == first.fingerprint  # the replaced one is kept
+
+    student = create_student(num_classes=5, image_size=32, pretrained_weights=dataset.load())
+    from safetensors.torch import load_file
+
+    saved = load_file(str(dataset.load()))
+    trunk = [k for k in saved if not k.startswith("fc.")]
+    assert trunk and all(torch.equal(student.state_dict()[k], saved[k]) for k in trunk)  # every method starts here
+    assert student.fc.out_features == 5 and saved["fc.weight"].shape[0] == 2  # its own head
