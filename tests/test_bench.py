@@ -63,3 +63,16 @@ def test_the_predict_benchmark_classifies_both_folders(tmp_path):
     for folder in ("png_32px", "drawings_as_shipped"):
         assert report[folder]["images"] == 40 and report[folder]["unreadable"] == 0
         assert report[folder]["images_per_s"] > 0
+
+
+def test_the_reconstruction_benchmark_measures_nti_against_the_vae_bound(tmp_path):
+    previous = torch.get_num_threads()
+    try:
+        report = _bench("bench_reconstruction").main(["--threads", "1", "--settings", "2x1", "--ti-steps", "1",
+                                                      "--output", str(tmp_path / "reconstruction.json")])
+    finally:
+        torch.set_num_threads(previous)
+    assert report["supports"] == 25 and len(report["classes"]) == 5
+    measured = report["null_text"]["2x1"]
+    assert measured["ratio"] == measured["mse"] / measured["vae_mse"] and measured["null_text_seconds"] > 0
+    assert 0 < report["vae_mse"]["padded"] and 0 < report["vae_mse"]["stretched"]

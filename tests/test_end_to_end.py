@@ -32,7 +32,8 @@ def test_pipelines_resume_after_kill_and_produce_the_evaluation(kedro_project: P
     for command in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "project copy"]):
         subprocess.run([*git, *command], cwd=kedro_project, check=True, capture_output=True)
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=kedro_project, capture_output=True, text=True).stdout.strip()
-    kedro(kedro_project, "run", "--env", "test", "--pipelines", "generator_pretraining,data_episodes")
+    kedro(kedro_project, "run", "--env", "test", "--pipelines",
+          "generator_pretraining,student_pretraining,data_episodes")
     episodes = pd.read_csv(kedro_project / "data" / "03_primary" / "episodes.csv")
     n_classes = len(episodes[["episode", "label"]].drop_duplicates())
 
@@ -79,7 +80,15 @@ def test_pipelines_resume_after_kill_and_produce_the_evaluation(kedro_project: P
     kedro(kedro_project, "run", "--env", "test", "--pipelines", "distillation,evaluation")
     reporting = kedro_project / "data" / "08_reporting"
     summary = json.loads((reporting / "evaluation_summary.json").read_text())
-    assert set(summary["methods"]) == {"supports_only", "textual_inversion", "tint", "real_unlabeled", "teacher"}
+    assert set(summary["methods"]) == {"supports_only", "textual_inversion", "tint", "real_unlabeled", "mined_real",
+                                       "teacher"}
+    for method in ("textual_inversion", "tint", "real_unlabeled", "mined_real"):
+        assert 0 <= summary["methods"][method]["teacher_agreement_on_unlabeled"] <= 1
+    inversion = summary["inversion"]  # the supports rebuilt from their inversion, against the VAE bound
+    assert inversion["classes"] == n_classes and inversion["mse_mean"] > 0 and inversion["vae_mse_mean"] > 0
+    assert inversion["ratio_of_means"] == pytest.approx(inversion["mse_mean"] / inversion["vae_mse_mean"])
+    mined = pd.read_csv(kedro_project / "data" / "05_model_input" / "mined_real_images.csv")
+    assert len(mined) == 3 * 3 * 4 and set(mined["source_class"]).isdisjoint(set(episodes["class_name"]))
     for stats in summary["methods"].values():
         assert 0 <= stats["accuracy"] <= 1 and stats["ci95"] >= 0
         assert stats["n_episodes"] == 3 and stats["n_queries_per_class"] == 4
@@ -88,11 +97,11 @@ def test_pipelines_resume_after_kill_and_produce_the_evaluation(kedro_project: P
     assert {"tint", "supports_only", "teacher"} <= set(summary["planner"])
     assert summary["speed"]["student"]["parameters"] < summary["speed"]["teacher"]["parameters"]
     per_episode = pd.read_csv(reporting / "episode_accuracies.csv")
-    assert len(per_episode) == 5 * 3
+    assert len(per_episode) == 6 * 3
     assert (reporting / "accuracy_per_method.png").is_file() and (reporting / "accuracy_vs_speed.png").is_file()
     costs = pd.read_csv(reporting / "unit_costs.csv")
     assert set(costs["stage"]) == {"specialisation", "synthesis", "teacher", "students"}
-    assert len(costs) == n_classes + 2 * n_classes + 3 + 4 * 3 and (costs["seconds"] > 0).all()
+    assert len(costs) == n_classes + 2 * n_classes + 3 + 5 * 3 and (costs["seconds"] > 0).all()
     plan = summary["cost_plan"]
     assert plan["method"] == "tint" and plan["per_episode_s"]["total"] == pytest.approx(costs["seconds"].sum() / 3, rel=1e-3)
     needed = {row["half_width"]: row["episodes"] for row in summary["planner"]["tint"]["episodes_needed"]}

@@ -17,7 +17,8 @@ from tests.test_kedro_project import kedro
 
 STAGES = "inversion,synthesis,distillation"
 PARTITIONED = ("06_models/class_specialisations", "05_model_input/synthetic_images",
-               "07_model_output/teacher_outputs", "07_model_output/student_results")
+               "07_model_output/teacher_outputs", "07_model_output/student_results",
+               "04_feature/candidate_image_features")
 
 
 def comparable(value):
@@ -58,7 +59,8 @@ def finished_outputs(project: Path) -> dict[str, object]:
 @pytest.mark.slow
 def test_ray_and_local_engines_give_the_same_outputs_and_resume(kedro_project: Path, tmp_path: Path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # one thread per unit, as each Ray worker (cpus_per_unit: 1)
-    kedro(kedro_project, "run", "--env", "test", "--pipelines", "generator_pretraining,data_episodes")
+    kedro(kedro_project, "run", "--env", "test", "--pipelines",
+          "generator_pretraining,student_pretraining,data_episodes")
     on_ray = tmp_path / "on_ray"
     shutil.copytree(kedro_project, on_ray)
 
