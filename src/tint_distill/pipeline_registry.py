@@ -78,7 +78,8 @@ def register_pipelines() -> dict[str, Pipeline]:
 def task_pipeline(stages: dict[str, Pipeline]) -> Pipeline:
     """The task's preparation, the experiment's TINT and distillation stages (synthesis only for the
     task's methods), and its delivery, all under the namespace ``task``: every dataset is ``task.<name>``
-    except the generator and the base-class student; parameters keep their names, except ``methods``, which is ``task.methods``."""
+    except the generator and the base-class student; parameters keep their names, except ``methods``,
+    which is ``task.methods``."""
     inner = (
         as_stage(task.create_preparation(), "prepare")
         + stages["inversion"]

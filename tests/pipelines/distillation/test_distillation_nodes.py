@@ -11,8 +11,8 @@ import torch
 from tint_distill.data.episodes import EpisodeSpec, assign_class_splits, sample_episodes
 from tint_distill.data.sources import image_folder
 from tint_distill.distill.mining import nearest_to_supports
-from tint_distill.pipelines.distillation.nodes import (RealUnlabeledSettings, embed_candidate_images, label_with_teacher,
-                                                       mine_real_images, real_unlabeled_ids)
+from tint_distill.pipelines.distillation.nodes import (RealUnlabeledSettings, embed_candidate_images,
+                                                       label_with_teacher, mine_real_images, real_unlabeled_ids)
 
 SPLITS = {"base": ["mammal"], "val": ["tree"], "novel": ["fish", "fruit", "clock"]}
 PARAMS = {"teacher": {"batch_size": 8}, "methods": ["supports_only", "real_unlabeled"], "real_unlabeled": {"images_per_class": 3}}

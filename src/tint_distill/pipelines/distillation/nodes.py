@@ -393,7 +393,8 @@ def train_students(
                 dataclasses.asdict(config), getattr(teacher_outputs[key], "fingerprint", None),
             )
             work[f"{method}/{key}"] = engine.unit(
-                fp, partial(_student_call, method, episode, student_settings, weights, config, data, teacher_outputs[key])
+                fp,
+                partial(_student_call, method, episode, student_settings, weights, config, data, teacher_outputs[key]),
             )
     return work
 

@@ -153,7 +153,8 @@ def draw_synthesis_previews(
                 components = components or model.load()
                 measured = spec.reconstruction
                 error = f", {measured['ratio']:.2f}x VAE" if measured else ""
-                rows.append((f"   rebuilt by NTI{error}", to_pil(decode_latents(components, spec.reconstructed_latents))))
+                rebuilt = to_pil(decode_latents(components, spec.reconstructed_latents))
+                rows.append((f"   rebuilt by NTI{error}", rebuilt))
         if rows:
             title = (f"episode {episode}: supports | synthetic samples ({', '.join(samplers)}); "
                      "under them, the supports rebuilt from their null-text inversion")
