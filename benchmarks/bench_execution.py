@@ -62,7 +62,8 @@ def student_stage(n_episodes: int, epochs: int):
     distillation = {"epochs": epochs, "batch_size": 64, "image_size": 32}
 
     def run(execution: dict, folder: Path) -> dict:
-        work = train_students(images, episodes, index, {}, teacher, METHODS, {}, distillation, real, execution)
+        work = train_students(images, episodes, index, {}, teacher, METHODS, {"init": "scratch"}, distillation, real,
+                              execution=execution)
         store = ResumablePartitionedDataset(path=str(folder), dataset="json.JSONDataset", filename_suffix=".json")
         store.save(work)
         return {key: unit()["accuracy"] for key, unit in store.load().items()}
