@@ -50,6 +50,7 @@ class RunGuard:
         check_parameters(catalog.load("parameters"), blocks_read_by(pipeline.inputs()))
         if "generator" in pipeline.inputs():  # a model the run reads and does not make: check it now
             catalog.get("generator").load()  # ModelFolderError names the folder and what to do
+        self._check_base_student(pipeline, catalog, run_params.get("env"))
         lock = FileLock(Path(run_params["project_path"]) / RUN_LOCK)
         description = {"pipelines": run_params.get("pipeline_names"), "env": run_params.get("env")}
         if not lock.try_acquire(description):
@@ -61,6 +62,23 @@ class RunGuard:
                 f"(lock: {lock.path})"
             )
         self._run_lock = lock
+
+    @staticmethod
+    def _check_base_student(pipeline: Any, catalog: Any, env: str | None) -> None:
+        """The students start from the base-class student but the run neither has nor makes one:
+        say so now, not after inversion and synthesis."""
+        from tint_distill.params import ParameterError
+
+        student = catalog.load("parameters").get("student") or {}
+        if "base_student" not in pipeline.inputs() or student.get("init", "base_classes") != "base_classes":
+            return
+        dataset = catalog.get("base_student")
+        if dataset.load() is None:
+            where = getattr(dataset, "filepath", "base_student")
+            raise ParameterError(
+                f"student.init is base_classes, but there is no base-class student at {where}: run `kedro run "
+                f"--pipeline student_pretraining{f' --env {env}' if env else ''}` first (or a pipeline that "
+                "includes it, such as the default), or set student.init: scratch.")
 
     @hook_impl
     def after_pipeline_run(self, run_params: dict, run_result: Any, pipeline: Any, catalog: Any) -> None:

@@ -141,6 +141,8 @@ def test_plain_values_and_empty_store(tmp_path: Path):
         store.load()
     store.save({"x": {"plain": True}})
     assert store.load()["x"]() == {"plain": True}
+    store.save({})  # a run whose settings switch the stage off: nothing to make, and nothing missing
+    assert store.load() == {}
 
 
 def test_pooled_work_is_grouped_from_what_is_missing_and_a_failed_unit_costs_the_others_nothing(tmp_path: Path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
 import torch
 
 from tint_distill.data.episodes import assign_class_splits
@@ -56,3 +57,22 @@ def test_base_student_trains_once_and_a_retrained_one_keeps_the_old(embedded_roo
     trunk = [k for k in saved if not k.startswith("fc.")]
     assert trunk and all(torch.equal(student.state_dict()[k], saved[k]) for k in trunk)  # every method starts here
     assert student.fc.out_features == 5 and saved["fc.weight"].shape[0] == 2  # its own head
+
+
+def test_a_run_that_needs_the_base_student_and_lacks_it_stops_before_any_work(tmp_path: Path):
+    from kedro.io import DataCatalog, MemoryDataset
+    from kedro.pipeline import Node, Pipeline
+
+    from tint_distill.hooks import RunGuard
+    from tint_distill.params import ParameterError
+
+    missing = StudentCheckpointDataset(filepath=str(tmp_path / "base_student.safetensors"))
+    assert missing.load() is None  # a run whose students start otherwise does not need it
+    pipeline = Pipeline([Node(lambda weights: weights, "base_student", "students")])
+    for init, fails in (("base_classes", True), ("scratch", False)):
+        catalog = DataCatalog({"base_student": missing, "parameters": MemoryDataset({"student": {"init": init}})})
+        if fails:
+            with pytest.raises(ParameterError, match="student_pretraining --env cub"):
+                RunGuard._check_base_student(pipeline, catalog, "cub")
+        else:
+            RunGuard._check_base_student(pipeline, catalog, "cub")

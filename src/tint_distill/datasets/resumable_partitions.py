@@ -129,6 +129,8 @@ class ResumablePartitionedDataset(PartitionedDataset):
         saved here; the fingerprint lets later stages chain on it, and ``record`` is what the
         partition's marker says (seconds, host, device: the compute planner's input)."""
         current = self.current()
+        if not current and self._filesystem.exists(self._under(CURRENT_FILE)):
+            return {}  # the last run that saved here had nothing to make (a stage its settings switch off)
         markers = {key: self._marker_record(key, version) for key, version in current.items()}
         done = {key: version for key, version in current.items() if markers[key] is not None}
         if not done:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from kedro.io import AbstractDataset, DatasetError
+from kedro.io import AbstractDataset
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -30,7 +30,8 @@ def read_checkpoint_record(path: str | Path) -> dict:
 class StudentCheckpointDataset(AbstractDataset[Any, Path]):
     """A student's state dict (``.safetensors``) and its JSON training record (in the file's metadata).
 
-    ``load()`` returns the file's path (students read it as ``pretrained_weights``, on any worker).
+    ``load()`` returns the file's path (students read it as ``pretrained_weights``, on any worker),
+    or None when there is none yet (runs whose students start otherwise do not need it).
     ``save()`` takes ``(state_dict, record)`` or a :class:`~tint_distill.work.Deferred` giving
     one: the Deferred trains only when the saved record holds another fingerprint (or the file is
     missing). A checkpoint that a new fingerprint replaces is kept beside it as
@@ -43,10 +44,12 @@ class StudentCheckpointDataset(AbstractDataset[Any, Path]):
         self._filepath = Path(filepath)
         self.metadata = metadata
 
-    def load(self) -> Path:
-        if not self._filepath.is_file():
-            raise DatasetError(f"{self._filepath} does not exist: run `kedro run --pipeline student_pretraining`.")
-        return self._filepath.resolve()
+    @property
+    def filepath(self) -> Path:
+        return self._filepath
+
+    def load(self) -> Path | None:
+        return self._filepath.resolve() if self._filepath.is_file() else None
 
     def save(self, data: Any) -> None:
         if data is ALREADY_SAVED:

@@ -28,6 +28,5 @@ def nearest_to_supports(support_features: torch.Tensor, candidate_features: torc
         raise ValueError(f"count must be >= 0, got {count}")
     similarity = F.normalize(candidate_features.float(), dim=1) @ F.normalize(support_features.float(), dim=1).T
     nearest = similarity.max(dim=1).values
-    order = sorted(range(len(nearest)), key=lambda i: (-float(nearest[i]), i))[:count]
-    index = torch.tensor(order, dtype=torch.long)
+    index = torch.sort(nearest, descending=True, stable=True).indices[:count]
     return index, nearest[index]

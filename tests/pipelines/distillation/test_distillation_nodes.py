@@ -11,6 +11,7 @@ import torch
 from tint_distill.data.episodes import EpisodeSpec, assign_class_splits, sample_episodes
 from tint_distill.data.sources import image_folder
 from tint_distill.distill.mining import nearest_to_supports
+from tint_distill.params import ParameterError
 from tint_distill.pipelines.distillation.nodes import (RealUnlabeledSettings, embed_candidate_images,
                                                        label_with_teacher, mine_real_images, real_unlabeled_ids)
 
@@ -86,3 +87,9 @@ def test_nearest_to_supports_ranks_by_the_closest_support():
     assert similarity[0] == pytest.approx(1.0) and similarity[2] == pytest.approx(2 ** -0.5)
     with pytest.raises(ValueError, match="different backbones"):
         nearest_to_supports(supports, torch.ones(2, 3), 1)
+
+
+def test_mined_real_refuses_a_split_of_the_episodes_own_classes(embedded_root: Path, tmp_path: Path):
+    images, index, episodes = setup(copy_classes(embedded_root, tmp_path / "images"))
+    with pytest.raises(ParameterError, match="episodes' own classes"):
+        mine_real_images(images, index, episodes, {}, PARAMS["teacher"], ["mined_real"], {"split": "novel"}, 4)

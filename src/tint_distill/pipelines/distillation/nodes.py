@@ -372,8 +372,9 @@ def train_students(
     student_settings = parse_student(student)
     if student_settings.init == "base_classes":
         if base_student is None:
-            raise ParameterError("student.init is base_classes but no base student was given: run the "
-                                 "student_pretraining pipeline, or set student.init: scratch.")
+            raise ParameterError("student.init is base_classes but there is no base-class student yet: run "
+                                 "`kedro run --pipeline student_pretraining` (with your --env), or set student.init: "
+                                 "scratch.")
     weights = str(base_student) if student_settings.init == "base_classes" else student_settings.pretrained_weights
     config = parse_distillation(distillation)
     real = parse_real_unlabeled(real_unlabeled)
@@ -464,7 +465,11 @@ def mine_real_images(images: ImageCollection, image_index: pd.DataFrame, episode
         return pd.DataFrame(columns=MINED_COLUMNS)
     settings, mined = parse_teacher(teacher), parse_mined_real(mined_real)
     count = mined.images_per_class or int(synthetic_per_class)
-    candidates = _candidate_ids(image_index, mined)
+    own = set(episodes["class_name"].astype(str))
+    candidates = {name: ids for name, ids in _candidate_ids(image_index, mined).items() if name not in own}
+    if not candidates:
+        raise ParameterError(f"mined_real.split '{mined.split}' holds only the episodes' own classes: mining them "
+                             "would put their queries into the students' training data. Use the base split.")
     ids = [i for name in candidates for i in candidates[name]]
     sources = [name for name in candidates for _ in candidates[name]]
     features = torch.cat([candidate_features[slug(name)]()["features"] for name in candidates])

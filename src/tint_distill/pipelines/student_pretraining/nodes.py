@@ -56,7 +56,8 @@ def pretrain_base_student(raw_images: ImageCollection, pretraining_images: pd.Da
     heldout = pretraining_images[pretraining_images["role"] == "heldout"]
     key = fingerprint(DISTILLATION_VERSION, name, dataclasses.asdict(config), classes,
                       list(zip(train["image_id"], train["class_name"])), raw_images.content_hashes(train["image_id"]),
-                      list(zip(heldout["image_id"], heldout["class_name"])))
+                      list(zip(heldout["image_id"], heldout["class_name"])),
+                      raw_images.content_hashes(heldout["image_id"]))
 
     def train_now():
         logger.info("Pre-training the %s student on %d images of %d base classes (%d epochs)", name, len(train),

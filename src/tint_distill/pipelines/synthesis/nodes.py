@@ -153,7 +153,7 @@ def draw_synthesis_previews(
                 components = components or model.load()
                 measured = spec.reconstruction
                 error = f", {measured['ratio']:.2f}x VAE" if measured else ""
-                rebuilt = to_pil(decode_latents(components, spec.reconstructed_latents))
+                rebuilt = to_pil(decode_latents(components, spec.reconstructed_latents.to(components.device)))
                 rows.append((f"   rebuilt by NTI{error}", rebuilt))
         if rows:
             title = (f"episode {episode}: supports | synthetic samples ({', '.join(samplers)}); "
