@@ -17,6 +17,7 @@ the generator was trained on) against stretched to it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -36,7 +37,7 @@ from tint_distill.data.episodes import EpisodeSpec, assign_class_splits, sample_
 from tint_distill.data.images import read_rgb_image  # noqa: E402
 from tint_distill.data.sources import image_folder  # noqa: E402
 from tint_distill.pipelines.inversion.nodes import parse_settings  # noqa: E402
-from tint_distill.tint import ClassToSpecialise, NullTextConfig, load_stable_diffusion, specialise_group  # noqa: E402
+from tint_distill.tint import ClassToSpecialise, load_stable_diffusion, specialise_group  # noqa: E402
 from tint_distill.tint.diffusion import (decode_latents, encode_images, encode_prompts, guided_denoise,  # noqa: E402
                                          make_schedule)
 from tint_distill.tint.imaging import to_model_tensor  # noqa: E402
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
     params = yaml.safe_load((ROOT / "conf/base/parameters_inversion.yml").read_text())["inversion"]
     _, ti_config, nti_default = parse_settings(params)
     if args.ti_steps is not None:
-        ti_config = type(ti_config)(**{**ti_config.__dict__, "num_steps": args.ti_steps})
+        ti_config = dataclasses.replace(ti_config, num_steps=args.ti_steps)
     components = load_stable_diffusion(args.generator, device=torch.device("cpu"))
     supports = _episode(args.episode)
     classes = [ClassToSpecialise(to_model_tensor(pictures, components.resolution), f"<{name}>", name)
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
               "null_text": {}}
     for setting in args.settings:
         steps, inner = (int(v) for v in setting.split("x"))
-        config = NullTextConfig(**{**nti_default.__dict__, "num_steps": steps, "inner_steps": inner})
+        config = dataclasses.replace(nti_default, num_steps=steps, inner_steps=inner)
         specs = specialise_group(components, classes, ti_config=ti_config, nti_config=config)
         mse = sum(s.reconstruction["mse"] * len(s.support_ids) for s in specs) / report["supports"]
         vae = sum(s.reconstruction["vae_mse"] * len(s.support_ids) for s in specs) / report["supports"]

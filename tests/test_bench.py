@@ -9,6 +9,7 @@ import json
 import torch
 
 from tests.conftest import PROJECT_ROOT
+from tests.tint.conftest import one_thread
 
 
 def _bench(name: str = "bench_tint"):
@@ -19,13 +20,10 @@ def _bench(name: str = "bench_tint"):
 
 
 def test_the_benchmark_compares_paths_that_learn_the_same_embeddings(tmp_path):
-    previous = torch.get_num_threads()
-    try:
+    with one_thread():  # the benchmark sets its thread count: put it back after
         report = _bench().main(["--threads", "1", "--ti-steps", "2", "--episode-ti-steps", "2", "--steps", "2",
                                 "--skip", "precision", "attention", "generation", "sd15",
                                 "--output", str(tmp_path / "bench.json")])
-    finally:
-        torch.set_num_threads(previous)
     assert json.loads((tmp_path / "bench.json").read_text())["textual_inversion"] == report["textual_inversion"]
     for section in ("textual_inversion", "episode_specialisation"):
         assert set(report[section]["seconds"]) == {"reference", "per_class", "grouped"}
@@ -66,12 +64,9 @@ def test_the_predict_benchmark_classifies_both_folders(tmp_path):
 
 
 def test_the_reconstruction_benchmark_measures_nti_against_the_vae_bound(tmp_path):
-    previous = torch.get_num_threads()
-    try:
+    with one_thread():
         report = _bench("bench_reconstruction").main(["--threads", "1", "--settings", "2x1", "--ti-steps", "1",
                                                       "--output", str(tmp_path / "reconstruction.json")])
-    finally:
-        torch.set_num_threads(previous)
     assert report["supports"] == 25 and len(report["classes"]) == 5
     measured = report["null_text"]["2x1"]
     assert measured["ratio"] == measured["mse"] / measured["vae_mse"] and measured["null_text_seconds"] > 0

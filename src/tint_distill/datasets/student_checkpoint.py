@@ -54,15 +54,15 @@ class StudentCheckpointDataset(AbstractDataset[Any, Path]):
     def save(self, data: Any) -> None:
         if data is ALREADY_SAVED:
             return
+        stored = read_checkpoint_record(self._filepath).get("fingerprint")
         if isinstance(data, Deferred):
-            stored = read_checkpoint_record(self._filepath).get("fingerprint")
             if not data.force and stored == data.fingerprint:
                 logger.info("%s is up to date (fingerprint %s): not retraining it.", self._filepath, stored)
                 return
             data = data()
         state_dict, record = data
         if self._filepath.is_file():
-            old = read_checkpoint_record(self._filepath).get("fingerprint", "unknown")
+            old = stored or "unknown"
             kept = self._filepath.with_name(f"{self._filepath.stem}.previous-{old}{self._filepath.suffix}")
             os.replace(self._filepath, kept)
             logger.info("Kept the previous checkpoint as %s", kept)

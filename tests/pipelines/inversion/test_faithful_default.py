@@ -7,11 +7,13 @@ from pathlib import Path
 
 import torch
 import yaml
+from PIL import Image
 
 from tint_distill.data.model_input import images_to_model_range
 from tint_distill.pipelines.inversion.nodes import parse_settings
 from tint_distill.tint import ClassToSpecialise, load_stable_diffusion, specialise_group
 from tint_distill.tint.imaging import to_model_tensor
+from tests.tint.conftest import one_thread
 
 ROOT = Path(__file__).resolve().parents[3]
 FISH = ["clown_loach_01.png", "altum_angelfish_01.png", "amibe_renardjb_on_free.f_01.png",
@@ -22,18 +24,12 @@ def test_default_null_text_inversion_rebuilds_real_supports_within_the_vae_bound
     params = yaml.safe_load((ROOT / "conf/base/parameters_inversion.yml").read_text())["inversion"]
     _, ti_config, nti_config = parse_settings(params)
     components = load_stable_diffusion(ROOT / "data/06_models/generator", device=torch.device("cpu"))
-    from PIL import Image
-
     pictures = [Image.open(ROOT / "data/01_raw/openclipart/fish" / name) for name in FISH]
     supports = to_model_tensor(pictures, components.resolution)
     assert torch.equal(supports, images_to_model_range(pictures, components.resolution))
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         (spec,) = specialise_group(components, [ClassToSpecialise(supports, "<fish>", "fish")],
                                    ti_config=ti_config, nti_config=nti_config)
-    finally:
-        torch.set_num_threads(previous)
     measured = spec.reconstruction
     assert measured["ratio"] <= 1.25, measured
     assert max(m / v for m, v in zip(measured["mse_per_support"], measured["vae_mse_per_support"])) <= 1.5

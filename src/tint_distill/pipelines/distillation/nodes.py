@@ -370,11 +370,10 @@ def train_students(
     methods = parse_methods(methods)
     engine = execution_engine(execution, "distillation")
     student_settings = parse_student(student)
-    if student_settings.init == "base_classes":
-        if base_student is None:
-            raise ParameterError("student.init is base_classes but there is no base-class student yet: run "
-                                 "`kedro run --pipeline student_pretraining` (with your --env), or set student.init: "
-                                 "scratch.")
+    if student_settings.init == "base_classes" and base_student is None:
+        raise ParameterError("student.init is base_classes but there is no base-class student yet: run "
+                             "`kedro run --pipeline student_pretraining` (with your --env), or set student.init: "
+                             "scratch.")
     weights = str(base_student) if student_settings.init == "base_classes" else student_settings.pretrained_weights
     config = parse_distillation(distillation)
     real = parse_real_unlabeled(real_unlabeled)
