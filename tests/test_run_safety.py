@@ -19,12 +19,14 @@ from tests.test_kedro_project import kedro
 
 SPECIALISATIONS = Path("data/06_models/class_specialisations")
 SYNTHETIC = Path("data/05_model_input/synthetic_images")
+TEST_MODELS = Path("data/06_models/test")  # the test environment's own generator and base student
 
 
 @pytest.fixture
 def project(kedro_project: Path) -> Path:
-    """A project copy with the shipped generator (the test settings run TINT on it in seconds)."""
-    shutil.copytree(PROJECT_ROOT / "data" / "06_models" / "generator", kedro_project / "data" / "06_models" / "generator")
+    """A project copy with the shipped generator where the test environment reads its own (the test
+    settings run TINT on it in seconds)."""
+    shutil.copytree(PROJECT_ROOT / "data" / "06_models" / "generator", kedro_project / TEST_MODELS / "generator")
     return kedro_project
 
 

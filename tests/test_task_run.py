@@ -26,10 +26,9 @@ def _only_version(folder: Path) -> Path:
 
 @pytest.mark.slow
 def test_task_gives_a_carded_registered_model_and_predict_lists_bad_files(kedro_project: Path):
-    shutil.copytree(PROJECT_ROOT / "data" / "06_models" / "generator",
-                    kedro_project / "data" / "06_models" / "generator")  # the shipped default generator
-    shutil.copy(PROJECT_ROOT / "data" / "06_models" / "base_student.safetensors",
-                kedro_project / "data" / "06_models")  # and the shipped base-class student
+    models = kedro_project / "data" / "06_models" / "test"  # where the test environment reads its models
+    shutil.copytree(PROJECT_ROOT / "data" / "06_models" / "generator", models / "generator")  # the shipped ones
+    shutil.copy(PROJECT_ROOT / "data" / "06_models" / "base_student.safetensors", models)
     kedro(kedro_project, "example-task", "--classes", "fish,clock,house", "--images", "3", "--test", "1",
           "--unlabeled", "1", "--predict", "2")
     task = kedro_project / "data" / "01_raw" / "task"

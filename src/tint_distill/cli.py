@@ -3,6 +3,9 @@
 ``kedro prune``: cached work that the last run of each stage does not use (other episodes,
 settings, data or environments) is kept on disk so that going back costs nothing. This command
 lists it, and removes it with ``--yes``.
+
+``kedro verify``: every finished partition checked file by file against its completion marker
+(a run checks sizes on its own; this checks contents too).
 """
 
 from __future__ import annotations
@@ -36,29 +39,21 @@ def prune(env: str | None, yes: bool, show: int) -> None:
     _current.json). Everything else under its folder goes: versions made with other
     settings, episodes, data or environments, unfinished versions and staging leftovers.
     """
-    from kedro.framework.project import settings
-    from kedro.framework.startup import bootstrap_project
-
-    from tint_distill.datasets import ResumablePartitionedDataset
-    from tint_distill.hooks import RUN_LOCK
-    from tint_distill.locks import FileLock
+    from kedro.io import DatasetError
 
     project = Path.cwd()
-    bootstrap_project(project)
-    config = settings.CONFIG_LOADER_CLASS(
-        conf_source=str(project / settings.CONF_SOURCE), env=env, **settings.CONFIG_LOADER_ARGS
-    )
-    catalog = settings.DATA_CATALOG_CLASS.from_config(config["catalog"])
-    lock = FileLock(project / RUN_LOCK)
+    stores = _resumable_stores(project, env)
+    lock = _run_lock(project)
     if yes and not lock.try_acquire({"pipelines": ["kedro prune"], "env": env}):
         raise click.ClickException(f"a `kedro run` is working in this project ({lock.holder()}); prune when it is done.")
     try:
         total = 0
-        for name in sorted(catalog.keys()):
-            dataset = catalog.get(name)
-            if not isinstance(dataset, ResumablePartitionedDataset):
+        for name, dataset in stores.items():
+            try:
+                entries = dataset.prune(dry_run=not yes)
+            except DatasetError as error:
+                click.echo(f"{name}: nothing removed: {error}")
                 continue
-            entries = dataset.prune(dry_run=not yes)
             size = sum(n for _, n in entries)
             total += size
             click.echo(f"{name}: keeps the {len(dataset.current())} partitions of its last run; "
@@ -71,6 +66,60 @@ def prune(env: str | None, yes: bool, show: int) -> None:
                    + ("" if yes else " Nothing was removed: run `kedro prune --yes` to remove it."))
     finally:
         lock.release()
+
+
+@cli.command()
+@click.option("--env", "-e", default=None, help="Kedro environment whose catalog names the outputs (default: local).")
+@click.option("--repair", is_flag=True, help="Mark damaged partitions unfinished, so that the next run recomputes them.")
+def verify(env: str | None, repair: bool) -> None:
+    """Check every finished partition of the last run of each stage, file by file (sizes and SHA-256),
+    against what its completion marker recorded. Exits with status 1 when one is damaged."""
+    project = Path.cwd()
+    stores = _resumable_stores(project, env)
+    lock = _run_lock(project)
+    if repair and not lock.try_acquire({"pipelines": ["kedro verify --repair"], "env": env}):
+        raise click.ClickException(f"a `kedro run` is working in this project ({lock.holder()}); verify when it is done.")
+    damaged = 0
+    try:
+        for name, dataset in stores.items():
+            report = dataset.verify(repair=repair)
+            damaged += len(report["damaged"])
+            unrecorded = f" ({report['unrecorded']} saved before markers recorded their files: not checked)" \
+                if report["unrecorded"] else ""
+            click.echo(f"{name}: {report['checked']} finished partitions, {len(report['damaged'])} damaged{unrecorded}")
+            for key, damage in report["damaged"]:
+                click.echo(f"  {key}: {damage}")
+    finally:
+        lock.release()
+    if damaged:
+        raise click.ClickException(
+            f"{damaged} damaged partition(s). " + ("They are marked unfinished: the next `kedro run` recomputes them."
+                                                   if repair else "`kedro verify --repair` marks them unfinished, so "
+                                                   "that the next `kedro run` recomputes them."))
+    click.echo("Every finished partition holds what was saved.")
+
+
+def _resumable_stores(project: Path, env: str | None) -> dict:
+    """The project's resumable partitioned datasets by catalog name (no Kedro session: no run, no MLflow)."""
+    from kedro.framework.project import settings
+    from kedro.framework.startup import bootstrap_project
+
+    from tint_distill.datasets import ResumablePartitionedDataset
+
+    bootstrap_project(project)
+    config = settings.CONFIG_LOADER_CLASS(
+        conf_source=str(project / settings.CONF_SOURCE), env=env, **settings.CONFIG_LOADER_ARGS
+    )
+    catalog = settings.DATA_CATALOG_CLASS.from_config(config["catalog"])
+    return {name: catalog.get(name) for name in sorted(catalog.keys())
+            if isinstance(catalog.get(name), ResumablePartitionedDataset)}
+
+
+def _run_lock(project: Path):
+    from tint_distill.hooks import RUN_LOCK
+    from tint_distill.locks import FolderLock
+
+    return FolderLock(project / RUN_LOCK)
 
 
 def _relative(path: str, project: Path) -> str:

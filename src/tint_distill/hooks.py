@@ -14,13 +14,13 @@ from typing import Any
 from kedro.framework.hooks import hook_impl
 
 from tint_distill.execution import shutdown_ray
-from tint_distill.locks import FileLock, ProjectBusyError
+from tint_distill.locks import FileLock, FolderLock, ProjectBusyError
 from tint_distill.run_story import git_state, run_description, run_name
 from tint_distill.work import ALREADY_SAVED
 
 logger = logging.getLogger(__name__)
 
-RUN_LOCK = "data/.run.lock"          # held for a whole `kedro run`
+RUN_LOCK = "data/.run.lock"          # a `kedro run` locks data/ itself; this file says who holds it
 STARTUP_LOCK = "data/.startup.lock"  # held while a session sets up (MLflow creates its store then)
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 
@@ -39,9 +39,26 @@ class RunGuard:
         if not lock.acquire({"what": "session setup"}, timeout=120):
             logger.warning("Another Kedro session of this project is still setting up after 120 s; going on.")
         try:
+            self._check_tracking_store(context)  # before kedro-mlflow opens it
             yield
         finally:
             lock.release()
+
+    @staticmethod
+    def _check_tracking_store(context: Any) -> None:
+        from kedro.config import MissingConfigException
+
+        from tint_distill.tracking_store import check_sqlite_store, sqlite_store_path
+
+        loader = context.config_loader
+        loader.config_patterns.setdefault("mlflow", ["mlflow*", "mlflow*/**", "**/mlflow*"])  # as kedro-mlflow does
+        try:
+            uri = (loader["mlflow"].get("server") or {}).get("mlflow_tracking_uri")
+        except MissingConfigException:
+            return
+        path = sqlite_store_path(uri, context.project_path)
+        if path is not None:
+            check_sqlite_store(path)
 
     @hook_impl(tryfirst=True)
     def before_pipeline_run(self, run_params: dict, pipeline: Any, catalog: Any) -> None:
@@ -51,7 +68,7 @@ class RunGuard:
         if "generator" in pipeline.inputs():  # a model the run reads and does not make: check it now
             catalog.get("generator").load()  # ModelFolderError names the folder and what to do
         self._check_base_student(pipeline, catalog, run_params.get("env"))
-        lock = FileLock(Path(run_params["project_path"]) / RUN_LOCK)
+        lock = FolderLock(Path(run_params["project_path"]) / RUN_LOCK)
         description = {"pipelines": run_params.get("pipeline_names"), "env": run_params.get("env")}
         if not lock.try_acquire(description):
             holder = lock.holder()

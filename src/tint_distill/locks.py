@@ -1,7 +1,9 @@
 """File locks that keep two runs of one project from writing the same outputs at once.
 
 Plain Python (``fcntl.flock``): the operating system releases a lock when its process ends, even
-when it is killed, so a crashed run never leaves a stale lock behind.
+when it is killed, so a crashed run never leaves a stale lock behind. The run lock is held on the
+project's ``data/`` folder itself (:class:`FolderLock`), not on a file inside it: a lock file that
+someone deletes as stale mid-run would let a second run in beside the first.
 """
 
 from __future__ import annotations
@@ -35,19 +37,26 @@ class FileLock:
         except (OSError, ValueError):
             return {}
 
+    def _open(self) -> int:
+        """The file descriptor the lock is held on."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+
+    def _describe(self, fd: int, description: dict) -> None:
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({**description, "pid": os.getpid(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}).encode())
+
     def try_acquire(self, description: dict) -> bool:
         """Take the lock without waiting; False if another process holds it."""
         if fcntl is None or self._fd is not None:
             return True
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = self._open()
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             return False
-        os.ftruncate(fd, 0)
-        os.write(fd, json.dumps({**description, "pid": os.getpid(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}).encode())
+        self._describe(fd, description)
         self._fd = fd
         return True
 
@@ -65,3 +74,21 @@ class FileLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+
+class FolderLock(FileLock):
+    """An exclusive lock on the folder ``path.parent`` itself; ``path`` only says who holds it.
+
+    Deleting ``path`` (it looks stale after every run) neither releases the lock nor lets another
+    process take it: only the holder's exit does."""
+
+    def _open(self) -> int:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(self.path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+
+    def _describe(self, fd: int, description: dict) -> None:
+        note = json.dumps({**description, "pid": os.getpid(), "since": time.strftime("%Y-%m-%d %H:%M:%S")})
+        try:
+            self.path.write_text(note)
+        except OSError:
+            pass  # the note is for people; the lock is held on the folder whatever happens to it

@@ -140,3 +140,29 @@ def test_cifar_fs_layout(tmp_path: Path, embedded_root: Path):
     shutil.rmtree(split_dir)
     with pytest.raises(DataLayoutError, match="train.txt"):
         sources.cifar_fs(root)
+
+
+class _RunsCode:
+    """What a crafted pickle does: call any function while it is loaded."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_cifar_batches_load_only_arrays_and_lists(tmp_path: Path):
+    """A CIFAR file that would run code when unpickled is refused, naming the file and the global."""
+    from tint_distill.data.collection import load_cifar_batch
+
+    good, crafted, marker = tmp_path / "data_batch", tmp_path / "train", tmp_path / "code_ran"
+    arrays = {b"data": np.arange(12, dtype=np.uint8).reshape(2, 6), b"fine_labels": [3, 7], b"batch": b"x"}
+    for protocol in (2, pickle.HIGHEST_PROTOCOL):  # the release's own (Python 2) and a current one
+        good.write_bytes(pickle.dumps(arrays, protocol=protocol))
+        loaded = load_cifar_batch(good)
+        assert np.array_equal(loaded[b"data"], arrays[b"data"]) and loaded[b"fine_labels"] == [3, 7]
+    crafted.write_bytes(pickle.dumps({b"data": _RunsCode(marker)}))
+    with pytest.raises(ImageReadError, match=r"train: .*global 'pathlib.*touch'"):
+        load_cifar_batch(crafted)
+    assert not marker.exists(), "nothing in the crafted file ran"

@@ -202,3 +202,102 @@ def test_a_pool_member_asked_for_alone_is_computed_with_nothing_else():
     assert pool.deferred("x", "fp")() == "X"
     with pytest.raises(ValueError, match="group_size"):
         WorkPool(lambda members: members, group_size=0)
+
+
+def image_store(path: Path) -> ResumablePartitionedDataset:
+    return ResumablePartitionedDataset(path=str(path), dataset="tint_distill.datasets.ImageSetDataset")
+
+
+def drawn_images(n: int, shade: int = 0) -> list:
+    from PIL import Image
+
+    return [Image.new("RGB", (8, 8), (i * 40, shade, 0)) for i in range(n)]
+
+
+def test_a_finished_partition_missing_a_file_is_recomputed_never_used_short(tmp_path: Path, caplog):
+    """Finding 2: a PNG deleted from a finished partition used to be reused, and the student trained
+    on 15 of 16 images under the intact result's fingerprint."""
+    calls = []
+
+    def work():
+        calls.append(1)
+        return drawn_images(4)
+
+    store = image_store(tmp_path / "images")
+    store.save({"episode_0000/fish": Deferred("v1", work)})
+    folder = version_dir(tmp_path / "images", "episode_0000/fish")
+    (folder / "00002.png").unlink()
+    with pytest.raises(DatasetError, match=r"episode_0000/fish \(missing: 00002.png\).*kedro run"):
+        store.load()  # a stage reading it refuses, naming it and the fix
+
+    store.save({"episode_0000/fish": Deferred("v1", work)})  # the stage that makes it, run again
+    assert len(calls) == 2, "the damaged partition was recomputed"
+    assert "episode_0000/fish (version v1) is damaged (missing: 00002.png): it is recomputed" in caplog.text
+    assert len(store.load()["episode_0000/fish"]()) == 4
+
+    with (folder / "00001.png").open("r+b") as handle:  # truncated by a full disk, say
+        handle.truncate(10)
+    with pytest.raises(DatasetError, match="of another size: 00001.png"):
+        store.load()
+    (folder / "extra.png").write_bytes((folder / "00000.png").read_bytes())
+    with pytest.raises(DatasetError, match="not recorded: extra.png"):
+        store.load()
+
+
+def test_verify_finds_changed_contents_and_repair_has_them_recomputed(tmp_path: Path):
+    calls = []
+
+    def work():
+        calls.append(1)
+        return drawn_images(3)
+
+    store = image_store(tmp_path / "images")
+    store.save({"a": Deferred("v1", work), "b": Deferred("v1", work)})
+    assert store.verify() == {"checked": 2, "unrecorded": 0, "damaged": []}
+    png = version_dir(tmp_path / "images", "a") / "00001.png"
+    data = bytearray(png.read_bytes())
+    data[-20] ^= 0xFF  # same size, other bytes: only a hash sees it
+    png.write_bytes(bytes(data))
+    store.save({"a": Deferred("v1", work), "b": Deferred("v1", work)})
+    assert len(calls) == 2, "a run checks sizes only"
+    assert store.verify()["damaged"] == [("a", "changed: 00001.png")]
+    store.verify(repair=True)
+    store.save({"a": Deferred("v1", work), "b": Deferred("v1", work)})
+    assert len(calls) == 3 and store.verify()["damaged"] == [], "the repaired partition was recomputed, alone"
+
+
+def test_markers_written_before_they_recorded_files_are_still_trusted(tmp_path: Path):
+    counter, store = Counter(), dataset(tmp_path / "parts")
+    store.save({"a": counter.work("a", 1)})
+    marker = next((tmp_path / "parts" / "a").glob("*.done"))
+    marker.write_text(json.dumps({k: v for k, v in json.loads(marker.read_text()).items() if k != "files"}))
+    store.save({"a": counter.work("a", 1)})
+    assert counter.calls == ["a"] and store.load()["a"]()["value"] == 1
+    assert store.verify() == {"checked": 1, "unrecorded": 1, "damaged": []}
+
+
+def test_prune_after_an_aborted_run_keeps_the_last_complete_run(tmp_path: Path):
+    """Finding 3: _current.json named the aborted run's partitions before any work, so prune kept
+    only what that run finished and removed the complete run before it."""
+    counter, store = Counter(), dataset(tmp_path / "parts")
+    keys = [f"c{i}" for i in range(4)]
+    store.save({k: counter.work(k, 1) for k in keys})  # a complete run
+    with pytest.raises(DatasetError, match="interrupted"):  # other settings, stopped after one partition
+        store.save({k: counter.work(k, 2, fail=(k == "c1")) for k in keys})
+    assert sorted(store.load()) == ["c0"], "downstream reads the last run's finished work"
+    store.prune(dry_run=False)
+    left = sorted(p.relative_to(tmp_path / "parts").as_posix() for p in (tmp_path / "parts").glob("*/*.done"))
+    assert left == ["c0/c0-1.done", "c0/c0-2.done", "c1/c1-1.done", "c2/c2-1.done", "c3/c3-1.done"]
+
+    store.save({k: counter.work(k, 2) for k in keys})  # the run completes: it is now the last complete one
+    assert not (tmp_path / "parts" / "_pending.json").exists()
+    store.prune(dry_run=False)
+    assert sorted(p.name for p in (tmp_path / "parts").glob("*/*.done")) == [f"c{i}-2.done" for i in range(4)]
+
+    (tmp_path / "parts" / "_current.json").unlink()
+    with pytest.raises(DatasetError, match="removes nothing"):
+        store.prune(dry_run=False)
+    assert len(list((tmp_path / "parts").glob("*/*.done"))) == 4
+    (tmp_path / "parts" / "_current.json").write_text("{ half written")
+    with pytest.raises(DatasetError, match=r"_current.json is unreadable.*no partition was removed"):
+        store.prune(dry_run=False)

@@ -15,6 +15,7 @@ from tint_distill.datasets.student_checkpoint import read_checkpoint_record
 from tint_distill.distill.student import create_student
 from tint_distill.pipelines.generator_pretraining.nodes import split_pretraining_images
 from tint_distill.pipelines.student_pretraining.nodes import pretrain_base_student
+from tint_distill.work import Deferred
 
 RECIPE = {"epochs": 1, "batch_size": 16}
 DISTILLATION = {"image_size": 32}
@@ -49,6 +50,11 @@ def test_base_student_trains_once_and_a_retrained_one_keeps_the_old(embedded_roo
     assert read_checkpoint_record(dataset.load())["fingerprint"] == changed.fingerprint
     kept = tmp_path / f"base_student.previous-{first.fingerprint}.safetensors"
     assert read_checkpoint_record(kept)["fingerprint"] == first.fingerprint  # the replaced one is kept
+    back = pretrain_base_student(images, table, RECIPE, {}, DISTILLATION)
+    dataset.save(Deferred(back.fingerprint, lambda: pytest.fail("going back must restore, not retrain")))
+    assert read_checkpoint_record(dataset.load())["fingerprint"] == first.fingerprint
+    assert read_checkpoint_record(tmp_path / f"base_student.previous-{changed.fingerprint}.safetensors")
+    dataset.save(changed)
 
     student = create_student(num_classes=5, image_size=32, pretrained_weights=dataset.load())
     from safetensors.torch import load_file

@@ -47,6 +47,16 @@ def test_trained_model_is_cached_by_fingerprint(tiny_generator: Path, tmp_path: 
     assert calls[-1] == "bbb" and dataset.stored_fingerprint() == "bbb", "changed data or settings: trained again"
     assert dataset.load() == tmp_path / "generator"
 
+    # Finding 1: a model trained for hours was deleted by a run on other data. Replaced ones are kept...
+    kept = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("generator.previous-"))
+    assert len(kept) == 2 and all(name.startswith("generator.previous-aaa") for name in kept)
+    assert json.loads((tmp_path / kept[0] / "training_record.json").read_text())["fingerprint"] == "aaa"
+    # ... and going back restores one instead of training again.
+    dataset.save(Deferred("aaa", lambda: train("aaa-back")))
+    assert calls[-1] == "bbb" and dataset.stored_fingerprint() == "aaa", "restored, not retrained"
+    assert (tmp_path / "generator.previous-bbb" / "model_index.json").is_file(), "the one it replaced is kept"
+    assert _pipeline(dataset.load()) is not None
+
 
 def test_read_only_model_folder_is_never_overwritten(tiny_generator: Path, tmp_path: Path):
     user_model = tmp_path / "sd15"

@@ -91,17 +91,39 @@ class PickledArrayReader:
         return {"root": self.root, "image_shape": self.image_shape, "_cache": {}}
 
 
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles what the official CIFAR python release holds (dicts, lists, bytes, numbers and
+    NumPy arrays) and nothing else: a pickle naming any other global (a crafted file that would
+    run code while it loads) is refused before that global is even imported."""
+
+    ALLOWED = frozenset({
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),  # arrays at protocol 5
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("_codecs", "encode"),  # how Python 3 pickles bytes at protocol 2
+    })
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(
+                f"it names the global '{module}.{name}', which the CIFAR format never holds (only arrays, lists "
+                "and numbers); refused, as loading it could run code")
+        return super().find_class(module, name)
+
+
 def load_cifar_batch(path: Path) -> dict:
-    """Unpickle one batch file of the official CIFAR python release."""
+    """Unpickle one batch file of the official CIFAR python release, allowing only its data types."""
     if not path.is_file():
         raise FileNotFoundError(
             f"{path}: CIFAR batch file not found; expected the official 'cifar-100-python' release."
         )
     with path.open("rb") as handle:
         try:
-            return pickle.load(handle, encoding="bytes")  # noqa: S301 - the dataset's own format
+            return _CifarUnpickler(handle, encoding="bytes").load()
         except Exception as error:
-            raise ImageReadError(f"{path}: cannot unpickle CIFAR batch ({error}).") from error
+            raise ImageReadError(f"{path}: cannot unpickle CIFAR batch ({error}). Use the official "
+                                 "'cifar-100-python' files.") from error
 
 
 class ImageCollection:
@@ -166,3 +188,36 @@ class ImageCollection:
     def with_index(self, index: pd.DataFrame) -> ImageCollection:
         """The same images and reader with a new index (for example with splits filled in)."""
         return ImageCollection(index, self.reader, self.description, self.max_side)
+
+
+def check_decodable(images: ImageCollection, image_ids, min_side: int, progress_every: int = 500) -> list[tuple[int, int]]:
+    """Decode every image of ``image_ids`` fully and return their sizes; raise one
+    :class:`ImageReadError` listing all the files that cannot be decoded or whose shorter side is
+    below ``min_side`` pixels (icons, tracking pixels), so a run stops before any work, with the fix.
+    The one check of the experiment's and the task's images."""
+    import logging
+
+    image_ids = list(image_ids)
+    sizes, unreadable, tiny = [], [], []
+    for done, image_id in enumerate(image_ids, start=1):
+        try:
+            size = images.load(image_id).size
+        except (ImageReadError, OSError) as error:
+            unreadable.append(f"{images.location(image_id)}: {error}")
+            size = (0, 0)
+        else:
+            if min(size) < min_side:
+                tiny.append(f"{images.location(image_id)} ({size[0]}x{size[1]} px)")
+        sizes.append(size)
+        if done % progress_every == 0:
+            logging.getLogger(__name__).info("Checked %d / %d images", done, len(image_ids))
+    problems = []
+    if unreadable:
+        problems.append(f"{len(unreadable)} image(s) cannot be read; fix or remove them:\n  " + "\n  ".join(unreadable))
+    if tiny:
+        listed = "; ".join(tiny[:10]) + (f" and {len(tiny) - 10} more" if len(tiny) > 10 else "")
+        problems.append(f"{len(tiny)} image(s) have a side shorter than {min_side} px: {listed}. Delete or enlarge "
+                        "them, or lower 'data_episodes.min_image_side'.")
+    if problems:
+        raise ImageReadError("\n".join(problems))
+    return sizes

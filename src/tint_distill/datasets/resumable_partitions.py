@@ -6,22 +6,31 @@ fingerprint*: what it was computed from (pixels, settings, model, algorithm vers
 
     <key>/<fingerprint>/                 one finished version: the partition's folder, or a folder
                                          holding ``<last part of key><suffix>``
-    <key>/<fingerprint>.done             its completion marker (JSON), written last
-    _current.json                        the keys and fingerprints of the last run that saved here
+    <key>/<fingerprint>.done             its completion marker (JSON), written last: when, where, and
+                                         what the version holds (every file's size and SHA-256)
+    _current.json                        the keys and fingerprints of the last run whose save completed
+    _pending.json                        those of a run whose save began and has not completed (running,
+                                         killed or failed); removed when it completes
 
 - A version is computed into a hidden staging folder, renamed into place, then marked done, so a
   run killed at any moment leaves no version that looks finished and is not; a version without
   its marker is recomputed.
+- A finished version whose files no longer match its marker (a file deleted, truncated or
+  added) is never used: a run recomputes it with a warning naming it, a load refuses it with the
+  fix in the message. Sizes are checked on every use; hashes on request (``kedro verify``).
 - A run that needs other partitions (other episodes, another seed, another environment, another
   setting) adds versions and never removes or overwrites one: going back reuses them.
-- ``load()`` returns exactly the partitions of the last run that saved here (``_current.json``),
-  so downstream stages read the current run's work and nothing else.
+- ``load()`` returns exactly the partitions of the last run that saved here (``_pending.json`` if
+  that run did not complete, else ``_current.json``), so downstream stages read the current run's
+  work and nothing else.
 - Old versions stay until the user prunes them explicitly (:meth:`ResumablePartitionedDataset.prune`,
-  ``kedro prune``).
+  ``kedro prune``), which keeps the last complete run's versions and the finished ones of a run
+  that did not complete.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -44,6 +53,11 @@ logger = logging.getLogger(__name__)
 
 MARKER_SUFFIX = ".done"
 CURRENT_FILE = "_current.json"
+PENDING_FILE = "_pending.json"
+
+
+class DamagedPartitionError(DatasetError):
+    """A finished partition's files do not match what its marker recorded."""
 
 
 class ResumablePartitionedDataset(PartitionedDataset):
@@ -103,16 +117,78 @@ class ResumablePartitionedDataset(PartitionedDataset):
             return None
         return record if record.get("fingerprint") == version else None
 
+    def _files(self, key: str, version: str) -> dict[str, int]:
+        """``{path relative to the version folder: size}`` of every file the version holds."""
+        folder = self._version_dir(key, version)
+        root = self._filesystem._strip_protocol(folder).rstrip("/") + "/"
+        found = self._filesystem.find(folder, detail=True) if self._filesystem.exists(folder) else {}
+        return {path[len(root):] if path.startswith(root) else posixpath.basename(path): int(info["size"])
+                for path, info in found.items() if info.get("type") != "directory"}
+
+    def _hash(self, key: str, version: str, name: str) -> str:
+        digest = hashlib.sha256()
+        with self._filesystem.open(posixpath.join(self._version_dir(key, version), name), "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        return digest.hexdigest()
+
+    def damage(self, key: str, version: str, record: dict, hashes: bool = False) -> str | None:
+        """What differs between a finished version's files and what its marker recorded (None if
+        nothing, or if the marker predates these records): sizes always, contents with ``hashes``."""
+        recorded = record.get("files")
+        if recorded is None:
+            return None  # a marker written before markers recorded their files: trusted as it is
+        found = self._files(key, version)
+        missing = sorted(set(recorded) - set(found))
+        extra = sorted(set(found) - set(recorded))
+        resized = sorted(n for n in set(recorded) & set(found) if found[n] != recorded[n]["size"])
+        altered = []
+        if hashes and not (missing or extra or resized):
+            altered = sorted(n for n in recorded if self._hash(key, version, n) != recorded[n]["sha256"])
+        problems = [f"{what}: {', '.join(names[:5])}{f' and {len(names) - 5} more' if len(names) > 5 else ''}"
+                    for what, names in (("missing", missing), ("not recorded", extra),
+                                        ("of another size", resized), ("changed", altered)) if names]
+        return "; ".join(problems) or None
+
+    def _intact_record(self, key: str, version: str, warn: bool = True) -> dict | None:
+        """The marker's record of a finished version whose files match it; None otherwise (with a
+        warning naming the damage when the marker is there but the files are not what it recorded)."""
+        record = self._marker_record(key, version)
+        if record is None:
+            return None
+        damage = self.damage(key, version, record)
+        if damage:
+            if warn:
+                logger.warning("%s: finished partition %s (version %s) is damaged (%s): it is recomputed.",
+                               self._path, key, version, damage)
+            return None
+        return record
+
     def _is_done(self, key: str, version: str) -> bool:
-        return self._marker_record(key, version) is not None
+        return self._intact_record(key, version) is not None
+
+    def _read_run_file(self, name: str) -> dict[str, str] | None:
+        """``{key: fingerprint}`` from ``_current.json`` or ``_pending.json``; None if absent."""
+        path = self._under(name)
+        if not self._filesystem.exists(path):
+            return None
+        try:
+            with self._filesystem.open(path, "r") as handle:
+                return dict(json.load(handle)["partitions"])
+        except (ValueError, KeyError, TypeError, OSError) as error:
+            raise DatasetError(
+                f"{path} is unreadable ({type(error).__name__}: {error}): it records which partitions the last "
+                f"run used. Move it aside and rerun the pipeline that saves '{self._path}' (finished partitions "
+                "are reused); no partition was removed.") from error
 
     def current(self) -> dict[str, str]:
-        """``{key: fingerprint}`` of the last run that saved here (empty if none did)."""
-        path = self._under(CURRENT_FILE)
-        if not self._filesystem.exists(path):
-            return {}
-        with self._filesystem.open(path, "r") as handle:
-            return dict(json.load(handle)["partitions"])
+        """``{key: fingerprint}`` of the last run that saved here: the one in progress or that did
+        not complete (``_pending.json``) if any, else the last complete one (empty if none did)."""
+        pending = self._read_run_file(PENDING_FILE)
+        return pending if pending is not None else (self._read_run_file(CURRENT_FILE) or {})
+
+    def _saved_anything(self) -> bool:
+        return any(self._filesystem.exists(self._under(name)) for name in (CURRENT_FILE, PENDING_FILE))
 
     @staticmethod
     def _version_of(value: Any) -> str:
@@ -129,9 +205,16 @@ class ResumablePartitionedDataset(PartitionedDataset):
         saved here; the fingerprint lets later stages chain on it, and ``record`` is what the
         partition's marker says (seconds, host, device: the compute planner's input)."""
         current = self.current()
-        if not current and self._filesystem.exists(self._under(CURRENT_FILE)):
+        if not current and self._saved_anything():
             return {}  # the last run that saved here had nothing to make (a stage its settings switch off)
         markers = {key: self._marker_record(key, version) for key, version in current.items()}
+        damaged = {key: self.damage(key, current[key], record) for key, record in markers.items() if record}
+        damaged = {key: damage for key, damage in damaged.items() if damage}
+        if damaged:
+            listed = "; ".join(f"{key} ({damage})" for key, damage in sorted(damaged.items())[:5])
+            raise DamagedPartitionError(
+                f"{len(damaged)} finished partition(s) of '{self._path}' no longer hold what was saved: {listed}. "
+                f"Rerun the pipeline that saves '{self._path}' (a plain `kedro run` does): it recomputes them.")
         done = {key: version for key, version in current.items() if markers[key] is not None}
         if not done:
             raise DatasetError(f"No finished partitions in '{self._path}': run the pipeline that produces them.")
@@ -141,18 +224,32 @@ class ResumablePartitionedDataset(PartitionedDataset):
                 "interrupted?); using the %d finished ones. Rerun the pipeline that produces them to complete it.",
                 self._path, len(current) - len(done), len(current), len(done),
             )
-        return {
-            key: Deferred(version, self._version_dataset(key, version).load, record=markers[key])
-            for key, version in sorted(done.items())
-        }
+        return {key: Deferred(version, self._loader(key, version), record=markers[key])
+                for key, version in sorted(done.items())}
+
+    def _loader(self, key: str, version: str):
+        """Loads a finished version; a file that cannot be read is an error naming it and the fix."""
+        dataset = self._version_dataset(key, version)
+
+        def load() -> Any:
+            try:
+                return dataset.load()
+            except Exception as error:  # noqa: BLE001 - any decoding error of a stored file
+                raise DamagedPartitionError(
+                    f"{self._path}: finished partition {key} (version {version}) cannot be read: {error}. Run "
+                    f"`kedro verify --repair` (it marks it unfinished), then rerun the pipeline that saves "
+                    f"'{self._path}' to recompute it.") from error
+
+        return load
 
     def save(self, data: dict[str, Any]) -> None:
         if data is ALREADY_SAVED:
             return
         versions = {key: self._version_of(value) for key, value in data.items()}
         self._filesystem.makedirs(self._normalized_path, exist_ok=True)
-        record = {"partitions": dict(sorted(versions.items())), "saved_at": _now()}
-        self._write_atomically(self._under(CURRENT_FILE), json.dumps(record, indent=1))
+        run = {"partitions": dict(sorted(versions.items())), "started_at": _now(), "pid": os.getpid(),
+               "host": socket.gethostname()}
+        self._write_atomically(self._under(PENDING_FILE), json.dumps(run, indent=1))  # _current.json: when complete
         pending = {}
         for key, value in sorted(data.items()):
             if (isinstance(value, Deferred) and value.force) or not self._is_done(key, versions[key]):
@@ -180,6 +277,9 @@ class ResumablePartitionedDataset(PartitionedDataset):
         if len(pending) < len(data):
             logger.info("%s: %d of %d partitions were already done and reused", self._path, len(data) - len(pending),
                         len(data))
+        if not failures:
+            self._write_atomically(self._under(CURRENT_FILE), json.dumps({**run, "saved_at": _now()}, indent=1))
+            self._filesystem.rm(self._under(PENDING_FILE))
         self._invalidate_caches()
         if failures:
             first_key, first = failures[0]
@@ -199,7 +299,7 @@ class ResumablePartitionedDataset(PartitionedDataset):
         try:
             self._dataset_in(staging, key).save(result)
             if fs.exists(target):
-                if self._is_done(key, version) and not replace:
+                if self._intact_record(key, version, warn=False) is not None and not replace:
                     return  # finished meanwhile by someone else: theirs is as good as ours
                 # an unfinished leftover (killed before its marker), or an explicit request to redo it
                 if fs.exists(self._marker(key, version)):
@@ -217,11 +317,14 @@ class ResumablePartitionedDataset(PartitionedDataset):
             "host": where.get("host", socket.gethostname()),  # where the work ran (a Ray worker, say)
             "pid": where.get("pid", os.getpid()),
             "device": where.get("device"),
+            "files": {name: {"size": size, "sha256": self._hash(key, version, name)}
+                      for name, size in sorted(self._files(key, version).items())},
         }
         self._write_atomically(self._marker(key, version), json.dumps(marker, indent=1))
 
     def _exists(self) -> bool:
-        return any(self._is_done(key, version) for key, version in self.current().items())
+        return any(self._intact_record(key, version, warn=False) is not None
+                   for key, version in self.current().items())
 
     # --- Kedro-Viz ------------------------------------------------------------------------------
 
@@ -248,7 +351,29 @@ class ResumablePartitionedDataset(PartitionedDataset):
         return TablePreview({"index": list(range(len(data))), "columns": ["partition", "seconds", "fingerprint", "saved_at"],
                              "data": data})
 
-    # --- explicit clean-up --------------------------------------------------------------------
+    # --- explicit checks and clean-up ------------------------------------------------------------
+
+    def verify(self, *, repair: bool = False) -> dict[str, Any]:
+        """Check every finished partition of the last run against its marker, file by file (sizes and
+        SHA-256). With ``repair``, a damaged partition's marker is moved aside (``.done.damaged``), so
+        that the next run recomputes it. Returns counts and ``damaged: [(key, what differs)]``."""
+        checked, unrecorded, damaged = 0, 0, []
+        for key, version in sorted(self.current().items()):
+            record = self._marker_record(key, version)
+            if record is None:
+                continue
+            checked += 1
+            if "files" not in record:
+                unrecorded += 1
+                continue
+            damage = self.damage(key, version, record, hashes=True)
+            if damage:
+                damaged.append((key, damage))
+                if repair:
+                    self._filesystem.mv(self._marker(key, version), self._marker(key, version) + ".damaged")
+        self._invalidate_caches()
+        return {"checked": checked, "unrecorded": unrecorded, "damaged": damaged}
+
 
     def prune(self, *, dry_run: bool = True) -> list[tuple[str, int]]:
         """Remove everything the last run that saved here does not use: versions of other
@@ -262,9 +387,18 @@ class ResumablePartitionedDataset(PartitionedDataset):
         root = norm(self._normalized_path)
         if not fs.exists(root):
             return []
-        kept = {norm(self._under(CURRENT_FILE))}
-        for key, version in self.current().items():
-            if self._is_done(key, version):
+        complete, unfinished = self._read_run_file(CURRENT_FILE), self._read_run_file(PENDING_FILE)
+        if complete is None and unfinished is None:
+            if any(fs.ls(root, detail=False)):
+                raise DatasetError(
+                    f"{root} holds partitions but no {CURRENT_FILE} saying which ones the last run used, so prune "
+                    f"cannot tell what is in use and removes nothing there. Rerun the pipeline that saves "
+                    f"'{self._path}' (finished partitions are reused) to record it, then prune.")
+            return []
+        kept = {norm(self._under(CURRENT_FILE)), norm(self._under(PENDING_FILE))}
+        in_use = [*(complete or {}).items(), *(unfinished or {}).items()]  # the last complete run and a newer one
+        for key, version in in_use:
+            if self._marker_record(key, version) is not None:
                 kept |= {norm(self._version_dir(key, version)), norm(self._marker(key, version))}
         removable: list[tuple[str, int]] = []
 

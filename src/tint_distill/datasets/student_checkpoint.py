@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,8 @@ class StudentCheckpointDataset(AbstractDataset[Any, Path]):
     ``save()`` takes ``(state_dict, record)`` or a :class:`~tint_distill.work.Deferred` giving
     one: the Deferred trains only when the saved record holds another fingerprint (or the file is
     missing). A checkpoint that a new fingerprint replaces is kept beside it as
-    ``<name>.previous-<fingerprint>.safetensors``, never deleted.
+    ``<name>.previous-<fingerprint>.safetensors``, never deleted, and a Deferred whose fingerprint
+    such a kept file holds gets it back instead of training again.
     """
 
     does_work_on_save = True  # a Deferred trains the model: see tint_distill.hooks.WorkInsideTheNode
@@ -59,18 +61,34 @@ class StudentCheckpointDataset(AbstractDataset[Any, Path]):
             if not data.force and stored == data.fingerprint:
                 logger.info("%s is up to date (fingerprint %s): not retraining it.", self._filepath, stored)
                 return
+            kept = self._kept_file(data.fingerprint)
+            if not data.force and read_checkpoint_record(kept).get("fingerprint") == data.fingerprint:
+                self._keep_current(stored)
+                os.replace(kept, self._filepath)
+                logger.info("%s: restored the checkpoint kept for fingerprint %s instead of retraining it.",
+                            self._filepath, data.fingerprint)
+                return
             data = data()
         state_dict, record = data
-        if self._filepath.is_file():
-            old = stored or "unknown"
-            kept = self._filepath.with_name(f"{self._filepath.stem}.previous-{old}{self._filepath.suffix}")
-            os.replace(self._filepath, kept)
-            logger.info("Kept the previous checkpoint as %s", kept)
+        self._keep_current(stored)
         self._filepath.parent.mkdir(parents=True, exist_ok=True)
         staging = self._filepath.with_name(f".{self._filepath.name}.partial")
         tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
         save_file(tensors, str(staging), metadata={"record": json.dumps(record)})
         os.replace(staging, self._filepath)
+
+    def _kept_file(self, fingerprint: str) -> Path:
+        return self._filepath.with_name(f"{self._filepath.stem}.previous-{fingerprint}{self._filepath.suffix}")
+
+    def _keep_current(self, stored: str | None) -> None:
+        """Move the checkpoint in place (if any) aside as ``<name>.previous-<fingerprint>``: never deleted."""
+        if not self._filepath.is_file():
+            return
+        kept = self._kept_file(stored or "unknown")
+        if kept.exists():  # the same fingerprint kept before (a forced retrain): keep both
+            kept = kept.with_name(f"{kept.stem}-{os.getpid()}-{time.time_ns()}{kept.suffix}")
+        os.replace(self._filepath, kept)
+        logger.info("Kept the previous checkpoint as %s", kept)
 
     def _exists(self) -> bool:
         return self._filepath.is_file()

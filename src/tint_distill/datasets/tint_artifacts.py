@@ -8,6 +8,7 @@ import logging
 import os
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,10 @@ class DiffusersModelDataset(AbstractDataset[Any, Path]):
     and runs its ``compute()`` only when the folder's ``training_record.json`` holds another
     fingerprint (or none), or when the Deferred is forced. The record must then carry the
     fingerprint under ``"fingerprint"``.
+
+    A model is never deleted: the folder a save replaces is kept beside it as
+    ``<name>.previous-<its fingerprint>``, and a Deferred whose fingerprint such a kept folder
+    holds gets it back (swapped in) instead of being trained again.
     """
 
     does_work_on_save = True  # a Deferred trains the model: see tint_distill.hooks.WorkInsideTheNode
@@ -75,8 +80,14 @@ class DiffusersModelDataset(AbstractDataset[Any, Path]):
         if isinstance(data, Deferred):
             if not data.force and self._exists() and self.stored_fingerprint() == data.fingerprint:
                 logger.info("%s is up to date (fingerprint %s): not retraining it. To retrain, set the "
-                            "parameter generator_pretraining.retrain=true or delete the folder.",
-                            self._path, data.fingerprint)
+                            "parameter generator_pretraining.retrain=true.", self._path, data.fingerprint)
+                return
+            kept = self.kept_folder(data.fingerprint)
+            if not data.force and kept is not None:
+                self._keep_current()
+                kept.rename(self._path)
+                logger.info("%s: restored the model kept for fingerprint %s (from %s) instead of retraining it.",
+                            self._path, data.fingerprint, kept.name)
                 return
             data = data()
         record = None
@@ -98,11 +109,27 @@ class DiffusersModelDataset(AbstractDataset[Any, Path]):
             umask = os.umask(0)  # reading the umask means setting it: put it straight back
             os.umask(umask)
             staging.chmod(0o777 & ~umask)  # mkdtemp gives 0700; the folder gets what mkdir would give
-            if self._path.exists():
-                shutil.rmtree(self._path)
+            self._keep_current()
             staging.rename(self._path)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+    def kept_folder(self, fingerprint: str) -> Path | None:
+        """The complete model folder kept for ``fingerprint`` by an earlier replacement, if any."""
+        folder = self._path.with_name(f"{self._path.name}.previous-{fingerprint}")
+        if not (folder / "model_index.json").is_file():
+            return None
+        return folder if read_training_record(folder).get("fingerprint") == fingerprint else None
+
+    def _keep_current(self) -> None:
+        """Move the folder in place (if any) aside as ``<name>.previous-<fingerprint>``: never deleted."""
+        if not self._path.exists():
+            return
+        kept = self._path.with_name(f"{self._path.name}.previous-{self.stored_fingerprint() or 'unknown'}")
+        if kept.exists():  # the same fingerprint kept before (a forced retrain): keep both
+            kept = kept.with_name(f"{kept.name}-{uuid.uuid4().hex[:8]}")
+        self._path.rename(kept)
+        logger.info("Kept the replaced model folder as %s", kept)
 
     def _exists(self) -> bool:
         return (self._path / "model_index.json").is_file()

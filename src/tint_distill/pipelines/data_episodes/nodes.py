@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 from PIL import Image
 
-from tint_distill.data.collection import SPLITS, ImageCollection
+from tint_distill.data.collection import SPLITS, ImageCollection, check_decodable
 from tint_distill.data.episodes import EpisodeSpec, assign_class_splits, episode_images, sample_episodes
 from tint_distill.data.grids import image_grid
 from tint_distill.params import SettingError, settings_from_params
@@ -85,19 +85,7 @@ def check_images(
         raise ValueError(f"parameter 'data_episodes.image_check' must be one of {list(IMAGE_CHECK_SCOPES)}, got {scope!r}.")
     ids = {"all": image_index["image_id"], "episodes": episodes["image_id"], "none": pd.Series([], dtype=str)}[scope]
     ids = sorted(set(ids))
-    sizes = []
-    for done, image_id in enumerate(ids, start=1):
-        sizes.append(images.load(image_id).size)
-        if done % 500 == 0:
-            logger.info("Checked %d / %d images", done, len(ids))
-    tiny = [(image_id, size) for image_id, size in zip(ids, sizes) if min(size) < min_side]
-    if tiny:
-        listed = "; ".join(f"{images.location(image_id)} ({w}x{h} px)" for image_id, (w, h) in tiny[:10])
-        more = f" and {len(tiny) - 10} more" if len(tiny) > 10 else ""
-        raise ValueError(
-            f"{len(tiny)} image(s) have a side shorter than {min_side} px: {listed}{more}. "
-            "Delete or enlarge them, or lower 'data_episodes.min_image_side'."
-        )
+    sizes = check_decodable(images, ids, min_side)
     widths, heights = zip(*sizes) if sizes else ((), ())
     report = {"scope": scope, "images_checked": len(ids), "min_side": min_side}
     if sizes:

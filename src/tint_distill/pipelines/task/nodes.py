@@ -18,9 +18,8 @@ import pandas as pd
 import torch
 from safetensors.torch import save as safetensors_bytes
 
-from tint_distill.data.collection import ImageCollection
+from tint_distill.data.collection import ImageCollection, check_decodable
 from tint_distill.data.episodes import episode_classes
-from tint_distill.data.images import ImageReadError
 from tint_distill.data.task import FINAL_EPISODE, LABELLED, TEST, UNLABELED, task_classes, task_episodes
 from tint_distill.datasets.mlflow_models import LoggableModel
 from tint_distill.datasets.student_results import load_student
@@ -64,23 +63,17 @@ def parse_settings(task: dict) -> TaskSettings:
     return settings
 
 
-def prepare_task(images: ImageCollection, task: dict, student: dict) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+def prepare_task(images: ImageCollection, task: dict, student: dict,
+                 min_image_side: int) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """The task's image index and episodes table, after every image has been decoded: all the
-    unreadable files are listed at once, before any work starts."""
+    unreadable and too small files are listed at once (the experiment's own check), before any
+    work starts."""
     settings = parse_settings(task)
     if settings.export not in parse_student(student).keep_weights:
         raise SettingError("keep_weights", f"must include the exported method '{settings.export}' for a task run "
                                            "(parameter 'student.keep_weights')")
     check_class_slugs(images.index.loc[images.index["split"] == LABELLED, "class_name"].unique())
-    bad = []
-    for image_id in images.index["image_id"]:
-        try:
-            images.load(image_id)
-        except (ImageReadError, OSError) as error:
-            bad.append(f"{images.location(image_id)}: {error}")
-    if bad:
-        raise ImageReadError(f"{len(bad)} image(s) of the task cannot be read; fix or remove them:\n  "
-                             + "\n  ".join(bad))
+    check_decodable(images, images.index["image_id"], min_image_side)
     index = images.index.copy()
     episodes = task_episodes(index, settings.max_repeats)
     report = describe_task(index, episodes)

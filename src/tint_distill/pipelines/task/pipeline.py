@@ -10,7 +10,8 @@ from tint_distill.pipelines.task import nodes
 def create_preparation() -> Pipeline:
     """Task folder -> image index and episodes (final training set + leave-out splits)."""
     return Pipeline([
-        Node(nodes.prepare_task, inputs=["raw_images", "params:task", "params:student"],
+        Node(nodes.prepare_task, inputs=["raw_images", "params:task", "params:student",
+                                         "params:data_episodes.min_image_side"],
              outputs=["image_index", "episodes", "task_report"], name="prepare_task"),
     ])
 
