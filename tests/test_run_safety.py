@@ -158,3 +158,34 @@ def test_the_gpu_environment_runs_on_a_cpu_with_a_model_folder_as_downloaded(pro
     assert all(s["precision"] == "bf16" and s["group_size"] == 2 for s in settings), "one group, in bf16"
     assert all(s["textual_inversion"]["prompt_template"] == "A photo of a {token}" for s in settings)
     assert len(list((project / SYNTHETIC).rglob("*.png"))) >= 4
+
+
+@pytest.mark.slow
+def test_test_and_benchmark_environments_leave_the_shipped_models_untouched(kedro_project: Path, embedded_root: Path):
+    """Finding 1: `kedro run --env test` (and --env cub / mini_imagenet / cifar_fs) retrained the
+    generator and the base student into the shipped files, and the replaced generator was deleted."""
+    from tests.data.test_sources import write_cifar_fs
+
+    models = kedro_project / "data" / "06_models"
+    shutil.copytree(PROJECT_ROOT / models.relative_to(kedro_project) / "generator", models / "generator")
+    shutil.copy(PROJECT_ROOT / "data" / "06_models" / "base_student.safetensors", models)
+    shutil.copy(PROJECT_ROOT / ".gitignore", kedro_project)
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.org"]
+    for command in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "project copy with the shipped models"]):
+        subprocess.run([*git, *command], cwd=kedro_project, check=True, capture_output=True)
+
+    pretraining = ["--pipelines", "generator_pretraining,student_pretraining"]
+    kedro(kedro_project, "run", "--env", "test", *pretraining)
+    write_cifar_fs(kedro_project / "data" / "01_raw" / "cifar_fs", embedded_root)
+    for name in ("parameters_generator_pretraining.yml", "parameters_student_pretraining.yml"):  # tiny steps
+        shutil.copy(kedro_project / "conf" / "test" / name, kedro_project / "conf" / "cifar_fs" / name)
+    kedro(kedro_project, "run", "--env", "cifar_fs", *pretraining)
+
+    status = subprocess.run(["git", "status", "--porcelain", "--ignored", "data/06_models"], cwd=kedro_project,
+                            capture_output=True, text=True, check=True).stdout.splitlines()
+    assert not [line for line in status if not line.startswith("!!")], f"shipped models changed: {status}"
+    for env in ("test", "cifar_fs"):  # each trained its own, apart
+        assert (models / env / "generator" / "training_record.json").is_file()
+        assert (models / env / "base_student.safetensors").is_file()
+    classes = json.loads((models / "cifar_fs" / "generator" / "training_record.json").read_text())["history"]["classes"]
+    assert classes == ["fish", "fruit"], "the benchmark's generator learnt its base classes"

@@ -66,7 +66,7 @@ class RunGuard:
 
         check_parameters(catalog.load("parameters"), blocks_read_by(pipeline.inputs()))
         if "generator" in pipeline.inputs():  # a model the run reads and does not make: check it now
-            catalog.get("generator").load()  # ModelFolderError names the folder and what to do
+            self._check_generator(catalog.get("generator"), run_params.get("env"))
         self._check_base_student(pipeline, catalog, run_params.get("env"))
         lock = FolderLock(Path(run_params["project_path"]) / RUN_LOCK)
         description = {"pipelines": run_params.get("pipeline_names"), "env": run_params.get("env")}
@@ -79,6 +79,23 @@ class RunGuard:
                 f"(lock: {lock.path})"
             )
         self._run_lock = lock
+
+    @staticmethod
+    def _check_generator(dataset: Any, env: str | None) -> None:
+        """The generator folder exists and is complete; a missing one that a pipeline of this project
+        trains (not a read-only Stable Diffusion folder) gets the command that trains it."""
+        from tint_distill.tint.errors import ModelFolderError
+
+        try:
+            dataset.load()  # ModelFolderError (Kedro wraps it) names the folder and what it must hold
+        except Exception as error:
+            cause = error if isinstance(error, ModelFolderError) else error.__cause__
+            if not isinstance(cause, ModelFolderError) or getattr(dataset, "read_only", True) or dataset.path.exists():
+                raise
+            raise ModelFolderError(
+                f"{cause}; this environment trains its own: run `kedro run --pipeline generator_pretraining"
+                f"{f' --env {env}' if env else ''}` first (or a pipeline that includes it, such as the default)"
+            ) from error
 
     @staticmethod
     def _check_base_student(pipeline: Any, catalog: Any, env: str | None) -> None:

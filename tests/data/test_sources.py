@@ -105,11 +105,12 @@ def test_cub_layout_and_chen_split(tmp_path: Path, embedded_root: Path):
         sources.cub_200_2011(root)
 
 
-def test_cifar_fs_layout(tmp_path: Path, embedded_root: Path):
-    root = tmp_path / "cifar-fs"
+def write_cifar_fs(root: Path, embedded_root: Path, train: int = 4, test: int = 2) -> Path:
+    """The official CIFAR-FS layout (cifar-100-python pickles, Bertinetto's split files) of real
+    drawings at 32 px: the classes of CLASSES, 2 base, 2 val, the rest novel."""
     (root / "cifar-100-python").mkdir(parents=True)
     fine_names = CLASSES + ["spare"]
-    for batch, per_class in (("train", 4), ("test", 2)):
+    for batch, per_class in (("train", train), ("test", test)):
         data, labels = [], []
         for label, name in enumerate(CLASSES):
             for file in drawings(embedded_root, name, 8)[:per_class]:
@@ -124,7 +125,12 @@ def test_cifar_fs_layout(tmp_path: Path, embedded_root: Path):
     split_dir.mkdir(parents=True)
     for split, names in (("train", CLASSES[:2]), ("val", CLASSES[2:4]), ("test", CLASSES[4:])):
         (split_dir / f"{split}.txt").write_text("\n".join(names) + "\n")
+    return root
 
+
+def test_cifar_fs_layout(tmp_path: Path, embedded_root: Path):
+    root = write_cifar_fs(tmp_path / "cifar-fs", embedded_root)
+    split_dir = root / "splits" / "bertinetto"
     collection = sources.cifar_fs(root)
     assert len(collection) == 36
     assert collection.index.groupby("class_name").size().eq(6).all()

@@ -61,6 +61,11 @@ class DiffusersModelDataset(AbstractDataset[Any, Path]):
         """Where the folder is (it may not exist yet)."""
         return self._path
 
+    @property
+    def read_only(self) -> bool:
+        """A user's own model folder, which no pipeline may write."""
+        return self._read_only
+
     def load(self) -> Path:
         return check_model_folder(self._path)
 

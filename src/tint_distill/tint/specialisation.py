@@ -81,7 +81,7 @@ class ClassSpecialisation:
 
 def save_specialisation(spec: ClassSpecialisation, path: str | Path) -> Path:
     """Write the tensors to ``path`` (.safetensors) and the rest to ``path.with_suffix('.json')``."""
-    from safetensors.torch import save_file
+    from tint_distill.tensor_files import save_tensors
 
     path = Path(path)
     if path.suffix != ".safetensors":
@@ -89,7 +89,7 @@ def save_specialisation(spec: ClassSpecialisation, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {name: getattr(spec, name).detach().float().cpu().contiguous() for name in _TENSORS + _OPTIONAL_TENSORS
                if getattr(spec, name) is not None}
-    save_file(tensors, str(path), metadata={"format": "tint-class-specialisation", "version": str(FORMAT_VERSION)})
+    save_tensors(tensors, path, metadata={"format": "tint-class-specialisation", "version": str(FORMAT_VERSION)})
     sidecar = {
         "format_version": FORMAT_VERSION,
         "token": spec.token,

@@ -16,7 +16,6 @@ from datetime import datetime, timezone
 import numpy as np
 import pandas as pd
 import torch
-from safetensors.torch import save as safetensors_bytes
 
 from tint_distill.data.collection import ImageCollection, check_decodable
 from tint_distill.data.episodes import episode_classes
@@ -27,6 +26,7 @@ from tint_distill.distill.distillation import STUDENT_MEAN, STUDENT_STD, count_p
 from tint_distill.distill.export import INPUT_POLICY, ONNX_OPSET, OnnxClassifier, export_onnx
 from tint_distill.distill.statistics import binomial_ci95, paired_difference
 from tint_distill.params import SettingError, settings_from_params
+from tint_distill.tensor_files import tensors_to_bytes
 from tint_distill.pipelines.distillation.nodes import METHODS, SYNTHETIC_METHODS, parse_methods, parse_student
 from tint_distill.work import check_class_slugs, episode_key
 
@@ -180,7 +180,7 @@ def export_student(episodes: pd.DataFrame, student_results: dict, task: dict) ->
     about = {"method": settings.export, "student": result["student"], "normalisation_inside": True,
              "mean": list(STUDENT_MEAN), "std": list(STUDENT_STD)}
     onnx_model = export_onnx(model, result["image_size"], classes, metadata=about)
-    weights = safetensors_bytes(
+    weights = tensors_to_bytes(
         {k: v.contiguous() for k, v in model.state_dict().items()},
         metadata={"classes": json.dumps(classes), "image_size": str(result["image_size"]), "input": INPUT_POLICY,
                   **{k: json.dumps(v) for k, v in about.items() if k != "normalisation_inside"}},
