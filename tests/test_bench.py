@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 
+import pytest
 import torch
 
 from tests.conftest import PROJECT_ROOT
@@ -71,3 +72,15 @@ def test_the_reconstruction_benchmark_measures_nti_against_the_vae_bound(tmp_pat
     measured = report["null_text"]["2x1"]
     assert measured["ratio"] == measured["mse"] / measured["vae_mse"] and measured["null_text_seconds"] > 0
     assert 0 < report["vae_mse"]["padded"] and 0 < report["vae_mse"]["stretched"]
+
+
+@pytest.mark.slow
+def test_the_reliability_benchmark_replays_the_quick_scenarios(tmp_path):
+    """`make bench` replays every scenario (about 15 minutes); the ones that stop a run at once
+    replay here: each must hold."""
+    quick = ["damaged_mlflow_db", "crafted_cifar_pickle", "corrupt_image"]
+    report = _bench("bench_reliability").main(["--only", ",".join(quick), "--output", str(tmp_path / "r.json")])
+    assert json.loads((tmp_path / "r.json").read_text()) == report
+    assert [row["scenario"] for row in report["scenarios"]] == quick
+    failed = [row for row in report["scenarios"] if not row["held"]]
+    assert not failed, failed

@@ -35,9 +35,11 @@ def cli() -> None:
 def prune(env: str | None, yes: bool, show: int) -> None:
     """List (or with --yes remove) cached partitions the last run of each stage does not use.
 
-    What is kept, per resumable dataset: the partitions its last saving run used (its
-    _current.json). Everything else under its folder goes: versions made with other
-    settings, episodes, data or environments, unfinished versions and staging leftovers.
+    What is kept, per resumable dataset: the partitions of its last complete run (its
+    _current.json) and the finished ones of a later run that did not complete (_pending.json).
+    Everything else under its folder goes: versions made with other settings, episodes, data or
+    environments, unfinished versions and staging leftovers. A dataset whose _current.json is
+    missing or unreadable is left as it is.
     """
     from kedro.io import DatasetError
 

@@ -1,6 +1,6 @@
 """`kedro run --pipeline generator_pretraining` on the test environment: a generator is trained
-from scratch (nothing shipped is copied into the project), judged, logged, and not retrained
-by a second run."""
+from scratch (nothing shipped is copied into the project) into the environment's own folder,
+judged, logged, and not retrained by a second run."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from tests.test_kedro_project import kedro
 
 @pytest.mark.slow
 def test_generator_is_trained_from_scratch_judged_and_cached(kedro_project: Path):
-    model = kedro_project / "data" / "06_models" / "generator"
+    model = kedro_project / "data" / "06_models" / "test" / "generator"  # the test environment's own
     assert not model.exists(), "the project copy must start without a generator"
 
     first = kedro(kedro_project, "run", "--env", "test", "--pipeline", "generator_pretraining")
@@ -55,3 +55,4 @@ def test_generator_is_trained_from_scratch_judged_and_cached(kedro_project: Path
     assert [p.stat().st_mtime_ns for p in weights] == stamps, "a second run does not retrain"
     assert "VAE pre-training" not in second.stdout + second.stderr
     assert "VAE pre-training" in first.stdout + first.stderr
+    assert not (kedro_project / "data" / "06_models" / "generator").exists(), "the shipped place is not written"
