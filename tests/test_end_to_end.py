@@ -56,7 +56,7 @@ def test_pipelines_resume_after_kill_and_produce_the_evaluation(kedro_project: P
     recomputed = sum("class_specialisations: saved partition" in line for line in log.splitlines())
     assert recomputed == n_classes - finished, "only unfinished classes are recomputed"
     assert len(markers(specialisations)) == n_classes
-    sidecars = [p for p in specialisations.rglob("*.json") if p.name != "_current.json"]
+    sidecars = [p for p in specialisations.rglob("*.json") if not p.name.startswith("_")]  # not _current.json
     assert len(list(specialisations.rglob("*.safetensors"))) == len(sidecars) == n_classes
 
     synthetic = kedro_project / "data" / "05_model_input" / "synthetic_images"

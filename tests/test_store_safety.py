@@ -76,3 +76,56 @@ def test_a_run_without_its_environments_generator_names_the_command_that_trains_
     assert result.returncode != 0 and "data/06_models/test/generator" in output, output[-2000:]
     assert "kedro run --pipeline generator_pretraining --env test" in output
     assert not (kedro_project / "data" / "06_models" / "class_specialisations").exists()
+
+
+def test_a_store_left_with_a_hot_journal_by_a_killed_run_is_not_damaged(tmp_path: Path):
+    """A run killed mid-write leaves mlflow.db-journal; SQLite rolls it back on open: no false alarm."""
+    store = tmp_path / "mlflow.db"
+    connection = sqlite3.connect(store)
+    connection.execute("CREATE TABLE runs (id INTEGER, name TEXT)")
+    connection.executemany("INSERT INTO runs VALUES (?, ?)", [(i, "x" * 200) for i in range(2000)])
+    connection.commit()
+    writer = subprocess.Popen([sys.executable, "-c", HALF_WRITE, str(store)], stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline().strip() == "writing"
+    writer.kill()  # mid-transaction: the journal stays
+    writer.wait()
+    assert store.with_name("mlflow.db-journal").exists()
+    check_sqlite_store(store)
+    assert sqlite3.connect(store).execute("SELECT COUNT(*) FROM runs").fetchone() == (2000,), "rolled back"
+
+
+HALF_WRITE = """
+import sqlite3, sys, time
+connection = sqlite3.connect(sys.argv[1])
+connection.execute("PRAGMA cache_size=1")
+connection.execute("BEGIN")
+connection.execute("UPDATE runs SET name = 'y' || name")
+print("writing", flush=True)
+time.sleep(60)
+"""
+
+
+def test_where_a_folder_cannot_be_locked_the_lock_file_is_locked_instead(tmp_path: Path, monkeypatch, caplog):
+    """NFS refuses an exclusive flock on a folder (opened read-only): the run still gets a lock."""
+    import errno
+    import os
+    import stat
+
+    from tint_distill import locks
+
+    real_flock = locks.fcntl.flock
+
+    def nfs_flock(fd, operation):
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(errno.EBADF, "Bad file descriptor")
+        return real_flock(fd, operation)
+
+    monkeypatch.setattr(locks.fcntl, "flock", nfs_flock)
+    note = tmp_path / "data" / ".run.lock"
+    first, second = FolderLock(note), FolderLock(note)
+    assert first.try_acquire({"pipelines": ["first"]}) and first.holder()["pipelines"] == ["first"]
+    assert "do not delete it while a run works" in caplog.text
+    assert not second.try_acquire({"pipelines": ["second"]}), "still one run at a time"
+    first.release()
+    assert second.try_acquire({"pipelines": ["second"]})
+    second.release()

@@ -58,7 +58,8 @@ def prune(env: str | None, yes: bool, show: int) -> None:
                 continue
             size = sum(n for _, n in entries)
             total += size
-            click.echo(f"{name}: keeps the {len(dataset.current())} partitions of its last run; "
+            click.echo(f"{name}: keeps {len(dataset.in_use())} partitions (its last complete run, and a later "
+                       "one that has not completed); "
                        f"{'removed' if yes else 'would remove'} {len(entries)} entries ({_size(size)})")
             for path, n_bytes in entries[:show]:
                 click.echo(f"  {_relative(path, project)}  ({_size(n_bytes)})")
@@ -76,6 +77,8 @@ def prune(env: str | None, yes: bool, show: int) -> None:
 def verify(env: str | None, repair: bool) -> None:
     """Check every finished partition of the last run of each stage, file by file (sizes and SHA-256),
     against what its completion marker recorded. Exits with status 1 when one is damaged."""
+    from kedro.io import DatasetError
+
     project = Path.cwd()
     stores = _resumable_stores(project, env)
     lock = _run_lock(project)
@@ -84,9 +87,14 @@ def verify(env: str | None, repair: bool) -> None:
     damaged = 0
     try:
         for name, dataset in stores.items():
-            report = dataset.verify(repair=repair)
+            try:
+                report = dataset.verify(repair=repair)
+            except DatasetError as error:
+                damaged += 1
+                click.echo(f"{name}: cannot be checked: {error}")
+                continue
             damaged += len(report["damaged"])
-            unrecorded = f" ({report['unrecorded']} saved before markers recorded their files: not checked)" \
+            unrecorded = f" ({report['unrecorded']} saved before markers recorded their files: checked by loading)" \
                 if report["unrecorded"] else ""
             click.echo(f"{name}: {report['checked']} finished partitions, {len(report['damaged'])} damaged{unrecorded}")
             for key, damage in report["damaged"]:

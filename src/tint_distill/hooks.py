@@ -116,7 +116,15 @@ class RunGuard:
 
     @hook_impl
     def after_pipeline_run(self, run_params: dict, run_result: Any, pipeline: Any, catalog: Any) -> None:
-        self._release()
+        from tint_distill.datasets import ResumablePartitionedDataset
+
+        try:  # the whole pipeline ran: its partitions become each store's last complete run (prune keeps them)
+            for name in sorted(pipeline.all_outputs()):
+                dataset = catalog.get(name) if name in catalog else None
+                if isinstance(dataset, ResumablePartitionedDataset):
+                    dataset.complete_run()
+        finally:
+            self._release()
 
     @hook_impl
     def on_pipeline_error(self, error: Exception, run_params: dict, pipeline: Any, catalog: Any) -> None:

@@ -9,6 +9,7 @@ someone deletes as stale mid-run would let a second run in beside the first.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -53,9 +54,11 @@ class FileLock:
         fd = self._open()
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        except OSError as error:
             os.close(fd)
-            return False
+            if isinstance(error, BlockingIOError):
+                return False
+            raise
         self._describe(fd, description)
         self._fd = fd
         return True
@@ -80,13 +83,33 @@ class FolderLock(FileLock):
     """An exclusive lock on the folder ``path.parent`` itself; ``path`` only says who holds it.
 
     Deleting ``path`` (it looks stale after every run) neither releases the lock nor lets another
-    process take it: only the holder's exit does."""
+    process take it: only the holder's exit does. Where a folder cannot be locked (NFS refuses an
+    exclusive lock on a descriptor not open for writing), the lock is taken on ``path`` as a
+    :class:`FileLock`, with a warning that deleting it mid-run is then unsafe."""
+
+    _on_file = False
+
+    def try_acquire(self, description: dict) -> bool:
+        try:
+            return super().try_acquire(description)
+        except OSError as error:
+            if self._on_file:
+                raise
+            logging.getLogger(__name__).warning(
+                "%s cannot be locked here (%s): locking %s instead; do not delete it while a run works.",
+                self.path.parent, error, self.path)
+            self._on_file = True
+            return super().try_acquire(description)
 
     def _open(self) -> int:
+        if self._on_file:
+            return super()._open()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         return os.open(self.path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
 
     def _describe(self, fd: int, description: dict) -> None:
+        if self._on_file:
+            return super()._describe(fd, description)
         note = json.dumps({**description, "pid": os.getpid(), "since": time.strftime("%Y-%m-%d %H:%M:%S")})
         try:
             self.path.write_text(note)

@@ -27,7 +27,9 @@ def check_sqlite_store(path: Path) -> None:
     if not path.exists():
         return
     try:
-        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        # read-write: a run killed mid-write leaves a hot journal, which SQLite rolls back on open (as
+        # MLflow would); read-only, that journal would look like damage
+        connection = sqlite3.connect(path, timeout=30)
         try:
             rows = connection.execute("PRAGMA quick_check").fetchall()
         finally:
@@ -36,8 +38,10 @@ def check_sqlite_store(path: Path) -> None:
     except sqlite3.DatabaseError as error:
         problem = str(error)
     if problem:
+        companions = [p.name for p in (path.with_name(path.name + s) for s in ("-journal", "-wal", "-shm")) if p.exists()]
+        also = f" with {', '.join(companions)} beside it" if companions else ""
         raise TrackingStoreError(
-            f"The MLflow store {path} is damaged ({problem}); nothing has run. Move it aside "
-            f"(`mv {path} {path}.damaged`) and run again: MLflow starts a new store, and every output under "
-            f"data/ is untouched (only the old runs' history is missing from the UI; SQLite's `.recover` "
-            f"command may get it back from the moved file).")
+            f"The MLflow store {path} is damaged ({problem}); nothing has run. Move it aside{also} "
+            f"(`mv {path} {path}.damaged`{''.join(f'; mv {path.parent / c} {path.parent / c}.damaged' for c in companions)}) "
+            "and run again: MLflow starts a new store, and every output under data/ is untouched (only the old "
+            "runs' history is missing from the UI; SQLite's `.recover` command may get it back from the moved file).")

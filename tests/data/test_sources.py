@@ -164,7 +164,7 @@ def test_cifar_batches_load_only_arrays_and_lists(tmp_path: Path):
 
     good, crafted, marker = tmp_path / "data_batch", tmp_path / "train", tmp_path / "code_ran"
     arrays = {b"data": np.arange(12, dtype=np.uint8).reshape(2, 6), b"fine_labels": [3, 7], b"batch": b"x"}
-    for protocol in (2, pickle.HIGHEST_PROTOCOL):  # the release's own (Python 2) and a current one
+    for protocol in (2, pickle.HIGHEST_PROTOCOL):  # the release's protocol (written by Python 3 here) and today's
         good.write_bytes(pickle.dumps(arrays, protocol=protocol))
         loaded = load_cifar_batch(good)
         assert np.array_equal(loaded[b"data"], arrays[b"data"]) and loaded[b"fine_labels"] == [3, 7]

@@ -239,6 +239,10 @@ def test_a_finished_partition_missing_a_file_is_recomputed_never_used_short(tmp_
         handle.truncate(10)
     with pytest.raises(DatasetError, match="of another size: 00001.png"):
         store.load()
+    (folder / "00001.png").unlink()
+    store.save({"episode_0000/fish": Deferred("v1", work)})
+    (folder / ".DS_Store").write_bytes(b"a file browser was here")  # litter, never read: still intact
+    assert len(store.load()["episode_0000/fish"]()) == 4
     (folder / "extra.png").write_bytes((folder / "00000.png").read_bytes())
     with pytest.raises(DatasetError, match="not recorded: extra.png"):
         store.load()
@@ -274,24 +278,40 @@ def test_markers_written_before_they_recorded_files_are_still_trusted(tmp_path: 
     store.save({"a": counter.work("a", 1)})
     assert counter.calls == ["a"] and store.load()["a"]()["value"] == 1
     assert store.verify() == {"checked": 1, "unrecorded": 1, "damaged": []}
+    next((tmp_path / "parts" / "a").glob("*/a.json")).write_text("{ truncated")  # such a marker cannot see it...
+    with pytest.raises(DatasetError, match=r"(?s)partition a .*cannot be read.*kedro verify --repair"):
+        store.load()["a"]()
+    assert store.verify(repair=True)["damaged"][0][0] == "a"  # ... but verify loads it, and --repair works
+    store.save({"a": counter.work("a", 1)})
+    assert counter.calls == ["a", "a"] and store.load()["a"]()["value"] == 1
 
 
 def test_prune_after_an_aborted_run_keeps_the_last_complete_run(tmp_path: Path):
     """Finding 3: _current.json named the aborted run's partitions before any work, so prune kept
-    only what that run finished and removed the complete run before it."""
-    counter, store = Counter(), dataset(tmp_path / "parts")
+    only what that run finished and removed the complete run before it, in its own store and in
+    the earlier stages' stores, which that run had finished."""
+    counter = Counter()
+    earlier, later = dataset(tmp_path / "earlier"), dataset(tmp_path / "parts")  # two stages of one pipeline
     keys = [f"c{i}" for i in range(4)]
-    store.save({k: counter.work(k, 1) for k in keys})  # a complete run
-    with pytest.raises(DatasetError, match="interrupted"):  # other settings, stopped after one partition
-        store.save({k: counter.work(k, 2, fail=(k == "c1")) for k in keys})
-    assert sorted(store.load()) == ["c0"], "downstream reads the last run's finished work"
-    store.prune(dry_run=False)
-    left = sorted(p.relative_to(tmp_path / "parts").as_posix() for p in (tmp_path / "parts").glob("*/*.done"))
-    assert left == ["c0/c0-1.done", "c0/c0-2.done", "c1/c1-1.done", "c2/c2-1.done", "c3/c3-1.done"]
+    for store in (earlier, later):  # run A, complete (the hook calls complete_run after the last node)
+        store.save({k: counter.work(k, 1) for k in keys})
+    assert earlier.complete_run() and later.complete_run()
+    earlier.save({k: counter.work(k, 2) for k in keys})  # run B, other settings: its first stage finishes,
+    with pytest.raises(DatasetError, match="interrupted"):  # its later stage stops after one partition
+        later.save({k: counter.work(k, 2, fail=(k == "c1")) for k in keys})
+    assert sorted(later.load()) == ["c0"], "downstream reads the last run's finished work"
+    assert earlier.load()["c3"]()["value"] == 2
+    for store in (earlier, later):
+        store.prune(dry_run=False)
+    assert sorted(p.name for p in (tmp_path / "earlier").glob("*/*.done")) == sorted(
+        [f"c{i}-1.done" for i in range(4)] + [f"c{i}-2.done" for i in range(4)]), "run A's work survives with B's"
+    assert sorted(p.name for p in (tmp_path / "parts").glob("*/*.done")) == [
+        "c0-1.done", "c0-2.done", "c1-1.done", "c2-1.done", "c3-1.done"]
 
-    store.save({k: counter.work(k, 2) for k in keys})  # the run completes: it is now the last complete one
+    later.save({k: counter.work(k, 2) for k in keys})  # run B again, to the end: now the last complete run
+    assert later.complete_run() and earlier.complete_run()
     assert not (tmp_path / "parts" / "_pending.json").exists()
-    store.prune(dry_run=False)
+    later.prune(dry_run=False)
     assert sorted(p.name for p in (tmp_path / "parts").glob("*/*.done")) == [f"c{i}-2.done" for i in range(4)]
 
     (tmp_path / "parts" / "_current.json").unlink()

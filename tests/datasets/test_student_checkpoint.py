@@ -54,7 +54,12 @@ def test_base_student_trains_once_and_a_retrained_one_keeps_the_old(embedded_roo
     dataset.save(Deferred(back.fingerprint, lambda: pytest.fail("going back must restore, not retrain")))
     assert read_checkpoint_record(dataset.load())["fingerprint"] == first.fingerprint
     assert read_checkpoint_record(tmp_path / f"base_student.previous-{changed.fingerprint}.safetensors")
-    dataset.save(changed)
+    dataset.save(Deferred(changed.fingerprint, lambda: pytest.fail("the changed one is kept too: restored")))
+    assert read_checkpoint_record(dataset.load())["fingerprint"] == changed.fingerprint
+    kept_back = tmp_path / f"base_student.previous-{first.fingerprint}.safetensors"
+    kept_back.write_bytes(kept_back.read_bytes()[:100])  # a damaged kept file is not restored: trained instead
+    dataset.save(first)
+    assert read_checkpoint_record(dataset.load())["fingerprint"] == first.fingerprint
 
     student = create_student(num_classes=5, image_size=32, pretrained_weights=dataset.load())
     from safetensors.torch import load_file

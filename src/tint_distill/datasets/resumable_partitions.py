@@ -8,9 +8,9 @@ fingerprint*: what it was computed from (pixels, settings, model, algorithm vers
                                          holding ``<last part of key><suffix>``
     <key>/<fingerprint>.done             its completion marker (JSON), written last: when, where, and
                                          what the version holds (every file's size and SHA-256)
-    _current.json                        the keys and fingerprints of the last run whose save completed
-    _pending.json                        those of a run whose save began and has not completed (running,
-                                         killed or failed); removed when it completes
+    _current.json                        the keys and fingerprints of the last complete run that saved here
+    _pending.json                        those of a later run that has not completed (running, killed or
+                                         failed, here or in a later stage); made current when it completes
 
 - A version is computed into a hidden staging folder, renamed into place, then marked done, so a
   run killed at any moment leaves no version that looks finished and is not; a version without
@@ -21,11 +21,13 @@ fingerprint*: what it was computed from (pixels, settings, model, algorithm vers
 - A run that needs other partitions (other episodes, another seed, another environment, another
   setting) adds versions and never removes or overwrites one: going back reuses them.
 - ``load()`` returns exactly the partitions of the last run that saved here (``_pending.json`` if
-  that run did not complete, else ``_current.json``), so downstream stages read the current run's
-  work and nothing else.
+  that run has not completed, else ``_current.json``), so downstream stages read the current run's
+  work and nothing else. A run is complete when its whole pipeline is: the project's hook calls
+  :meth:`ResumablePartitionedDataset.complete_run` on every store the pipeline saved, after its
+  last node, so a run killed in a later stage leaves the last complete run known here too.
 - Old versions stay until the user prunes them explicitly (:meth:`ResumablePartitionedDataset.prune`,
   ``kedro prune``), which keeps the last complete run's versions and the finished ones of a run
-  that did not complete.
+  that has not completed.
 """
 
 from __future__ import annotations
@@ -118,12 +120,15 @@ class ResumablePartitionedDataset(PartitionedDataset):
         return record if record.get("fingerprint") == version else None
 
     def _files(self, key: str, version: str) -> dict[str, int]:
-        """``{path relative to the version folder: size}`` of every file the version holds."""
+        """``{path relative to the version folder: size}`` of every file the version holds, less what
+        file browsers leave in folders they show (hidden files, ``Thumbs.db``, ``desktop.ini``):
+        datasets never write such names, and nothing reads them."""
         folder = self._version_dir(key, version)
         root = self._filesystem._strip_protocol(folder).rstrip("/") + "/"
         found = self._filesystem.find(folder, detail=True) if self._filesystem.exists(folder) else {}
-        return {path[len(root):] if path.startswith(root) else posixpath.basename(path): int(info["size"])
-                for path, info in found.items() if info.get("type") != "directory"}
+        files = {path[len(root):] if path.startswith(root) else posixpath.basename(path): int(info["size"])
+                 for path, info in found.items() if info.get("type") != "directory"}
+        return {name: size for name, size in files.items() if not _browser_litter(posixpath.basename(name))}
 
     def _hash(self, key: str, version: str, name: str) -> str:
         digest = hashlib.sha256()
@@ -187,6 +192,22 @@ class ResumablePartitionedDataset(PartitionedDataset):
         pending = self._read_run_file(PENDING_FILE)
         return pending if pending is not None else (self._read_run_file(CURRENT_FILE) or {})
 
+    def complete_run(self) -> bool:
+        """The run that saved here has completed (its whole pipeline): its partitions become the last
+        complete run's (``_current.json``). Nothing happens unless its save finished without failure.
+        Returns whether a run was made current."""
+        path = self._under(PENDING_FILE)
+        if not self._filesystem.exists(path):
+            return False
+        with self._filesystem.open(path, "r") as handle:
+            run = json.load(handle)
+        if "saved_at" not in run:
+            return False
+        self._write_atomically(self._under(CURRENT_FILE), json.dumps(run, indent=1))
+        self._filesystem.rm(path)
+        self._invalidate_caches()
+        return True
+
     def _saved_anything(self) -> bool:
         return any(self._filesystem.exists(self._under(name)) for name in (CURRENT_FILE, PENDING_FILE))
 
@@ -237,8 +258,8 @@ class ResumablePartitionedDataset(PartitionedDataset):
             except Exception as error:  # noqa: BLE001 - any decoding error of a stored file
                 raise DamagedPartitionError(
                     f"{self._path}: finished partition {key} (version {version}) cannot be read: {error}. Run "
-                    f"`kedro verify --repair` (it marks it unfinished), then rerun the pipeline that saves "
-                    f"'{self._path}' to recompute it.") from error
+                    f"`kedro verify --repair` (it marks damaged partitions unfinished), then rerun the pipeline "
+                    f"that saves '{self._path}' to recompute it.") from error
 
         return load
 
@@ -249,7 +270,7 @@ class ResumablePartitionedDataset(PartitionedDataset):
         self._filesystem.makedirs(self._normalized_path, exist_ok=True)
         run = {"partitions": dict(sorted(versions.items())), "started_at": _now(), "pid": os.getpid(),
                "host": socket.gethostname()}
-        self._write_atomically(self._under(PENDING_FILE), json.dumps(run, indent=1))  # _current.json: when complete
+        self._write_atomically(self._under(PENDING_FILE), json.dumps(run, indent=1))  # current: see complete_run
         pending = {}
         for key, value in sorted(data.items()):
             if (isinstance(value, Deferred) and value.force) or not self._is_done(key, versions[key]):
@@ -277,9 +298,8 @@ class ResumablePartitionedDataset(PartitionedDataset):
         if len(pending) < len(data):
             logger.info("%s: %d of %d partitions were already done and reused", self._path, len(data) - len(pending),
                         len(data))
-        if not failures:
-            self._write_atomically(self._under(CURRENT_FILE), json.dumps({**run, "saved_at": _now()}, indent=1))
-            self._filesystem.rm(self._under(PENDING_FILE))
+        if not failures:  # this stage is done; the run is complete when its pipeline is (complete_run)
+            self._write_atomically(self._under(PENDING_FILE), json.dumps({**run, "saved_at": _now()}, indent=1))
         self._invalidate_caches()
         if failures:
             first_key, first = failures[0]
@@ -353,20 +373,32 @@ class ResumablePartitionedDataset(PartitionedDataset):
 
     # --- explicit checks and clean-up ------------------------------------------------------------
 
+    def in_use(self) -> list[tuple[str, str]]:
+        """``(key, fingerprint)`` of every partition that prune keeps: the last complete run's and
+        those of a later run that has not completed."""
+        complete, unfinished = self._read_run_file(CURRENT_FILE), self._read_run_file(PENDING_FILE)
+        return sorted(set((complete or {}).items()) | set((unfinished or {}).items()))
+
     def verify(self, *, repair: bool = False) -> dict[str, Any]:
-        """Check every finished partition of the last run against its marker, file by file (sizes and
-        SHA-256). With ``repair``, a damaged partition's marker is moved aside (``.done.damaged``), so
-        that the next run recomputes it. Returns counts and ``damaged: [(key, what differs)]``."""
+        """Check every finished partition that prune keeps against its marker, file by file (sizes and
+        SHA-256); one whose marker predates these records is loaded instead. With ``repair``, a damaged
+        partition's marker is moved aside (``.done.damaged``), so that the next run recomputes it.
+        Returns counts and ``damaged: [(key, what differs)]``."""
         checked, unrecorded, damaged = 0, 0, []
-        for key, version in sorted(self.current().items()):
+        for key, version in self.in_use():
             record = self._marker_record(key, version)
             if record is None:
                 continue
             checked += 1
-            if "files" not in record:
+            if "files" in record:
+                damage = self.damage(key, version, record, hashes=True)
+            else:
                 unrecorded += 1
-                continue
-            damage = self.damage(key, version, record, hashes=True)
+                try:
+                    self._version_dataset(key, version).load()
+                    damage = None
+                except Exception as error:  # noqa: BLE001 - any decoding error of a stored file
+                    damage = f"unreadable: {error}"
             if damage:
                 damaged.append((key, damage))
                 if repair:
@@ -387,8 +419,7 @@ class ResumablePartitionedDataset(PartitionedDataset):
         root = norm(self._normalized_path)
         if not fs.exists(root):
             return []
-        complete, unfinished = self._read_run_file(CURRENT_FILE), self._read_run_file(PENDING_FILE)
-        if complete is None and unfinished is None:
+        if not self._saved_anything():
             if any(fs.ls(root, detail=False)):
                 raise DatasetError(
                     f"{root} holds partitions but no {CURRENT_FILE} saying which ones the last run used, so prune "
@@ -396,8 +427,7 @@ class ResumablePartitionedDataset(PartitionedDataset):
                     f"'{self._path}' (finished partitions are reused) to record it, then prune.")
             return []
         kept = {norm(self._under(CURRENT_FILE)), norm(self._under(PENDING_FILE))}
-        in_use = [*(complete or {}).items(), *(unfinished or {}).items()]  # the last complete run and a newer one
-        for key, version in in_use:
+        for key, version in self.in_use():  # the last complete run and a later one that has not completed
             if self._marker_record(key, version) is not None:
                 kept |= {norm(self._version_dir(key, version)), norm(self._marker(key, version))}
         removable: list[tuple[str, int]] = []
@@ -418,6 +448,10 @@ class ResumablePartitionedDataset(PartitionedDataset):
                 fs.rm(path, recursive=True)
             self._invalidate_caches()
         return removable
+
+
+def _browser_litter(name: str) -> bool:
+    return name.startswith(".") or name in ("Thumbs.db", "desktop.ini")
 
 
 def _now() -> str:

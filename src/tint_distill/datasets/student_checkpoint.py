@@ -28,6 +28,15 @@ def read_checkpoint_record(path: str | Path) -> dict:
         return json.loads((handle.metadata() or {}).get("record", "{}"))
 
 
+def _record_or_none(path: Path) -> dict:
+    """A kept checkpoint's record; {} when it is missing or unreadable (then it is not restored)."""
+    try:
+        return read_checkpoint_record(path)
+    except Exception as error:  # noqa: BLE001 - a damaged kept file must not block training
+        logger.warning("%s cannot be read (%s): not restoring it.", path, error)
+        return {}
+
+
 class StudentCheckpointDataset(AbstractDataset[Any, Path]):
     """A student's state dict (``.safetensors``) and its JSON training record (in the file's metadata).
 
@@ -62,7 +71,7 @@ class StudentCheckpointDataset(AbstractDataset[Any, Path]):
                 logger.info("%s is up to date (fingerprint %s): not retraining it.", self._filepath, stored)
                 return
             kept = self._kept_file(data.fingerprint)
-            if not data.force and read_checkpoint_record(kept).get("fingerprint") == data.fingerprint:
+            if not data.force and _record_or_none(kept).get("fingerprint") == data.fingerprint:
                 self._keep_current(stored)
                 os.replace(kept, self._filepath)
                 logger.info("%s: restored the checkpoint kept for fingerprint %s instead of retraining it.",

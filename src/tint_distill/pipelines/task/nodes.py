@@ -64,7 +64,7 @@ def parse_settings(task: dict) -> TaskSettings:
 
 
 def prepare_task(images: ImageCollection, task: dict, student: dict,
-                 min_image_side: int) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+                 min_image_side: int = 8) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """The task's image index and episodes table, after every image has been decoded: all the
     unreadable and too small files are listed at once (the experiment's own check), before any
     work starts."""
