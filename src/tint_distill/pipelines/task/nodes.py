@@ -15,7 +15,6 @@ from datetime import datetime, timezone
 
 import numpy as np
 import pandas as pd
-import torch
 
 from tint_distill.data.collection import ImageCollection, check_decodable
 from tint_distill.data.episodes import episode_classes
