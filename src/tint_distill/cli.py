@@ -121,8 +121,8 @@ def _resumable_stores(project: Path, env: str | None) -> dict:
         conf_source=str(project / settings.CONF_SOURCE), env=env, **settings.CONFIG_LOADER_ARGS
     )
     catalog = settings.DATA_CATALOG_CLASS.from_config(config["catalog"])
-    return {name: catalog.get(name) for name in sorted(catalog.keys())
-            if isinstance(catalog.get(name), ResumablePartitionedDataset)}
+    datasets = {name: catalog.get(name) for name in sorted(catalog.keys())}
+    return {name: dataset for name, dataset in datasets.items() if isinstance(dataset, ResumablePartitionedDataset)}
 
 
 def _run_lock(project: Path):

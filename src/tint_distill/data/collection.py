@@ -8,6 +8,7 @@ decodes one image on demand. Nothing is decoded when a collection is built.
 from __future__ import annotations
 
 import hashlib
+import logging
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,8 @@ from PIL import Image
 
 from tint_distill.data.images import DECODE_VERSION, ImageReadError, read_rgb_image
 from tint_distill.data.model_input import MODEL_INPUT_VERSION
+
+logger = logging.getLogger(__name__)
 
 INDEX_COLUMNS = ["image_id", "class_name", "split", "source"]
 SPLITS = ("base", "val", "novel")
@@ -195,8 +198,6 @@ def check_decodable(images: ImageCollection, image_ids, min_side: int, progress_
     :class:`ImageReadError` listing all the files that cannot be decoded or whose shorter side is
     below ``min_side`` pixels (icons, tracking pixels), so a run stops before any work, with the fix.
     The one check of the experiment's and the task's images."""
-    import logging
-
     image_ids = list(image_ids)
     sizes, unreadable, tiny = [], [], []
     for done, image_id in enumerate(image_ids, start=1):
@@ -210,7 +211,7 @@ def check_decodable(images: ImageCollection, image_ids, min_side: int, progress_
                 tiny.append(f"{images.location(image_id)} ({size[0]}x{size[1]} px)")
         sizes.append(size)
         if done % progress_every == 0:
-            logging.getLogger(__name__).info("Checked %d / %d images", done, len(image_ids))
+            logger.info("Checked %d / %d images", done, len(image_ids))
     problems = []
     if unreadable:
         problems.append(f"{len(unreadable)} image(s) cannot be read; fix or remove them:\n  " + "\n  ".join(unreadable))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ from kedro.io import AbstractDataset
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from tint_distill.datasets.kept_models import keep_aside, previous_path
 from tint_distill.work import ALREADY_SAVED, Deferred
 
 logger = logging.getLogger(__name__)
@@ -70,34 +70,21 @@ class StudentCheckpointDataset(AbstractDataset[Any, Path]):
             if not data.force and stored == data.fingerprint:
                 logger.info("%s is up to date (fingerprint %s): not retraining it.", self._filepath, stored)
                 return
-            kept = self._kept_file(data.fingerprint)
+            kept = previous_path(self._filepath, data.fingerprint)
             if not data.force and _record_or_none(kept).get("fingerprint") == data.fingerprint:
-                self._keep_current(stored)
+                keep_aside(self._filepath, stored)
                 os.replace(kept, self._filepath)
                 logger.info("%s: restored the checkpoint kept for fingerprint %s instead of retraining it.",
                             self._filepath, data.fingerprint)
                 return
             data = data()
         state_dict, record = data
-        self._keep_current(stored)
+        keep_aside(self._filepath, stored)
         self._filepath.parent.mkdir(parents=True, exist_ok=True)
         staging = self._filepath.with_name(f".{self._filepath.name}.partial")
         tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
         save_file(tensors, str(staging), metadata={"record": json.dumps(record)})
         os.replace(staging, self._filepath)
-
-    def _kept_file(self, fingerprint: str) -> Path:
-        return self._filepath.with_name(f"{self._filepath.stem}.previous-{fingerprint}{self._filepath.suffix}")
-
-    def _keep_current(self, stored: str | None) -> None:
-        """Move the checkpoint in place (if any) aside as ``<name>.previous-<fingerprint>``: never deleted."""
-        if not self._filepath.is_file():
-            return
-        kept = self._kept_file(stored or "unknown")
-        if kept.exists():  # the same fingerprint kept before (a forced retrain): keep both
-            kept = kept.with_name(f"{kept.stem}-{os.getpid()}-{time.time_ns()}{kept.suffix}")
-        os.replace(self._filepath, kept)
-        logger.info("Kept the previous checkpoint as %s", kept)
 
     def _exists(self) -> bool:
         return self._filepath.is_file()

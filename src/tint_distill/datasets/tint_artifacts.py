@@ -8,13 +8,13 @@ import logging
 import os
 import shutil
 import tempfile
-import uuid
 from pathlib import Path
 from typing import Any
 
 from kedro.io import AbstractDataset, DatasetError
 from PIL import Image
 
+from tint_distill.datasets.kept_models import keep_aside, previous_path
 from tint_distill.tint import ClassSpecialisation, check_model_folder, load_specialisation, save_specialisation
 from tint_distill.tint.models import TRAINING_RECORD, read_training_record
 from tint_distill.work import ALREADY_SAVED, Deferred
@@ -89,7 +89,7 @@ class DiffusersModelDataset(AbstractDataset[Any, Path]):
                 return
             kept = self.kept_folder(data.fingerprint)
             if not data.force and kept is not None:
-                self._keep_current()
+                keep_aside(self._path, self.stored_fingerprint())
                 kept.rename(self._path)
                 logger.info("%s: restored the model kept for fingerprint %s (from %s) instead of retraining it.",
                             self._path, data.fingerprint, kept.name)
@@ -114,27 +114,17 @@ class DiffusersModelDataset(AbstractDataset[Any, Path]):
             umask = os.umask(0)  # reading the umask means setting it: put it straight back
             os.umask(umask)
             staging.chmod(0o777 & ~umask)  # mkdtemp gives 0700; the folder gets what mkdir would give
-            self._keep_current()
+            keep_aside(self._path, self.stored_fingerprint())
             staging.rename(self._path)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
     def kept_folder(self, fingerprint: str) -> Path | None:
         """The complete model folder kept for ``fingerprint`` by an earlier replacement, if any."""
-        folder = self._path.with_name(f"{self._path.name}.previous-{fingerprint}")
+        folder = previous_path(self._path, fingerprint)
         if not (folder / "model_index.json").is_file():
             return None
         return folder if read_training_record(folder).get("fingerprint") == fingerprint else None
-
-    def _keep_current(self) -> None:
-        """Move the folder in place (if any) aside as ``<name>.previous-<fingerprint>``: never deleted."""
-        if not self._path.exists():
-            return
-        kept = self._path.with_name(f"{self._path.name}.previous-{self.stored_fingerprint() or 'unknown'}")
-        if kept.exists():  # the same fingerprint kept before (a forced retrain): keep both
-            kept = kept.with_name(f"{kept.name}-{uuid.uuid4().hex[:8]}")
-        self._path.rename(kept)
-        logger.info("Kept the replaced model folder as %s", kept)
 
     def _exists(self) -> bool:
         return (self._path / "model_index.json").is_file()
