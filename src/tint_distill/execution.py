@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from tint_distill.params import ParameterError, SettingError, settings_from_params
+from tint_distill.params import ParameterError, SettingError, Settings, settings_from_params
 from tint_distill.work import Call, Deferred, LocalEngine, Outcome, UnitFailed, Worker
 
 logger = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ WORKER_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETR
 
 
 @dataclass(frozen=True)
-class ExecutionSettings:
+class ExecutionSettings(Settings):
     engine: str = "local"          # local: one unit after another in this process | ray
     address: str | None = None     # ray: null = start a cluster on this machine; auto / ray://host:port = join one
     cpus_per_unit: float = 1       # CPUs each Ray worker reserves (its torch threads: the whole part, at least 1)
@@ -52,7 +52,7 @@ class ExecutionSettings:
     max_retries: int = 2           # a unit whose worker dies is retried this many times
     stages: dict = field(default_factory=dict)  # {stage: {cpus_per_unit, gpus_per_unit, max_workers}} that differ
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         SettingError.unless_one_of("engine", self.engine, ENGINES)
         for stage, overrides in self.stages.items():
             SettingError.unless_one_of(f"stages.{stage}", stage, STAGES)

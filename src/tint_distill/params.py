@@ -66,39 +66,105 @@ def _type_problem(value: Any, hint: Any) -> str | None:
 RENAMED = {"dtype": "precision (fp32 | bf16 | fp16)"}
 
 
+def _settings_class(hint: Any) -> type | None:
+    """The settings dataclass a field holds (``X`` or ``X | None``), or None."""
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    return next((o for o in options if isinstance(o, type) and dataclasses.is_dataclass(o)), None)
+
+
+def _unknown_keys_problem(cls: type, params: Mapping[str, Any]) -> str | None:
+    allowed = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(params) - allowed)
+    if not unknown:
+        return None
+    hints = {u: difflib.get_close_matches(u, allowed, n=1) for u in unknown}
+    meant = "".join(f" ('{u}': did you mean '{h[0]}'?)" for u, h in hints.items() if h)
+    meant += "".join(f" ('{u}' is now {RENAMED[u]})" for u in unknown if u in RENAMED and not hints[u])
+    return f"has unknown keys {unknown}{meant}; allowed: {sorted(allowed)}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Base of every settings block: a frozen dataclass that checks itself when it is made, however
+    it is made (``cls(**block)`` by Kedro's parameter validation of a typed node input, or
+    :func:`settings_from_params`): each value's type, YAML lists turned into the tuples declared,
+    nested blocks given as mappings turned into their settings class, then :meth:`check`.
+    Problems are :class:`SettingError` naming the field (``null_text.steps``)."""
+
+    def __post_init__(self) -> None:
+        try:
+            hints = typing.get_type_hints(type(self))
+        except NameError:  # an annotation that only exists for type checkers: skip the type checks
+            hints = {}
+        for f in dataclasses.fields(self):
+            value, hint = getattr(self, f.name), hints.get(f.name, Any)
+            nested = _settings_class(hint)
+            if nested is not None and isinstance(value, Mapping):
+                problem = _unknown_keys_problem(nested, value)
+                if problem:
+                    raise SettingError(f.name, problem)
+                try:
+                    value = nested(**value)
+                except SettingError as error:
+                    raise SettingError(f"{f.name}.{error.field}", error.problem) from error
+                object.__setattr__(self, f.name, value)
+                continue
+            if nested is not None and isinstance(value, nested):
+                continue
+            problem = _type_problem(value, hint)
+            if problem:
+                raise SettingError(f.name, problem)
+            if isinstance(value, list) and typing.get_origin(hint) is tuple:  # YAML lists where tuples are wanted
+                object.__setattr__(self, f.name, tuple(value))
+        self.check()
+
+    def check(self) -> None:
+        """Checks of the values together (a range, a choice): raise :class:`SettingError`."""
+
+
 def settings_from_params(cls: type[T], params: Mapping[str, Any] | None, name: str) -> T:
     """``cls(**params)`` for a dataclass ``cls``, refusing unknown keys, values of the wrong type
-    and invalid values, with errors that name the parameter (``parameter 'synthesis.alpha' ...``)."""
+    and invalid values, with errors that name the parameter (``parameter 'synthesis.alpha' ...``).
+    An instance of ``cls`` (a block Kedro has already turned into its settings) is returned as is."""
+    if isinstance(params, cls):
+        return params
     if params is not None and not isinstance(params, Mapping):
         raise ParameterError(f"parameter '{name}' must be a mapping of settings, got {params!r}.")
     params = dict(params or {})
-    allowed = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(params) - allowed)
-    if unknown:
-        hints = {u: difflib.get_close_matches(u, allowed, n=1) for u in unknown}
-        meant = "".join(f" ('{u}': did you mean '{h[0]}'?)" for u, h in hints.items() if h)
-        meant += "".join(f" ('{u}' is now {RENAMED[u]})" for u in unknown if u in RENAMED and not hints[u])
-        raise ParameterError(
-            f"parameters '{name}' has unknown keys {unknown}{meant}; allowed: {sorted(allowed)}."
-        )
-    try:
-        hints = typing.get_type_hints(cls)
-    except NameError:  # an annotation that only exists for type checkers: skip the type checks
-        hints = {}
-    for field in dataclasses.fields(cls):
-        if field.name not in params:
-            continue
-        problem = _type_problem(params[field.name], hints.get(field.name, Any))
-        if problem:
-            raise ParameterError(f"parameter '{name}.{field.name}' {problem}.")
-        if isinstance(params[field.name], list) and "tuple" in str(field.type):  # YAML lists where tuples are wanted
-            params[field.name] = tuple(params[field.name])
+    problem = _unknown_keys_problem(cls, params)
+    if problem:
+        raise ParameterError(f"parameters '{name}' {problem}.")
+    if not issubclass(cls, Settings):  # a plain dataclass: its values' types are checked here
+        try:
+            hints = typing.get_type_hints(cls)
+        except NameError:
+            hints = {}
+        for field in dataclasses.fields(cls):
+            if field.name not in params:
+                continue
+            problem = _type_problem(params[field.name], hints.get(field.name, Any))
+            if problem:
+                raise ParameterError(f"parameter '{name}.{field.name}' {problem}.")
+            if isinstance(params[field.name], list) and "tuple" in str(field.type):
+                params[field.name] = tuple(params[field.name])
     try:
         return cls(**params)
     except SettingError as error:
         raise ParameterError(f"parameter '{name}.{error.field}' {error.problem}.") from error
     except (TypeError, ValueError) as error:
         raise ParameterError(f"parameters '{name}': {error}") from error
+
+
+def as_plain(value: Any) -> Any:
+    """Settings (and the mappings, lists and tuples holding them) as plain dicts and lists: what a
+    parameter block looks like in YAML, for logging and fingerprints."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: as_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {k: as_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [as_plain(v) for v in value]
+    return value
 
 
 def resolve_device(device: str) -> torch.device:

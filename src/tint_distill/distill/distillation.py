@@ -41,6 +41,8 @@ from torchvision.transforms.v2 import functional as TF
 from .errors import NonFiniteLossError
 from .images import Images, images_to_tensor, normalise
 
+from tint_distill.params import Settings
+
 logger = logging.getLogger(__name__)
 
 # Bumped whenever a change alters how a student is trained or scored: cached student results
@@ -66,8 +68,8 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     return F.kl_div(student_log_p, teacher_log_p, reduction="batchmean", log_target=True) * temperature**2
 
 
-@dataclass
-class DistillationConfig:
+@dataclass(frozen=True)
+class DistillationConfig(Settings):
     """Settings of :func:`train_student` (see the module docstring for the scheme)."""
 
     epochs: int = 30
@@ -83,8 +85,8 @@ class DistillationConfig:
     support_batch_size: int | None = None  # None: min(#supports, max(1, batch_size // 4))
     crop_scale: tuple[float, float] = (0.35, 1.0)
 
-    def __post_init__(self) -> None:
-        self.crop_scale = tuple(float(v) for v in self.crop_scale)  # YAML gives lists
+    def check(self) -> None:
+        object.__setattr__(self, "crop_scale", tuple(float(v) for v in self.crop_scale))
         for name in ("epochs", "batch_size", "image_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"DistillationConfig.{name} must be >= 1, got {getattr(self, name)}")

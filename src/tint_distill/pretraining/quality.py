@@ -8,6 +8,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from PIL import Image
 
+from tint_distill.params import Settings
 from tint_distill.tint.models import SDComponents
 
 
@@ -80,7 +81,7 @@ def sample_prompts(components: SDComponents, prompts: Sequence[str], n_per_promp
 
 
 @dataclass(frozen=True)
-class QualitySettings:
+class QualitySettings(Settings):
     """How a pre-trained generator is judged (see :func:`assess_generator`)."""
 
     samples_per_class: int = 8      # generated images per class prompt
@@ -89,7 +90,7 @@ class QualitySettings:
     guidance_scale: float = 3.0     # classifier-free guidance with the empty prompt
     seed: int = 0
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         if self.samples_per_class < 1 or self.prototypes_per_class < 1 or self.sampling_steps < 1:
             raise ValueError("samples_per_class, prototypes_per_class and sampling_steps must be >= 1")
 

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from tint_distill.params import Settings
 from tint_distill.tint.imaging import to_model_tensor
 from tint_distill.tint.models import TinySDConfig, build_sd_modules
 from tint_distill.tint.progress import Progress, Reporter
@@ -38,8 +39,8 @@ from tint_distill.tint.tokenizer import MODEL_MAX_LENGTH, build_clip_tokenizer
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class PretrainingConfig:
+@dataclass(frozen=True)
+class PretrainingConfig(Settings):
     """Settings of :func:`pretrain_generator`.
 
     ``model`` gives the architecture (its ``resolution`` is overridden by ``resolution``).
@@ -78,12 +79,10 @@ class PretrainingConfig:
     seed: int = 0
     log_every: int = 100
 
-    def __post_init__(self) -> None:
-        if isinstance(self.model, dict):
-            self.model = TinySDConfig(**self.model)
-        self.crop_scale = tuple(float(v) for v in self.crop_scale)  # type: ignore[assignment]
+    def check(self) -> None:
+        object.__setattr__(self, "crop_scale", tuple(float(v) for v in self.crop_scale))
         if self.model.resolution != self.resolution:
-            self.model = replace(self.model, resolution=self.resolution)
+            object.__setattr__(self, "model", replace(self.model, resolution=self.resolution))
         if not 0.0 <= self.cfg_dropout < 1.0:
             raise ValueError(f"cfg_dropout must be in [0, 1), got {self.cfg_dropout}")
         if not 0.0 < self.crop_scale[0] <= self.crop_scale[1] <= 1.0:

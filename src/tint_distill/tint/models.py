@@ -21,6 +21,8 @@ import torch
 from .errors import ModelFolderError
 from .tokenizer import MODEL_MAX_LENGTH, VOCAB_SIZE, write_clip_tokenizer_files
 
+from tint_distill.params import Settings
+
 logger = logging.getLogger(__name__)
 
 # SD 1.x noise schedule (as in the released scheduler config), with DDIM "trailing" spacing.
@@ -57,7 +59,7 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 @dataclass(frozen=True)
-class TinySDConfig:
+class TinySDConfig(Settings):
     """Architecture sizes of a small SD-1.x-shaped model.
 
     The VAE has one level per entry of ``vae_block_out_channels``; its scale factor is
@@ -94,7 +96,7 @@ class TinySDConfig:
                    text_heads=12, text_intermediate_size=3072, unet_last_level_attention=False,
                    scaling_factor=0.18215)
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         for name in ("unet_block_out_channels", "vae_block_out_channels"):  # YAML gives lists
             object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
         if not 2 <= len(self.vae_block_out_channels) <= 4:

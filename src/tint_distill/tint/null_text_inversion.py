@@ -25,11 +25,13 @@ from .errors import NonFiniteLossError
 from .models import SDComponents
 from .progress import Progress, Reporter
 
+from tint_distill.params import Settings
+
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class NullTextConfig:
+class NullTextConfig(Settings):
     """Null-text inversion settings; defaults are the reference implementation's."""
 
     num_steps: int = 25
@@ -40,7 +42,7 @@ class NullTextConfig:
     timestep_spacing: str = "trailing"
     batch_size: int | None = None  # supports per UNet batch; None: all of them (memory bound on big models)
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         if self.num_steps < 1 or self.inner_steps < 0:
             raise ValueError("num_steps must be >= 1 and inner_steps >= 0")
         if self.batch_size is not None and self.batch_size < 1:

@@ -27,13 +27,15 @@ from .errors import NonFiniteLossError
 from .models import SDComponents
 from .progress import Progress, Reporter
 
+from tint_distill.params import Settings
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_PROMPT_TEMPLATE = "A photo of an {token}"
 
 
 @dataclass(frozen=True)
-class TextualInversionConfig:
+class TextualInversionConfig(Settings):
     """Textual-inversion settings; defaults are the reference implementation's."""
 
     num_steps: int = 5000
@@ -49,7 +51,7 @@ class TextualInversionConfig:
     seed: int = 0
     log_every: int = 100
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         if self.num_steps < 1 or self.batch_size < 1:
             raise ValueError("num_steps and batch_size must be >= 1")
         if not 0 <= self.t_min < self.t_max:

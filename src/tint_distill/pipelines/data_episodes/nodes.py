@@ -11,7 +11,7 @@ from PIL import Image
 from tint_distill.data.collection import SPLITS, ImageCollection, check_decodable
 from tint_distill.data.episodes import EpisodeSpec, assign_class_splits, episode_images, sample_episodes
 from tint_distill.data.grids import image_grid
-from tint_distill.params import SettingError, settings_from_params
+from tint_distill.params import SettingError, Settings, settings_from_params
 from tint_distill.work import check_class_slugs, episode_key
 
 logger = logging.getLogger(__name__)
@@ -20,20 +20,20 @@ IMAGE_CHECK_SCOPES = ("all", "episodes", "none")
 
 
 @dataclass(frozen=True)
-class GridSettings:
+class GridSettings(Settings):
     n_episodes: int = 3
     cell_size: int = 80
 
 
 @dataclass(frozen=True)
-class DataEpisodesSettings:
+class DataEpisodesSettings(Settings):
     class_splits: dict | None = None  # {base: [...], val: [...], novel: [...]}; null: the source's own split
     sampling: dict = field(default_factory=dict)  # tint_distill.data.episodes.EpisodeSpec
     image_check: str = "all"
     min_image_side: int = 8
     grids: dict = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         SettingError.unless_one_of("image_check", self.image_check, IMAGE_CHECK_SCOPES)
         if self.min_image_side < 0:
             raise SettingError("min_image_side", f"must be >= 0, got {self.min_image_side}")

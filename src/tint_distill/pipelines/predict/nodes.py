@@ -10,18 +10,18 @@ from pathlib import Path
 import pandas as pd
 
 from tint_distill.distill.export import OnnxClassifier, classify_files
-from tint_distill.params import SettingError, settings_from_params
+from tint_distill.params import SettingError, Settings, settings_from_params
 from tint_distill.work import slug
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class PredictSettings:
+class PredictSettings(Settings):
     batch_size: int = 256
     threads: int | None = None  # ONNX Runtime and decoding threads; null: every core
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         if self.batch_size < 1:
             raise SettingError("batch_size", f"must be >= 1, got {self.batch_size}")
 

@@ -13,7 +13,7 @@ import torch
 from tint_distill.data.collection import ImageCollection
 from tint_distill.distill.distillation import DISTILLATION_VERSION
 from tint_distill.distill.student import pretrain_student
-from tint_distill.params import SettingError, settings_from_params
+from tint_distill.params import SettingError, Settings, settings_from_params
 from tint_distill.pipelines.distillation.nodes import parse_distillation, parse_student
 from tint_distill.work import Deferred, fingerprint
 
@@ -21,14 +21,14 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class StudentPretrainingSettings:
+class StudentPretrainingSettings(Settings):
     epochs: int = 40
     batch_size: int = 64
     learning_rate: float = 2e-3
     seed: int = 0
     retrain: bool = False  # train again even when the saved checkpoint's fingerprint matches
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise SettingError(name, f"must be >= 1, got {getattr(self, name)}")

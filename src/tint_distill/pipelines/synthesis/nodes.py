@@ -16,7 +16,7 @@ from tint_distill.data.episodes import episode_images
 from tint_distill.data.grids import image_grid
 from tint_distill.execution import execution_engine
 from tint_distill.model_runtime import DiffusionModel
-from tint_distill.params import SettingError, settings_from_params
+from tint_distill.params import SettingError, Settings, settings_from_params
 from tint_distill.tint import apply_specialisation, sample_class, textual_inversion_sample
 from tint_distill.tint.diffusion import decode_latents
 from tint_distill.tint.imaging import to_pil
@@ -31,7 +31,7 @@ SAMPLERS = ("tint", "textual_inversion")
 
 
 @dataclass(frozen=True)
-class SynthesisSettings:
+class SynthesisSettings(Settings):
     samplers: tuple[str, ...] = SAMPLERS  # tint; textual_inversion = the TI-only baseline
     images_per_class: int = 20
     alpha: float = 0.5              # 1: pure noise (diversity); 0: reproduce the support
@@ -42,7 +42,7 @@ class SynthesisSettings:
     device: str = "auto"
     precision: str = "fp32"         # fp32 | bf16 | fp16: what the model calls compute in
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         for name in ("images_per_class", "batch_size"):
             if getattr(self, name) < 1:
                 raise SettingError(name, f"must be >= 1, got {getattr(self, name)}")
@@ -59,7 +59,7 @@ class SynthesisSettings:
 
 
 @dataclass(frozen=True)
-class PreviewSettings:
+class PreviewSettings(Settings):
     n_episodes: int = 3
     n_images: int = 8
     cell_size: int = 64

@@ -24,7 +24,7 @@ from tint_distill.datasets.student_results import load_student
 from tint_distill.distill.distillation import STUDENT_MEAN, STUDENT_STD, count_parameters
 from tint_distill.distill.export import INPUT_POLICY, ONNX_OPSET, OnnxClassifier, export_onnx
 from tint_distill.distill.statistics import binomial_ci95, paired_difference
-from tint_distill.params import SettingError, settings_from_params
+from tint_distill.params import SettingError, Settings, settings_from_params
 from tint_distill.tensor_files import tensors_to_bytes
 from tint_distill.pipelines.distillation.nodes import METHODS, SYNTHETIC_METHODS, parse_methods, parse_student
 from tint_distill.work import check_class_slugs, episode_key
@@ -33,14 +33,14 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class TaskSettings:
+class TaskSettings(Settings):
     methods: tuple[str, ...] = ("tint",)  # students trained per split (real_unlabeled, mined_real: no data here)
     export: str = "tint"                  # the method whose final student is exported
     max_repeats: int | None = None        # leave-out splits; null: every labelled image held out once
     registered_model_name: str | None = "tint_distill_task"  # MLflow Model Registry; null: logged only
     speed_threads: int | None = None      # ONNX Runtime threads for the card's CPU figures; null: its default
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         if "real_unlabeled" in self.methods:
             raise SettingError("methods", "cannot hold real_unlabeled: a task has no unlabeled real images of its "
                                           "classes (images in unlabeled/ join every other method)")
