@@ -6,11 +6,14 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import timm
 import torch
 from torch import nn
+
+from tint_distill.params import SettingError, Settings
 
 from .distillation import DistillationConfig, accuracy, count_parameters, predict, train_student
 from .errors import WeightsFileNotFoundError, WeightsMismatchError
@@ -28,6 +31,29 @@ DEFAULT_STUDENT = "resnet10t_half"
 
 class StudentWeightsNotFoundError(WeightsFileNotFoundError):
     """The student's base-class weights file does not exist."""
+
+
+STUDENT_INITS = ("base_classes", "scratch", "file")
+
+
+@dataclass(frozen=True)
+class StudentSettings(Settings):
+    """The ``student`` parameter block: the architecture, where its weights start, and which
+    methods' trained students are kept (the method names are checked by :mod:`tint_distill.methods`)."""
+
+    name: str = DEFAULT_STUDENT           # a timm model name or a preset of STUDENT_PRESETS
+    init: str = "base_classes"            # base_classes (the student_pretraining pipeline's) | scratch | file
+    pretrained_weights: str | None = None  # init: file: a local state dict of the same architecture
+    keep_weights: tuple[str, ...] = ("tint",)  # methods whose trained students are saved (safetensors)
+
+    def check(self) -> None:
+        SettingError.unless_one_of("init", self.init, STUDENT_INITS)
+        if (self.init == "file") != bool(self.pretrained_weights):
+            raise SettingError("pretrained_weights", "is the file of init: file, and only then: set both (init: file "
+                                                     f"and a state dict), or neither; got init {self.init!r} and "
+                                                     f"pretrained_weights {self.pretrained_weights!r}")
+        if isinstance(self.keep_weights, str):
+            raise SettingError("keep_weights", f"must be a list of methods, got {self.keep_weights!r}")
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:

