@@ -1,17 +1,19 @@
 """Where the units of work run: this process (``engine: local``) or a Ray cluster (``engine: ray``).
 
-The ``execution`` parameter block chooses; nodes make their units with the engine
-(:meth:`tint_distill.work.LocalEngine.unit`, :meth:`~tint_distill.work.LocalEngine.pool`) and the
-resumable datasets save each result as the engine yields it, in whatever order units finish.
+The ``execution`` parameter block chooses (:func:`engine_for`); a node puts the engine into the
+:class:`~tint_distill.work.Work` it returns, and the resumable dataset saving that work calls
+``engine.run(work, pending units)`` and saves each result as the engine yields it, in whatever
+order units finish. Both engines cut the units into the same groups
+(:meth:`~tint_distill.work.Work.groups`) and build each group's call on the driver.
 
 On Ray, each of ``max_workers`` actors reserves ``cpus_per_unit`` CPUs and ``gpus_per_unit`` GPUs
-(fractions allowed) and computes one unit at a time; a model it loads (the diffusion model, the
-teacher) is kept for its next units. Nothing assumes a shared disk: each unit's inputs (pixels,
-settings, specialisations, teacher logits) travel from the driver with the unit and its result
-travels back; only model folders and weight files are read by path on the workers, so they must
-exist at the same path there (a copy, or a shared mount). A worker process that dies is replaced
-and its unit retried (``max_retries``); a unit that still fails is reported with its partition
-key, and the others are saved.
+(fractions allowed) and computes one group at a time; a model it loads (the diffusion model, the
+teacher) is kept for its next groups. Nothing assumes a shared disk: each group's inputs (pixels,
+settings, specialisations, teacher logits) travel from the driver with it and its results travel
+back; only model folders and weight files are read by path on the workers, so they must exist at
+the same path there (a copy, or a shared mount). A worker process that dies is replaced and its
+group retried (``max_retries``); a unit that still fails is reported with its partition key, and
+the others are saved.
 """
 
 from __future__ import annotations
@@ -23,13 +25,12 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 from tint_distill.params import ParameterError, SettingError, Settings, settings_from_params
-from tint_distill.work import Call, Deferred, LocalEngine, Outcome, UnitFailed, Worker
+from tint_distill.work import Call, Outcome, Unit, UnitFailed, Work, Worker, is_unit_failure, outcomes_of
 
 logger = logging.getLogger(__name__)
 
@@ -82,10 +83,29 @@ def parse_settings(execution: dict | None, stage: str | None = None) -> Executio
     return dataclasses.replace(settings, **settings.stages[stage], stages={})
 
 
-def execution_engine(execution: dict | None, stage: str | None = None) -> LocalEngine:
-    """The engine the ``execution`` block asks for ``stage`` (Ray starts or is joined at its first unit)."""
-    settings = parse_settings(execution, stage)
+def engine_for(execution: ExecutionSettings | Mapping | None, stage: str | None = None) -> LocalEngine | RayEngine:
+    """The engine the ``execution`` block asks for ``stage`` (Ray starts or is joined at its first group)."""
+    plain = dataclasses.asdict(execution) if isinstance(execution, ExecutionSettings) else execution
+    settings = parse_settings(plain, stage)
     return RayEngine(settings) if settings.engine == "ray" else LocalEngine()
+
+
+class LocalEngine:
+    """Groups computed one after another in this process: the default engine."""
+
+    name = "local"
+
+    def __init__(self) -> None:
+        self.worker = Worker()
+
+    def run(self, work: Work, units: Sequence[Unit]) -> Iterator[Outcome]:
+        for group in work.groups(units):
+            started = time.perf_counter()
+            try:
+                results = work.call([unit.task for unit in group]).run(self.worker)  # reads the inputs, computes
+            except UnitFailed as error:  # an input of the group cannot be read, say
+                results = error
+            yield from outcomes_of(group, results, time.perf_counter() - started, self.worker.where())
 
 
 # "ray" once an engine of this process has connected to Ray (Ray's own state is per process too)
@@ -117,29 +137,18 @@ class UnitWorker:
         self.worker = Worker()
 
     def run(self, call: Call) -> tuple[Any, float, dict]:
-        """The call's value (a unit's own failure, :class:`UnitFailed`, as its value), seconds, where."""
+        """The call's results (:meth:`Call.run`), seconds, where."""
         started = time.perf_counter()
-        try:
-            value = call.run(self.worker)
-        except UnitFailed as error:
-            value = error
+        value = call.run(self.worker)
         return value, time.perf_counter() - started, self.worker.where()
 
 
-@dataclass
-class _Task:
-    keys: list[str]             # one key, or a group's keys in its members' order
-    make_call: Callable[[], Call]
-    grouped: bool               # the call returns one value (or UnitFailed) per key
-
-
-class RayEngine(LocalEngine):
-    """Units spread over Ray workers, yielded as they finish (see the module's docstring)."""
+class RayEngine:
+    """Groups spread over Ray workers, yielded as they finish (see the module's docstring)."""
 
     name = "ray"
 
     def __init__(self, settings: ExecutionSettings) -> None:
-        super().__init__()
         self.settings = settings
 
     # --- the cluster ----------------------------------------------------------------------------
@@ -189,32 +198,15 @@ class RayEngine(LocalEngine):
 
     # --- the work -------------------------------------------------------------------------------
 
-    @staticmethod
-    def _tasks(pending: dict[str, Any]) -> tuple[list[_Task], dict[str, Any]]:
-        """Units that can run elsewhere as tasks (a pool's in its groups), and the rest."""
-        tasks, here, pools = [], {}, {}
-        for key, value in pending.items():
-            if isinstance(value, Deferred) and value.pool is not None and value.pool.make_call is not None:
-                pools.setdefault(id(value.pool), (value.pool, {}))[1][value.member] = key
-            elif isinstance(value, Deferred) and value.pool is None and value.call is not None:
-                tasks.append(_Task([key], value.call, grouped=False))
-            else:
-                here[key] = value
-        for pool, key_of in pools.values():
-            for group in pool.take_groups():
-                tasks.append(_Task([key_of[m] for m in group], partial(pool.make_call, group), grouped=True))
-        return tasks, here
-
-    def outcomes(self, pending: dict[str, Any]) -> Iterator[Outcome]:
-        tasks, here = self._tasks(pending)
-        yield from super().outcomes(here)  # units that cannot travel: computed here, first
+    def run(self, work: Work, units: Sequence[Unit]) -> Iterator[Outcome]:
+        tasks = work.groups(units)
         if not tasks:
             return
         ray = self._ray()
         from ray.exceptions import RayActorError, RayTaskError
 
         n_workers = self.workers_for(len(tasks))
-        logger.info("Ray: %d tasks (%d units) on %d workers", len(tasks), sum(len(t.keys) for t in tasks), n_workers)
+        logger.info("Ray: %d groups (%d units) on %d workers", len(tasks), len(units), n_workers)
         workers = [self._start_worker() for _ in range(n_workers)]
         # Each worker gets a second unit while it computes one, so the driver reads and sends the next
         # inputs while the worker works, not while it waits.
@@ -229,9 +221,9 @@ class RayEngine(LocalEngine):
                     task = queue.popleft()
                     started = time.perf_counter()
                     try:
-                        call = task.make_call()  # reads the unit's inputs here, on the driver
+                        call = work.call([unit.task for unit in task])  # reads the inputs here, on the driver
                     except UnitFailed as error:
-                        yield from (Outcome(key, error=error) for key in task.keys)
+                        yield from (Outcome(unit.key, error=error) for unit in task)
                         continue
                     worker = free.popleft()
                     ref = worker.run.remote(call)
@@ -257,13 +249,14 @@ class RayEngine(LocalEngine):
                         continue
                     attempts[id(task)] = attempts.get(id(task), 0) + 1
                     if attempts[id(task)] <= self.settings.max_retries:
-                        logger.warning("Ray worker died while computing %s; retrying (%d of %d)", ", ".join(task.keys),
+                        logger.warning("Ray worker died while computing %s; retrying (%d of %d)",
+                                       ", ".join(unit.key for unit in task),
                                        attempts[id(task)], self.settings.max_retries)
                         queue.appendleft(task)
                         continue
                     failed = UnitFailed(f"its Ray worker died {attempts[id(task)]} times "
                                         f"(execution.max_retries={self.settings.max_retries}): {error}")
-                    yield from (Outcome(key, error=failed) for key in task.keys)
+                    yield from (Outcome(unit.key, error=failed) for unit in task)
                     continue
                 except RayTaskError as error:  # not the unit's own failure: a bug; what is running still lands
                     on_worker[worker].remove(ref)
@@ -273,19 +266,10 @@ class RayEngine(LocalEngine):
                 on_worker[worker].remove(ref)
                 free.append(worker)
                 seconds += reading  # the inputs' reading too, as the local engine counts it
-                if isinstance(value, UnitFailed):
-                    yield from (Outcome(key, error=value, where=where) for key in task.keys)
-                elif task.grouped:
-                    share = seconds / len(task.keys)
-                    for key, member_value in zip(task.keys, value, strict=True):
-                        if isinstance(member_value, UnitFailed):
-                            yield Outcome(key, error=member_value, where=where)
-                        elif isinstance(member_value, BaseException):  # a bug, as the local engine would raise it
-                            fatal = fatal or member_value
-                        else:
-                            yield Outcome(key, member_value, seconds=share, where=where)
-                else:
-                    yield Outcome(task.keys[0], value, seconds=seconds, where=where)
+                try:
+                    yield from outcomes_of(task, value, seconds, where)
+                except Exception as error:  # noqa: BLE001 - a bug, as the local engine would raise it
+                    fatal = fatal or error
             if fatal is not None:
                 raise fatal
         finally:

@@ -84,7 +84,7 @@ def task_pipeline(stages: dict[str, Pipeline]) -> Pipeline:
         as_stage(task.create_preparation(), "prepare")
         + stages["inversion"]
         + as_stage(synthesis.create_pipeline(only_for_methods=True), "synthesis")
-        + stages["distillation"]
+        + as_stage(distillation.create_pipeline(with_unlabeled_images=True), "distillation")
         + as_stage(task.create_delivery(), "deliver")
     )
     parameters = {p: p for p in inner.inputs() if p.startswith("params:")}

@@ -2,7 +2,7 @@
 
 from kedro.config import OmegaConfigLoader
 
-from tint_distill.hooks import MlflowRunStory, RunGuard, WorkInsideTheNode
+from tint_distill.hooks import MlflowRunStory, NodeClock, PlainParameters, RunGuard
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
@@ -14,4 +14,4 @@ CONFIG_LOADER_ARGS = {
 
 # Settings and model folder checked, and the project's run lock taken, before any stage works;
 # resumable work done inside its node's clock; MLflow runs named, tagged, described, timed per stage.
-HOOKS = (RunGuard(), WorkInsideTheNode(), MlflowRunStory())
+HOOKS = (RunGuard(), NodeClock(), PlainParameters(), MlflowRunStory())

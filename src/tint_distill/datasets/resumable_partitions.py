@@ -49,7 +49,8 @@ from kedro_datasets.partitions import PartitionedDataset
 
 from tint_distill.data.grids import image_grid
 from tint_distill.datasets.png_image import png_preview
-from tint_distill.work import ALREADY_SAVED, Deferred, UnitFailed, engine_of, fingerprint
+from tint_distill.fingerprints import fingerprint
+from tint_distill.work import Outcome, Stored, UnitFailed, Work
 
 logger = logging.getLogger(__name__)
 
@@ -65,13 +66,11 @@ class DamagedPartitionError(DatasetError):
 class ResumablePartitionedDataset(PartitionedDataset):
     """Partitions saved one at a time as they are computed, one immutable version per fingerprint.
 
-    ``save({key: value})``: a :class:`Deferred` whose version is already finished is reused
-    (unless forced); anything else is computed (if callable) and saved as a new version. Plain
-    values are versioned by a hash of their JSON form. A partition may be a file or a folder
-    (``filename_suffix: ""`` with a folder dataset).
+    ``save(work)``: the units of a :class:`~tint_distill.work.Work` whose version is already
+    finished are reused; the others are computed by its engine and saved as they arrive. Plain
+    ``{key: value}`` partitions are versioned by a hash of their JSON form. A partition may be a
+    file or a folder (``filename_suffix: ""`` with a folder dataset).
     """
-
-    does_work_on_save = True  # see tint_distill.hooks.WorkInsideTheNode
 
     def __init__(self, *, path: str, dataset: Any, filename_suffix: str = "", **kwargs: Any):
         kwargs.setdefault("save_lazily", True)
@@ -211,18 +210,11 @@ class ResumablePartitionedDataset(PartitionedDataset):
     def _saved_anything(self) -> bool:
         return any(self._filesystem.exists(self._under(name)) for name in (CURRENT_FILE, PENDING_FILE))
 
-    @staticmethod
-    def _version_of(value: Any) -> str:
-        if isinstance(value, Deferred):
-            return value.fingerprint
-        if callable(value):
-            raise DatasetError("a callable partition must be a Deferred carrying the fingerprint of its inputs")
-        return fingerprint(value)
 
     # --- the dataset interface --------------------------------------------------------------
 
-    def load(self) -> dict[str, Deferred]:
-        """``{key: Deferred(fingerprint, load)}`` for the finished partitions of the last run that
+    def load(self) -> dict[str, Stored]:
+        """``{key: Stored(fingerprint, load, record)}`` for the finished partitions of the last run that
         saved here; the fingerprint lets later stages chain on it, and ``record`` is what the
         partition's marker says (seconds, host, device: the compute planner's input)."""
         current = self.current()
@@ -245,7 +237,7 @@ class ResumablePartitionedDataset(PartitionedDataset):
                 "interrupted?); using the %d finished ones. Rerun the pipeline that produces them to complete it.",
                 self._path, len(current) - len(done), len(current), len(done),
             )
-        return {key: Deferred(version, self._loader(key, version), record=markers[key])
+        return {key: Stored(version, self._loader(key, version), record=markers[key])
                 for key, version in sorted(done.items())}
 
     def _loader(self, key: str, version: str):
@@ -263,23 +255,25 @@ class ResumablePartitionedDataset(PartitionedDataset):
 
         return load
 
-    def save(self, data: dict[str, Any]) -> None:
-        if data is ALREADY_SAVED:
-            return
-        versions = {key: self._version_of(value) for key, value in data.items()}
+    def save(self, data: Work | dict[str, Any]) -> None:
+        """Save a :class:`~tint_distill.work.Work` (its units not finished yet are computed by its
+        engine, each saved as it arrives) or plain ``{key: value}`` partitions."""
+        if isinstance(data, Work):
+            if not data.mark_saved():
+                return  # saved already, inside its node's clock (tint_distill.hooks.NodeClock)
+            versions = {key: unit.fingerprint for key, unit in data.units.items()}
+        else:
+            versions = {key: fingerprint(value) for key, value in data.items()}
         self._filesystem.makedirs(self._normalized_path, exist_ok=True)
         run = {"partitions": dict(sorted(versions.items())), "started_at": _now(), "pid": os.getpid(),
                "host": socket.gethostname()}
         self._write_atomically(self._under(PENDING_FILE), json.dumps(run, indent=1))  # current: see complete_run
-        pending = {}
-        for key, value in sorted(data.items()):
-            if (isinstance(value, Deferred) and value.force) or not self._is_done(key, versions[key]):
-                pending[key] = value
-                if isinstance(value, Deferred):
-                    value.needed()  # before any work starts: pooled work groups exactly what is missing
-        failures: list[tuple[str, UnitFailed]] = []
-        engine = engine_of(pending.values())
-        outcomes = engine.outcomes(pending)
+        pending = [key for key in sorted(versions) if not self._is_done(key, versions[key])]
+        if isinstance(data, Work):
+            outcomes = data.engine.run(data, [data.units[key] for key in pending])
+        else:
+            outcomes = (Outcome(key, data[key]) for key in pending)
+        failures: list[tuple[str, BaseException]] = []
         try:
             for position, outcome in enumerate(outcomes, start=1):
                 key = outcome.key
@@ -287,17 +281,17 @@ class ResumablePartitionedDataset(PartitionedDataset):
                     logger.error("%s: partition %s failed: %s", self._path, key, outcome.error)
                     failures.append((key, outcome.error))
                     continue
-                value = pending[key]
-                self._commit(key, versions[key], outcome.value, outcome.seconds, outcome.where,
-                             replace=isinstance(value, Deferred) and value.force)
+                self._commit(key, versions[key], outcome.value, outcome.seconds, outcome.where)
+                remote = outcome.where and outcome.where.get("host") != socket.gethostname()
                 logger.info("%s: saved partition %s (%d / %d to compute) in %.1f s%s", self._path, key, position,
                             len(pending), outcome.seconds,
-                            f" on {outcome.where['host']}, {outcome.where['device']}" if engine.name != "local" else "")
+                            f" on {outcome.where['host']}, {outcome.where['device']}" if remote else "")
         finally:
-            outcomes.close()
-        if len(pending) < len(data):
-            logger.info("%s: %d of %d partitions were already done and reused", self._path, len(data) - len(pending),
-                        len(data))
+            if hasattr(outcomes, "close"):
+                outcomes.close()
+        if len(pending) < len(versions):
+            logger.info("%s: %d of %d partitions were already done and reused", self._path,
+                        len(versions) - len(pending), len(versions))
         if not failures:  # this stage is done; the run is complete when its pipeline is (complete_run)
             self._write_atomically(self._under(PENDING_FILE), json.dumps({**run, "saved_at": _now()}, indent=1))
         self._invalidate_caches()
@@ -309,7 +303,7 @@ class ResumablePartitionedDataset(PartitionedDataset):
                 f"First failure, {first_key}: {first}"
             ) from first
 
-    def _commit(self, key: str, version: str, result: Any, seconds: float, where: dict, replace: bool) -> None:
+    def _commit(self, key: str, version: str, result: Any, seconds: float, where: dict) -> None:
         """Write ``result`` as version ``version`` of ``key``: staged, renamed into place, marked done."""
         fs = self._filesystem
         target = self._version_dir(key, version)
@@ -319,9 +313,9 @@ class ResumablePartitionedDataset(PartitionedDataset):
         try:
             self._dataset_in(staging, key).save(result)
             if fs.exists(target):
-                if self._intact_record(key, version, warn=False) is not None and not replace:
+                if self._intact_record(key, version, warn=False) is not None:
                     return  # finished meanwhile by someone else: theirs is as good as ours
-                # an unfinished leftover (killed before its marker), or an explicit request to redo it
+                # an unfinished leftover (killed before its marker)
                 if fs.exists(self._marker(key, version)):
                     fs.rm(self._marker(key, version))
                 fs.rm(target, recursive=True)

@@ -14,7 +14,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from tint_distill.datasets.kept_models import keep_aside, previous_path
-from tint_distill.work import ALREADY_SAVED, Deferred
+from tint_distill.work import Deferred
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +49,6 @@ class StudentCheckpointDataset(AbstractDataset[Any, Path]):
     such a kept file holds gets it back instead of training again.
     """
 
-    does_work_on_save = True  # a Deferred trains the model: see tint_distill.hooks.WorkInsideTheNode
-
     def __init__(self, *, filepath: str, metadata: dict | None = None):
         self._filepath = Path(filepath)
         self.metadata = metadata
@@ -63,8 +61,8 @@ class StudentCheckpointDataset(AbstractDataset[Any, Path]):
         return self._filepath.resolve() if self._filepath.is_file() else None
 
     def save(self, data: Any) -> None:
-        if data is ALREADY_SAVED:
-            return
+        if isinstance(data, Deferred) and not data.mark_saved():
+            return  # trained already, inside its node's clock (tint_distill.hooks.NodeClock)
         stored = read_checkpoint_record(self._filepath).get("fingerprint")
         if isinstance(data, Deferred):
             if not data.force and stored == data.fingerprint:

@@ -17,7 +17,7 @@ from PIL import Image
 from tint_distill.datasets.kept_models import keep_aside, previous_path
 from tint_distill.tint import ClassSpecialisation, check_model_folder, load_specialisation, save_specialisation
 from tint_distill.tint.models import TRAINING_RECORD, read_training_record
-from tint_distill.work import ALREADY_SAVED, Deferred
+from tint_distill.work import Deferred
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +49,6 @@ class DiffusersModelDataset(AbstractDataset[Any, Path]):
     holds gets it back (swapped in) instead of being trained again.
     """
 
-    does_work_on_save = True  # a Deferred trains the model: see tint_distill.hooks.WorkInsideTheNode
-
     def __init__(self, *, path: str, read_only: bool = False, metadata: dict | None = None):
         self._path = Path(path)
         self._read_only = read_only
@@ -74,8 +72,8 @@ class DiffusersModelDataset(AbstractDataset[Any, Path]):
         return read_training_record(self._path).get("fingerprint")
 
     def save(self, data: Any) -> None:
-        if data is ALREADY_SAVED:
-            return
+        if isinstance(data, Deferred) and not data.mark_saved():
+            return  # trained already, inside its node's clock (tint_distill.hooks.NodeClock)
         if self._read_only:
             raise DatasetError(
                 f"{self._path} is a read-only model folder in this environment; run the pipelines that "

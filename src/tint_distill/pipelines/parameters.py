@@ -13,35 +13,53 @@ from pathlib import Path
 from typing import Any
 
 from tint_distill import execution
-from tint_distill.params import ParameterError, resolve_device, settings_from_params
+from tint_distill.distill.distillation import DistillationConfig
+from tint_distill.distill.student import StudentSettings
+from tint_distill.distill.teacher import TeacherSettings
+from tint_distill.methods import MinedRealSettings, RealUnlabeledSettings, check_kept_methods, parse_methods
+from tint_distill.params import ParameterError, as_plain, resolve_device, settings_from_params
 from tint_distill.pipelines.data_episodes import nodes as data_episodes
-from tint_distill.pipelines.distillation import nodes as distillation
 from tint_distill.pipelines.evaluation import nodes as evaluation
 from tint_distill.pipelines.generator_pretraining import nodes as generator_pretraining
-from tint_distill.pipelines.inversion import nodes as inversion
 from tint_distill.pipelines.predict import nodes as predict
 from tint_distill.pipelines.student_pretraining import nodes as student_pretraining
-from tint_distill.pipelines.synthesis import nodes as synthesis
 from tint_distill.pipelines.task import nodes as task
+from tint_distill.stages.inversion import InversionSettings
+from tint_distill.stages.synthesis import PreviewSettings, SynthesisSettings
 
-BLOCKS: dict[str, Callable[[Any], Any]] = {
-    "data_episodes": data_episodes.parse_settings,
-    "generator_pretraining": generator_pretraining.parse_settings,
-    "inversion": inversion.parse_settings,
-    "synthesis": synthesis.parse_settings,
-    "synthesis_preview": lambda block: settings_from_params(synthesis.PreviewSettings, block, "synthesis_preview"),
-    "methods": distillation.parse_methods,
-    "teacher": distillation.parse_teacher,
-    "student": distillation.parse_student,
-    "distillation": distillation.parse_distillation,
-    "student_pretraining": student_pretraining.parse_settings,
-    "real_unlabeled": distillation.parse_real_unlabeled,
-    "mined_real": distillation.parse_mined_real,
-    "evaluation": evaluation.parse_evaluation,
-    "speed": evaluation.parse_speed,
-    "execution": execution.parse_settings,
-    "task": task.parse_settings,
-    "predict": predict.parse_settings,
+
+def _settings(cls: type, check=None) -> Callable[[Any, str], Any]:
+    def parse(block: Any, name: str) -> Any:
+        settings = settings_from_params(cls, block, name)
+        if check is not None:
+            check(settings)
+        return settings
+
+    return parse
+
+
+def _student(settings: StudentSettings) -> None:
+    check_kept_methods(settings.keep_weights)
+
+# Every block: how it is read (its settings class, checked as Kedro's typed parameters are), by name.
+BLOCKS: dict[str, Callable[[Any, str], Any]] = {
+    "data_episodes": lambda block, name: data_episodes.parse_settings(block),
+    "generator_pretraining": lambda block, name: generator_pretraining.parse_settings(block),
+    "inversion": _settings(InversionSettings),
+    "synthesis": _settings(SynthesisSettings),
+    "synthesis_preview": _settings(PreviewSettings),
+    "methods": lambda block, name: parse_methods(block),
+    "teacher": _settings(TeacherSettings),
+    "student": _settings(StudentSettings, _student),
+    "distillation": _settings(DistillationConfig),
+    "student_pretraining": lambda block, name: student_pretraining.parse_settings(block),
+    "real_unlabeled": _settings(RealUnlabeledSettings),
+    "mined_real": _settings(MinedRealSettings),
+    "evaluation": lambda block, name: evaluation.parse_evaluation(block),
+    "speed": lambda block, name: evaluation.parse_speed(block),
+    "execution": lambda block, name: execution.parse_settings(as_plain(block)),
+    "task": lambda block, name: task.parse_settings(block),
+    "predict": lambda block, name: predict.parse_settings(block),
 }
 
 # Parameters that only configuration files read (through ${runtime_params:...}), not nodes.
@@ -68,17 +86,17 @@ def check_parameters(params: Mapping[str, Any], used_blocks: Iterable[str] = ())
         )
     for name, parse in BLOCKS.items():
         if name in params:
-            parse(params[name])
+            parse(params[name], name)
     used = set(used_blocks)
     for block in ("generator_pretraining", "inversion", "synthesis"):
         if block in used and block in params:
-            device = (params[block] or {}).get("device", "auto")
+            device = (as_plain(params[block]) or {}).get("device", "auto")
             try:
                 resolve_device(str(device))
             except ParameterError as error:
                 raise ParameterError(f"parameter '{block}.device': {error}") from error
     for block, field in (("teacher", "weights_file"), ("student", "pretrained_weights")):
-        value = (params.get(block) or {}).get(field)
+        value = (as_plain(params.get(block)) or {}).get(field)
         if block in used and value and not Path(value).is_file():
             raise ParameterError(
                 f"parameter '{block}.{field}' is '{value}', but no such file exists (relative paths start at the "

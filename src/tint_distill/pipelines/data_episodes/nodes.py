@@ -12,7 +12,7 @@ from tint_distill.data.collection import SPLITS, ImageCollection, check_decodabl
 from tint_distill.data.episodes import EpisodeSpec, assign_class_splits, episode_images, sample_episodes
 from tint_distill.data.grids import image_grid
 from tint_distill.params import SettingError, Settings, settings_from_params
-from tint_distill.work import check_class_slugs, episode_key
+from tint_distill.keys import check_class_slugs, episode_key
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,10 @@ from kedro.pipeline import Node, Pipeline
 from tint_distill.pipelines.distillation import nodes
 
 
-def create_pipeline(**kwargs) -> Pipeline:
+def create_pipeline(with_unlabeled_images: bool = False, **kwargs) -> Pipeline:
+    """``with_unlabeled_images``: the teacher labels, and every method that distils trains on, the
+    images of the dataset ``unlabeled_ids`` too (the ``task`` pipeline: the user's unlabeled images)."""
+    unlabeled = ["unlabeled_ids"] if with_unlabeled_images else []
     return Pipeline(
         [
             Node(
@@ -28,7 +31,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=[
                     "raw_images", "episodes", "image_index", "synthetic_images",
                     "params:teacher", "params:methods", "params:real_unlabeled", "mined_real_images",
-                    "params:execution",
+                    "params:execution", *unlabeled,
                 ],
                 outputs="teacher_outputs",
                 name="label_with_teacher",
@@ -38,7 +41,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=[
                     "raw_images", "episodes", "image_index", "synthetic_images", "teacher_outputs",
                     "params:methods", "params:student", "params:distillation", "params:real_unlabeled",
-                    "mined_real_images", "base_student", "params:execution",
+                    "mined_real_images", "base_student", "params:execution", *unlabeled,
                 ],
                 outputs="student_results",
                 name="train_students",

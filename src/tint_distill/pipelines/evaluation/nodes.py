@@ -21,16 +21,27 @@ from tint_distill.distill.statistics import mean_ci95, paired_difference, varian
 from tint_distill.distill.student import create_student
 from tint_distill.params import SettingError, Settings, settings_from_params
 from tint_distill.planning import cost_plan, target_name, unit_costs
-from tint_distill.work import episode_key
-from tint_distill.pipelines.distillation.nodes import (
-    METHODS,
-    load_teacher,
-    parse_distillation,
-    parse_student,
-    parse_teacher,
-)
+from tint_distill.keys import episode_key
+from tint_distill.distill.distillation import DistillationConfig
+from tint_distill.distill.student import StudentSettings
+from tint_distill.distill.teacher import TeacherSettings, create_teacher as load_teacher
+from tint_distill.methods import METHODS, parse_methods
+from tint_distill.params import settings_from_params as settings_from_params
 
 logger = logging.getLogger(__name__)
+
+
+def parse_distillation(block):
+    return settings_from_params(DistillationConfig, block, "distillation")
+
+
+def parse_student(block):
+    return settings_from_params(StudentSettings, block, "student")
+
+
+def parse_teacher(block):
+    return settings_from_params(TeacherSettings, block, "teacher")
+
 
 
 @dataclass(frozen=True)

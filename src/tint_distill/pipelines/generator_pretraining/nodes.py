@@ -29,7 +29,8 @@ from tint_distill.pretraining.data import pixel_fingerprint, pretraining_split
 from tint_distill.pretraining.quality import QualitySettings, assess_generator
 from tint_distill.tint import TinySDConfig, load_stable_diffusion
 from tint_distill.tint.models import read_training_record
-from tint_distill.work import Deferred, fingerprint
+from tint_distill.fingerprints import fingerprint
+from tint_distill.work import Deferred
 
 logger = logging.getLogger(__name__)
 
@@ -121,11 +122,12 @@ def assess_domain_generator(generator: Path, raw_images: ImageCollection, pretra
                             generator_pretraining: dict, teacher: dict) -> tuple[dict, Image.Image, Image.Image]:
     """Class fidelity, held-out VAE error and references (see :func:`assess_generator`), a grid
     of samples per class and a grid of held-out images with their VAE reconstructions."""
-    from tint_distill.pipelines.distillation.nodes import load_teacher, parse_teacher
+    from tint_distill.distill.teacher import TeacherSettings, create_teacher as load_teacher
+    from tint_distill.params import settings_from_params
 
     settings, config, quality = parse_settings(generator_pretraining)
     components = load_stable_diffusion(generator, device=resolve_device(settings.device))
-    teacher_settings = parse_teacher(teacher)
+    teacher_settings = settings_from_params(TeacherSettings, teacher, "teacher")
     backbone = load_teacher(teacher_settings)
 
     def images_by_class(role: str, limit: int | None = None) -> dict[str, list[Image.Image]]:

@@ -11,7 +11,7 @@ import pandas as pd
 
 from tint_distill.distill.export import OnnxClassifier, classify_files
 from tint_distill.params import SettingError, Settings, settings_from_params
-from tint_distill.work import slug
+from tint_distill.keys import slug
 
 logger = logging.getLogger(__name__)
 

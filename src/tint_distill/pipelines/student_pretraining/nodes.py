@@ -14,10 +14,28 @@ from tint_distill.data.collection import ImageCollection
 from tint_distill.distill.distillation import DISTILLATION_VERSION
 from tint_distill.distill.student import pretrain_student
 from tint_distill.params import SettingError, Settings, settings_from_params
-from tint_distill.pipelines.distillation.nodes import parse_distillation, parse_student
-from tint_distill.work import Deferred, fingerprint
+from tint_distill.distill.distillation import DistillationConfig
+from tint_distill.distill.student import StudentSettings
+from tint_distill.distill.teacher import TeacherSettings, create_teacher as load_teacher
+from tint_distill.methods import METHODS, parse_methods
+from tint_distill.params import settings_from_params as settings_from_params
+from tint_distill.fingerprints import fingerprint
+from tint_distill.work import Deferred
 
 logger = logging.getLogger(__name__)
+
+
+def parse_distillation(block):
+    return settings_from_params(DistillationConfig, block, "distillation")
+
+
+def parse_student(block):
+    return settings_from_params(StudentSettings, block, "student")
+
+
+def parse_teacher(block):
+    return settings_from_params(TeacherSettings, block, "teacher")
+
 
 
 @dataclass(frozen=True)

@@ -26,10 +26,28 @@ from tint_distill.distill.export import INPUT_POLICY, ONNX_OPSET, OnnxClassifier
 from tint_distill.distill.statistics import binomial_ci95, paired_difference
 from tint_distill.params import SettingError, Settings, settings_from_params
 from tint_distill.tensor_files import tensors_to_bytes
-from tint_distill.pipelines.distillation.nodes import METHODS, SYNTHETIC_METHODS, parse_methods, parse_student
-from tint_distill.work import check_class_slugs, episode_key
+from tint_distill.distill.distillation import DistillationConfig
+from tint_distill.distill.student import StudentSettings
+from tint_distill.distill.teacher import TeacherSettings, create_teacher as load_teacher
+from tint_distill.methods import METHODS, parse_methods
+from tint_distill.params import settings_from_params as settings_from_params
+from tint_distill.methods import SAMPLERS as SYNTHETIC_METHODS
+from tint_distill.keys import check_class_slugs, episode_key
 
 logger = logging.getLogger(__name__)
+
+
+def parse_distillation(block):
+    return settings_from_params(DistillationConfig, block, "distillation")
+
+
+def parse_student(block):
+    return settings_from_params(StudentSettings, block, "student")
+
+
+def parse_teacher(block):
+    return settings_from_params(TeacherSettings, block, "teacher")
+
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@
 
 from kedro.pipeline import Node, Pipeline
 
+from tint_distill.data.task import unlabeled_ids
 from tint_distill.pipelines.task import nodes
 
 
@@ -13,6 +14,7 @@ def create_preparation() -> Pipeline:
         Node(nodes.prepare_task, inputs=["raw_images", "params:task", "params:student",
                                          "params:data_episodes.min_image_side"],
              outputs=["image_index", "episodes", "task_report"], name="prepare_task"),
+        Node(unlabeled_ids, inputs="image_index", outputs="unlabeled_ids", name="list_unlabeled_images"),
     ])
 
 

@@ -1,0 +1,123 @@
+"""Each MLflow run says what it was and what it found."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from kedro.framework.hooks import hook_impl
+
+from tint_distill.run_story import git_state, run_description, run_name
+
+logger = logging.getLogger(__name__)
+
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+
+
+class MlflowRunStory:
+    """Makes each MLflow run readable: a name that says what ran (pipeline, env, N-way K-shot,
+    episodes, alpha, time), tags for the pipeline, env, runner and git commit, a description with
+    the headline accuracies, the episodes table as the run's input dataset, the wall time of
+    every stage (including the work a resumable output does while it is saved) and the
+    generator's training record. Works inside the run kedro-mlflow opens, so it does nothing when
+    MLflow tracking is off."""
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self._started: dict[str, float] = {}
+        self._finished: dict[str, float] = {}
+        self._summary: dict | None = None
+        self._episodes_logged = False
+        self._run_started = time.perf_counter()
+
+    @staticmethod
+    def _active():
+        import mlflow
+
+        return mlflow if mlflow.active_run() is not None else None
+
+    @hook_impl(trylast=True)  # after kedro-mlflow has opened the run and set its own tags
+    def before_pipeline_run(self, run_params: dict, pipeline: Any, catalog: Any) -> None:
+        self._reset()
+        mlflow = self._active()
+        if mlflow is None:
+            return
+        from tint_distill.params import as_plain
+        from tint_distill.pipelines.parameters import blocks_read_by
+
+        pipelines = sorted(run_params.get("pipeline_names") or ["__default__"])  # Kedro passes them unordered
+        name = run_name(pipelines, run_params.get("env"), as_plain(catalog.load("parameters")),
+                        blocks_read_by(pipeline.inputs()), datetime.now())
+        runner = re.search(r"([A-Za-z_]\w*) object at", str(run_params.get("runner", "")))
+        tags = {"mlflow.runName": name, "pipeline": "+".join(pipelines), "env": run_params.get("env") or "local",
+                "runner": runner.group(1) if runner else str(run_params.get("runner"))}
+        git = git_state(run_params["project_path"])
+        if git:
+            tags.update({"mlflow.source.git.commit": git["commit"], "git_commit": git["commit"], "git_dirty": git["dirty"]})
+        mlflow.set_tags(tags)
+        experiment_id = mlflow.active_run().info.experiment_id
+        client = mlflow.MlflowClient()
+        if client.get_experiment(experiment_id).tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+            client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)  # UI: the runs table
+
+    @hook_impl
+    def before_node_run(self, node: Any) -> None:
+        self._started[node.name] = time.perf_counter()
+
+    @hook_impl
+    def after_node_run(self, node: Any) -> None:
+        self._finished[node.name] = time.perf_counter()
+
+    @hook_impl
+    def after_dataset_saved(self, dataset_name: str, data: Any, node: Any) -> None:
+        if node is not None:  # a node's time includes saving its outputs (an MLflow upload, say)
+            self._finished[node.name] = time.perf_counter()
+        if dataset_name == "evaluation_summary":
+            self._summary = data
+        if dataset_name == "episodes":
+            self._log_episodes(data)
+
+    @hook_impl
+    def after_dataset_loaded(self, dataset_name: str, data: Any) -> None:
+        if dataset_name == "episodes":
+            self._log_episodes(data)
+
+    def _log_episodes(self, table: Any) -> None:
+        mlflow = self._active()
+        if mlflow is None or self._episodes_logged:
+            return
+        import mlflow.data
+
+        mlflow.log_input(mlflow.data.from_pandas(table, name="episodes"), context="episodes")
+        self._episodes_logged = True
+
+    @hook_impl(tryfirst=True)  # before kedro-mlflow closes the run
+    def after_pipeline_run(self, run_params: dict, pipeline: Any, catalog: Any) -> None:
+        self._finish(pipeline, catalog)
+
+    @hook_impl(tryfirst=True)
+    def on_pipeline_error(self, error: Exception, run_params: dict, pipeline: Any, catalog: Any) -> None:
+        self._finish(pipeline, catalog)
+
+    def _finish(self, pipeline: Any, catalog: Any) -> None:
+        mlflow = self._active()
+        if mlflow is None:
+            return
+        durations = {f"duration_s.{name}": end - self._started[name]
+                     for name, end in self._finished.items() if name in self._started}
+        durations["duration_s.total"] = time.perf_counter() - self._run_started
+        mlflow.log_metrics(durations)
+        if self._summary:
+            mlflow.set_tag("mlflow.note.content", run_description(self._summary))
+        if "generator" in pipeline.all_outputs() | pipeline.inputs():
+            from tint_distill.tint.models import TRAINING_RECORD  # imports torch: not at startup
+
+            record = Path(catalog.get("generator").path) / TRAINING_RECORD
+            if record.is_file():
+                mlflow.log_artifact(str(record), "generator")

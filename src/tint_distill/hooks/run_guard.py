@@ -1,0 +1,142 @@
+"""A run checks its settings and inputs and takes the project's run lock before any stage works,
+so bad settings cost nothing and two runs never write the same outputs."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from kedro.framework.hooks import hook_impl
+
+from tint_distill.execution import shutdown_ray
+from tint_distill.locks import FileLock, FolderLock, ProjectBusyError
+
+logger = logging.getLogger(__name__)
+
+RUN_LOCK = "data/.run.lock"          # a `kedro run` locks data/ itself; this file says who holds it
+STARTUP_LOCK = "data/.startup.lock"  # held while a session sets up (MLflow creates its store then)
+
+
+class RunGuard:
+    """Checks before a run, and one run at a time per project."""
+
+    def __init__(self) -> None:
+        self._run_lock: FileLock | None = None
+
+    @hook_impl(hookwrapper=True)
+    def after_context_created(self, context: Any):
+        """Sessions of one project set up one after another: two first runs would otherwise both
+        create the MLflow store (``mlflow.db``) and one of them crash."""
+        lock = FileLock(Path(context.project_path) / STARTUP_LOCK)
+        if not lock.acquire({"what": "session setup"}, timeout=120):
+            logger.warning("Another Kedro session of this project is still setting up after 120 s; going on.")
+        try:
+            self._check_tracking_store(context)  # before kedro-mlflow opens it
+            self._check_parameters(context)
+            yield
+        finally:
+            lock.release()
+
+    @staticmethod
+    def _check_parameters(context: Any) -> None:
+        """Every parameter block, as written (with --params): an error names the parameter and what is
+        wrong, before Kedro turns the blocks into the nodes' typed settings."""
+        from kedro.config import MissingConfigException
+
+        from tint_distill.pipelines.parameters import check_parameters  # imports torch: not at startup
+
+        try:
+            params = context.config_loader["parameters"]
+        except MissingConfigException:
+            return
+        check_parameters(params)
+
+    @staticmethod
+    def _check_tracking_store(context: Any) -> None:
+        from kedro.config import MissingConfigException
+
+        from tint_distill.tracking_store import check_sqlite_store, sqlite_store_path
+
+        loader = context.config_loader
+        loader.config_patterns.setdefault("mlflow", ["mlflow*", "mlflow*/**", "**/mlflow*"])  # as kedro-mlflow does
+        try:
+            uri = (loader["mlflow"].get("server") or {}).get("mlflow_tracking_uri")
+        except MissingConfigException:
+            return
+        path = sqlite_store_path(uri, context.project_path)
+        if path is not None:
+            check_sqlite_store(path)
+
+    @hook_impl(tryfirst=True)
+    def before_pipeline_run(self, run_params: dict, pipeline: Any, catalog: Any) -> None:
+        from tint_distill.pipelines.parameters import blocks_read_by, check_parameters  # imports torch: not at startup
+
+        check_parameters(catalog.load("parameters"), blocks_read_by(pipeline.inputs()))
+        if "generator" in pipeline.inputs():  # a model the run reads and does not make: check it now
+            self._check_generator(catalog.get("generator"), run_params.get("env"))
+        self._check_base_student(pipeline, catalog)
+        lock = FolderLock(Path(run_params["project_path"]) / RUN_LOCK)
+        description = {"pipelines": run_params.get("pipeline_names"), "env": run_params.get("env")}
+        if not lock.try_acquire(description):
+            holder = lock.holder()
+            raise ProjectBusyError(
+                f"another `kedro run` is using this project's outputs (pid {holder.get('pid', '?')}, pipelines "
+                f"{holder.get('pipelines')}, env {holder.get('env')}, since {holder.get('since', '?')}); wait for it "
+                f"to finish or stop it, then run again. Two experiments at once need two copies of the project. "
+                f"(lock: {lock.path})"
+            )
+        self._run_lock = lock
+
+    @staticmethod
+    def _check_generator(dataset: Any, env: str | None) -> None:
+        """The generator folder exists and is complete; a missing one that a pipeline of this project
+        trains (not a read-only Stable Diffusion folder) gets the command that trains it."""
+        from tint_distill.tint.errors import ModelFolderError
+
+        try:
+            dataset.load()  # ModelFolderError (Kedro wraps it) names the folder and what it must hold
+        except Exception as error:
+            cause = error if isinstance(error, ModelFolderError) else error.__cause__
+            if not isinstance(cause, ModelFolderError) or getattr(dataset, "read_only", True) or dataset.path.exists():
+                raise
+            raise ModelFolderError(
+                f"{cause}; this environment trains its own: run `kedro run --pipeline generator_pretraining"
+                f"{f' --env {env}' if env else ''}` first (or a pipeline that includes it, such as the default)"
+            ) from error
+
+    @staticmethod
+    def _check_base_student(pipeline: Any, catalog: Any) -> None:
+        """The students start from the base-class student but the run neither has nor makes one:
+        say so now, not after inversion and synthesis (the same check as the students' own)."""
+        from tint_distill.distill.student import StudentSettings
+        from tint_distill.params import settings_from_params
+        from tint_distill.stages.distillation import student_start
+
+        if "base_student" not in pipeline.inputs():
+            return
+        settings = settings_from_params(StudentSettings, catalog.load("parameters").get("student"), "student")
+        student_start(settings, catalog.load("base_student"))
+
+    @hook_impl
+    def after_pipeline_run(self, run_params: dict, run_result: Any, pipeline: Any, catalog: Any) -> None:
+        from tint_distill.datasets import ResumablePartitionedDataset
+
+        try:  # the whole pipeline ran: its partitions become each store's last complete run (prune keeps them)
+            for name in sorted(pipeline.all_outputs()):
+                dataset = catalog.get(name) if name in catalog else None
+                if isinstance(dataset, ResumablePartitionedDataset):
+                    dataset.complete_run()
+        finally:
+            self._release()
+
+    @hook_impl
+    def on_pipeline_error(self, error: Exception, run_params: dict, pipeline: Any, catalog: Any) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        if shutdown_ray(only_if_engine_started=True):  # a cluster this run started stops; a joined one is left
+            logger.info("Ray shut down")
+        if self._run_lock is not None:
+            self._run_lock.release()
+            self._run_lock = None

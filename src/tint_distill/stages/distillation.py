@@ -1,0 +1,292 @@
+"""The distillation stage: the teacher's soft labels per episode, then one student per (method, episode);
+and, for ``mined_real``, the teacher's features of candidate images and the images mined with them.
+
+Each ``plan_*`` function returns :class:`~tint_distill.work.Work` whose units are keyed on what
+their results depend on; the module-level functions taking a :class:`~tint_distill.work.Worker`
+are what a worker runs. What a method trains on comes from its :mod:`tint_distill.methods` entry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from tint_distill.data.collection import ImageCollection
+from tint_distill.data.episodes import episode_images
+from tint_distill.distill.distillation import DISTILLATION_VERSION, DistillationConfig, accuracy, predict, train_student
+from tint_distill.distill.mining import nearest_to_supports
+from tint_distill.distill.student import StudentSettings, create_student
+from tint_distill.distill.teacher import (TEACHER_VERSION, PrototypeClassifier, TeacherSettings, create_teacher,
+                                          extract_features, teacher_logits)
+
+from tint_distill.fingerprints import file_fingerprint, fingerprint
+from tint_distill.keys import PartitionKey, slug
+from tint_distill.methods import EpisodeInputs, Method, MinedRealSettings, RealUnlabeledSettings, methods_key
+from tint_distill.params import ParameterError
+from tint_distill.work import Call, Engine, Stored, Unit, Work, Worker
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EpisodeData:
+    """An episode's images as the teacher and the students see them."""
+
+    supports: list
+    support_labels: list[int]
+    queries: list
+    query_labels: list[int]
+    distilled: dict[str, tuple[list, list[int]]]  # method -> (images, label of the class each stands for)
+
+
+@dataclass(frozen=True)
+class EpisodeSource:
+    """Everything the distillation stage reads about episodes: loads an episode's data for some
+    methods and gives the fingerprint of what the teacher labels. ``unlabeled``: the task's
+    unlabeled image ids (none in experiments), distilled on by every method that distils."""
+
+    images: ImageCollection
+    episodes: pd.DataFrame
+    image_index: pd.DataFrame
+    synthetic_images: Mapping[str, Stored]
+    real_unlabeled: RealUnlabeledSettings
+    mined: pd.DataFrame | None = None
+    unlabeled: tuple[str, ...] = ()
+
+    def inputs(self, episode: int) -> EpisodeInputs:
+        return EpisodeInputs(self.images, self.episodes, self.image_index, episode, self.synthetic_images,
+                             self.real_unlabeled, self.mined)
+
+    def episode_numbers(self) -> list[int]:
+        return sorted(int(e) for e in self.episodes["episode"].unique())
+
+    def _rows(self, episode: int) -> pd.DataFrame:
+        return self.episodes[self.episodes["episode"] == episode]
+
+    def load(self, episode: int, methods: Sequence[Method]) -> EpisodeData:
+        rows = self._rows(episode)
+        supports, queries = rows[rows["role"] == "support"], rows[rows["role"] == "query"]
+        extra = [self.images.load(i) for i in self.unlabeled] if any(m.images for m in methods) else []
+        distilled = {}
+        for method in methods:
+            if method.images is None:
+                continue
+            pictures, labels = method.images(self.inputs(episode)).load()
+            distilled[method.name] = (pictures + extra, labels + [-1] * len(extra))
+        return EpisodeData(
+            supports=[self.images.load(i) for i in supports["image_id"]],
+            support_labels=supports["label"].astype(int).tolist(),
+            queries=[self.images.load(i) for i in queries["image_id"]],
+            query_labels=queries["label"].astype(int).tolist(),
+            distilled=distilled,
+        )
+
+    def key(self, episode: int, methods: Sequence[Method]) -> str:
+        """What the teacher's outputs for an episode depend on: the episode's images (ids and pixels)
+        and what each method distils on (:func:`tint_distill.methods.methods_key`)."""
+        rows = self._rows(episode)
+        extra = list(zip(self.unlabeled, self.images.content_hashes(self.unlabeled))) \
+            if any(m.images for m in methods) else []
+        return fingerprint(rows.to_dict("list"), self.images.content_hashes(rows["image_id"]),
+                           *methods_key(self.inputs(episode), methods, extra))
+
+
+def _weights_key(path: str | None) -> str | None:
+    return file_fingerprint(path) if path and Path(path).is_file() else path
+
+
+def _absolute(settings: TeacherSettings) -> TeacherSettings:
+    """The settings with the weights file as workers in other folders (Ray workers) read it."""
+    path = settings.weights_file
+    return dataclasses.replace(settings, weights_file=str(Path(path).resolve()) if path else path)
+
+
+# --- the teacher ---------------------------------------------------------------------------------
+
+
+def plan_teacher_labels(source: EpisodeSource, methods: Sequence[Method], settings: TeacherSettings,
+                        engine: Engine) -> Work:
+    """Per episode: the prototype teacher fitted on the supports, its logits on the queries and on
+    every method's images (the soft targets)."""
+    weights = _weights_key(settings.weights())
+    units = [Unit(PartitionKey(episode).format(),
+                  fingerprint(TEACHER_VERSION, dataclasses.asdict(settings), weights, source.key(episode, methods)),
+                  episode)
+             for episode in source.episode_numbers()]
+    return Work.of(units, partial(_teacher_call, source, tuple(methods), _absolute(settings)), engine)
+
+
+def _teacher_call(source: EpisodeSource, methods: tuple[Method, ...], settings: TeacherSettings,
+                  episodes: list[int]) -> Call:
+    (episode,) = episodes
+    return Call(label_episode, (settings, source.load(episode, methods)), single=True)
+
+
+def label_episode(worker: Worker, settings: TeacherSettings, data: EpisodeData) -> dict[str, torch.Tensor]:
+    """The teacher's logits on an episode's queries and on each method's images."""
+    backbone = worker.keep(("teacher", settings), partial(create_teacher, settings))
+    classifier = PrototypeClassifier(temperature=settings.temperature, finetune_steps=settings.finetune_steps)
+    classifier.fit(extract_features(backbone, data.supports, settings.batch_size), data.support_labels)
+    outputs = {"query_logits": teacher_logits(backbone, classifier, data.queries, settings.batch_size),
+               "query_labels": torch.tensor(data.query_labels)}
+    for method, (pictures, labels) in data.distilled.items():
+        if pictures:
+            outputs[f"{method}.logits"] = teacher_logits(backbone, classifier, pictures, settings.batch_size)
+            outputs[f"{method}.class_labels"] = torch.tensor(labels)
+    return outputs
+
+
+# --- the students --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StudentTask:
+    method: Method
+    episode: int
+
+
+def student_start(settings: StudentSettings, base_student: Path | None) -> str | None:
+    """The weights every student starts from: the base-class student, none (scratch), or a file."""
+    if settings.init == "base_classes":
+        if base_student is None:
+            raise ParameterError("student.init is base_classes but there is no base-class student yet: run "
+                                 "`kedro run --pipeline student_pretraining` (with your --env), or set student.init: "
+                                 "scratch.")
+        return str(base_student)
+    return settings.pretrained_weights
+
+
+def plan_students(source: EpisodeSource, teacher_outputs: Mapping[str, Stored], methods: Sequence[Method],
+                  student: StudentSettings, config: DistillationConfig, base_student: Path | None,
+                  engine: Engine) -> Work:
+    """One student per (method, episode), keyed on its settings, its start weights and its episode's
+    teacher outputs (which chain on everything the method trains on)."""
+    weights = student_start(student, base_student)
+    kept = {k: v for k, v in dataclasses.asdict(student).items()
+            if k not in ("keep_weights", "pretrained_weights")}  # the weights count by content
+    units = []
+    for episode in source.episode_numbers():
+        key = PartitionKey(episode).format()
+        if key not in teacher_outputs:
+            raise KeyError(f"no teacher outputs for {key}: run the distillation pipeline's label_with_teacher node.")
+        for method in methods:
+            units.append(Unit(PartitionKey(episode, method=method.name).format(),
+                              fingerprint(DISTILLATION_VERSION, method.name, kept, method.name in student.keep_weights,
+                                          _weights_key(weights), dataclasses.asdict(config),
+                                          teacher_outputs[key].fingerprint),
+                              StudentTask(method, episode)))
+    weights = str(Path(weights).resolve()) if weights else weights
+    return Work.of(units, partial(_student_call, source, teacher_outputs, student, weights, config), engine)
+
+
+def _student_call(source: EpisodeSource, teacher_outputs: Mapping[str, Stored], student: StudentSettings,
+                  weights: str | None, config: DistillationConfig, tasks: list[StudentTask]) -> Call:
+    (task,) = tasks
+    targets = teacher_outputs[PartitionKey(task.episode).format()]()
+    return Call(train_one, (task.method.name, task.episode, student, weights, config,
+                            source.load(task.episode, [task.method]), targets), single=True)
+
+
+def train_one(worker: Worker, method: str, episode: int, student: StudentSettings, weights: str | None,
+              config: DistillationConfig, data: EpisodeData, targets: dict[str, torch.Tensor]) -> dict:
+    """One student trained with KD on its method's images plus cross-entropy on the supports, scored
+    on the queries. A loss that diverges fails this student alone (the engine saves the others)."""
+    n_way = len(set(data.support_labels))
+    model = create_student(student.name, num_classes=n_way, image_size=config.image_size, pretrained_weights=weights,
+                           seed=config.seed + episode)
+    pictures, logits = None, None
+    if method in data.distilled and data.distilled[method][0]:
+        pictures, logits = data.distilled[method][0], targets[f"{method}.logits"]
+    logger.info("Training the %s student of episode %d on %d unlabeled images", method, episode, len(pictures or []))
+    history = train_student(model, pictures, logits, data.supports, data.support_labels, config)
+    query_logits = predict(model, data.queries, config.image_size) if data.queries else None
+    agreement = None
+    if pictures is not None:  # how often the teacher's label matches the class an image stands for
+        intended = targets[f"{method}.class_labels"]
+        known = intended >= 0  # the task's unlabeled images stand for no class
+        agreement = float((logits.argmax(1)[known] == intended[known]).float().mean()) if known.any() else None
+    return {
+        "method": method,
+        "episode": episode,
+        "accuracy": accuracy(query_logits, data.query_labels) if data.queries else None,
+        "n_queries": len(data.query_labels),
+        "query_predictions": [] if query_logits is None else query_logits.argmax(1).tolist(),
+        "n_way": n_way,
+        "n_unlabeled": len(pictures or []),
+        "teacher_agreement_on_unlabeled": agreement,
+        "history": history,
+        "student": student.name,
+        "image_size": config.image_size,
+        **({"weights": model.state_dict()} if method in student.keep_weights else {}),
+    }
+
+
+# --- mined real images ---------------------------------------------------------------------------
+
+
+def candidate_ids(image_index: pd.DataFrame, settings: MinedRealSettings) -> dict[str, list[str]]:
+    """Per candidate class, its image ids (sorted)."""
+    if "split" not in image_index.columns or not (image_index["split"] == settings.split).any():
+        raise ParameterError(
+            f"method 'mined_real' mines the '{settings.split}' split (parameter mined_real.split), but the image "
+            "index has no image in it: pick a split that has images, or drop mined_real from 'methods'.")
+    rows = image_index[image_index["split"] == settings.split]
+    return {name: sorted(group["image_id"]) for name, group in rows.groupby("class_name")}
+
+
+def plan_candidate_features(images: ImageCollection, image_index: pd.DataFrame, settings: TeacherSettings,
+                            mined: MinedRealSettings, engine: Engine) -> Work:
+    """The teacher's features of every candidate image, one unit per class (key: teacher, weights,
+    ids and pixels)."""
+    weights = _weights_key(settings.weights())
+    units = [Unit(slug(name), fingerprint(TEACHER_VERSION, "features", dataclasses.asdict(settings), weights, ids,
+                                          images.content_hashes(ids)), tuple(ids))
+             for name, ids in candidate_ids(image_index, mined).items()]
+    return Work.of(units, partial(_embed_call, _absolute(settings), images), engine)
+
+
+def _embed_call(settings: TeacherSettings, images: ImageCollection, tasks: list[tuple[str, ...]]) -> Call:
+    (ids,) = tasks
+    return Call(embed, (settings, [images.load(i) for i in ids]), single=True)
+
+
+def embed(worker: Worker, settings: TeacherSettings, pictures: list) -> dict[str, torch.Tensor]:
+    backbone = worker.keep(("teacher", settings), partial(create_teacher, settings))
+    return {"features": extract_features(backbone, pictures, settings.batch_size)}
+
+
+MINED_COLUMNS = ["episode", "label", "class_name", "rank", "image_id", "source_class", "similarity"]
+
+
+def mine(images: ImageCollection, image_index: pd.DataFrame, episodes: pd.DataFrame,
+         candidate_features: Mapping[str, Stored], settings: TeacherSettings, mined: MinedRealSettings,
+         count: int) -> pd.DataFrame:
+    """Per episode and class, the ``count`` candidate images nearest to its supports in the teacher's
+    feature space, one row each, most similar first."""
+    own = set(episodes["class_name"].astype(str))
+    candidates = {name: ids for name, ids in candidate_ids(image_index, mined).items() if name not in own}
+    if not candidates:
+        raise ParameterError(f"mined_real.split '{mined.split}' holds only the episodes' own classes: mining them "
+                             "would put their queries into the students' training data. Use the base split.")
+    ids = [i for name in candidates for i in candidates[name]]
+    sources = [name for name in candidates for _ in candidates[name]]
+    features = torch.cat([candidate_features[slug(name)]()["features"] for name in candidates])
+    backbone = create_teacher(settings)
+    rows = []
+    for episode in sorted(int(e) for e in episodes["episode"].unique()):
+        for (label, name), support_ids in episode_images(episodes, episode, "support").items():
+            supports = extract_features(backbone, [images.load(i) for i in support_ids], settings.batch_size)
+            index, similarity = nearest_to_supports(supports, features, count)
+            rows += [(episode, int(label), name, rank, ids[i], sources[i], float(s))
+                     for rank, (i, s) in enumerate(zip(index.tolist(), similarity.tolist()))]
+    table = pd.DataFrame(rows, columns=MINED_COLUMNS)
+    logger.info("Mined %d real images per class from the '%s' split (%d candidates) for %d episodes",
+                count, mined.split, len(ids), table["episode"].nunique())
+    return table
