@@ -115,3 +115,58 @@ def test_every_dataset_has_a_kedro_viz_layer(env):
     missing = sorted(name for name, entry in catalog.items()
                      if not (entry.get("metadata") or {}).get("kedro-viz", {}).get("layer"))
     assert not missing, f"datasets without a layer in Kedro-Viz (env {env or 'base'}): {missing}"
+
+
+def _default_differences(cls, block: dict, prefix: str) -> list[str]:
+    """Where ``conf/base``'s ``block`` and the defaults of its settings class ``cls`` disagree."""
+    import dataclasses
+
+    from tint_distill.params import as_plain
+
+    differences = []
+    for field in dataclasses.fields(cls):
+        if field.name not in (block or {}):
+            continue
+        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+        value = block[field.name]
+        if dataclasses.is_dataclass(default) and isinstance(value, dict):
+            differences += _default_differences(type(default), value, f"{prefix}{field.name}.")
+        elif as_plain(default) != as_plain(value):
+            differences.append(f"{prefix}{field.name}: conf/base {value!r}, default {default!r}")
+    return differences
+
+
+def test_settings_defaults_are_the_values_in_conf_base():
+    """One source of truth per default: a settings class used without conf (a notebook, a test, the
+    library) behaves as a plain `kedro run`."""
+    from tint_distill.pipelines.parameters import SETTINGS
+
+    params = config()["parameters"]
+    differences = [d for name, cls in SETTINGS.items() if name in params
+                   for d in _default_differences(cls, params[name], f"{name}.")]
+    assert not differences, "settings defaults differ from conf/base:\n" + "\n".join(differences)
+
+
+def test_nodes_are_thin_and_no_module_imports_a_node_module():
+    import ast
+
+    source = PROJECT_ROOT / "src" / "tint_distill"
+    long_nodes, importers = [], []
+    for path in sorted(source.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.endswith(".nodes") \
+                    and path.parent.name != node.module.split(".")[-2]:
+                importers.append(f"{path.relative_to(source)} imports {node.module}")
+            if isinstance(node, ast.ImportFrom) and node.module and "pipelines" in node.module and \
+                    any(alias.name == "nodes" for alias in node.names) and path.name != "pipeline.py":
+                importers.append(f"{path.relative_to(source)} imports {node.module}.nodes")
+        if path.name == "nodes.py":
+            for function in tree.body:
+                if isinstance(function, ast.FunctionDef) and not function.name.startswith("_"):
+                    body = function.body[1:] if ast.get_docstring(function) else function.body
+                    lines = body[-1].end_lineno - body[0].lineno + 1
+                    if lines > 20:
+                        long_nodes.append(f"{path.relative_to(source)}::{function.name} ({lines} lines)")
+    assert not importers, f"node modules are for pipelines only: {importers}"
+    assert not long_nodes, f"a node calls the core in a few lines; move the logic below it: {long_nodes}"

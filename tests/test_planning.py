@@ -8,13 +8,14 @@ import pytest
 
 from tint_distill.datasets import ResumablePartitionedDataset
 from tint_distill.planning import cost_plan, unit_costs
-from tint_distill.work import Deferred
+from tint_distill.work import Stored, Work
 
 
-def saved(tmp_path: Path, name: str, work: dict) -> dict:
-    """``work`` saved by the resumable dataset, then loaded back (with the markers' records)."""
+def saved(tmp_path: Path, name: str, results: dict) -> dict:
+    """``results`` computed as a stage's units and saved by the resumable dataset, then loaded back
+    (with the markers' records)."""
     store = ResumablePartitionedDataset(path=str(tmp_path / name), dataset="json.JSONDataset", filename_suffix=".json")
-    store.save(work)
+    store.save(Work.of_functions({key: (f"fp-{key}", lambda value=value: value) for key, value in results.items()}))
     return store.load()
 
 
@@ -25,7 +26,9 @@ def test_unit_costs_come_from_what_the_markers_record(tmp_path: Path):
     assert len(costs) == 6 and set(costs["stage"]) == {"students", "teacher"}
     assert sorted(costs.loc[costs["stage"] == "students", "episode"]) == [0, 1, 2]
     assert (costs["seconds"] >= 0).all() and set(costs["device"]) == {"cpu"} and costs["host"].notna().all()
-    assert unit_costs({"student_results": {"tint/episode_0000": Deferred("f", dict)}}).empty, "no record: no row"
+    assert unit_costs({"student_results": {"tint/episode_0000": Stored("f", dict)}}).empty, "no record: no row"
+    assert list(unit_costs({"teacher_outputs": teacher, "other": {"no_episode": Stored("f", dict, {"seconds": 1})}})
+                ["partition"]) == [f"episode_000{e}" for e in range(3)], "a partition of no episode: no row"
 
 
 def test_the_cost_plan_scales_measured_seconds_by_episodes_and_workers():

@@ -12,10 +12,11 @@ one-off cost such as pre-training the generator is not included).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 
 import pandas as pd
+
+from tint_distill.keys import PartitionKey
 
 # The per-episode stages, by the catalog name of the partitions they save.
 STAGES = {
@@ -24,7 +25,6 @@ STAGES = {
     "teacher_outputs": "teacher",
     "student_results": "students",
 }
-_EPISODE = re.compile(r"episode_(\d+)")
 COLUMNS = ["stage", "partition", "episode", "seconds", "device", "host"]
 
 
@@ -35,10 +35,13 @@ def unit_costs(partitions: Mapping[str, Mapping]) -> pd.DataFrame:
     for name, loaded in partitions.items():
         for key, unit in sorted(loaded.items()):
             record = getattr(unit, "record", None) or {}
-            episode = _EPISODE.search(key)
-            if record.get("seconds") is None or episode is None:
+            if record.get("seconds") is None:
                 continue
-            rows.append({"stage": STAGES.get(name, name), "partition": key, "episode": int(episode.group(1)),
+            try:
+                episode = PartitionKey.parse(key).episode
+            except ValueError:  # a partition of no episode (a candidate class's features)
+                continue
+            rows.append({"stage": STAGES.get(name, name), "partition": key, "episode": episode,
                          "seconds": float(record["seconds"]), "device": record.get("device") or "unknown",
                          "host": record.get("host")})
     return pd.DataFrame(rows, columns=COLUMNS)

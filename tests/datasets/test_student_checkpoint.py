@@ -56,10 +56,13 @@ def test_base_student_trains_once_and_a_retrained_one_keeps_the_old(embedded_roo
     assert read_checkpoint_record(tmp_path / f"base_student.previous-{changed.fingerprint}.safetensors")
     dataset.save(Deferred(changed.fingerprint, lambda: pytest.fail("the changed one is kept too: restored")))
     assert read_checkpoint_record(dataset.load())["fingerprint"] == changed.fingerprint
+    dataset.save(first)  # saved already (inside its node's clock, by NodeClock): Kedro's own save does nothing
+    assert read_checkpoint_record(dataset.load())["fingerprint"] == changed.fingerprint, "not restored again"
     kept_back = tmp_path / f"base_student.previous-{first.fingerprint}.safetensors"
     kept_back.write_bytes(kept_back.read_bytes()[:100])  # a damaged kept file is not restored: trained instead
-    dataset.save(first)
+    dataset.save(pretrain_base_student(images, table, RECIPE, {}, DISTILLATION))
     assert read_checkpoint_record(dataset.load())["fingerprint"] == first.fingerprint
+    assert 0 <= read_checkpoint_record(dataset.load())["heldout_accuracy"] <= 1, "trained, not the damaged file"
 
     student = create_student(num_classes=5, image_size=32, pretrained_weights=dataset.load())
     from safetensors.torch import load_file
@@ -80,10 +83,15 @@ def test_a_run_that_needs_the_base_student_and_lacks_it_stops_before_any_work(tm
     missing = StudentCheckpointDataset(filepath=str(tmp_path / "base_student.safetensors"))
     assert missing.load() is None  # a run whose students start otherwise does not need it
     pipeline = Pipeline([Node(lambda weights: weights, "base_student", "students")])
+    run_params = {"env": "cub", "project_path": str(tmp_path), "pipeline_names": ["distillation"]}
     for init, fails in (("base_classes", True), ("scratch", False)):
         catalog = DataCatalog({"base_student": missing, "parameters": MemoryDataset({"student": {"init": init}})})
-        if fails:
+        guard = RunGuard()
+        if fails:  # the command to run names the run's environment, so it makes the student this run reads
             with pytest.raises(ParameterError, match="student_pretraining --env cub"):
-                RunGuard._check_base_student(pipeline, catalog, "cub")
+                guard.before_pipeline_run(run_params=run_params, pipeline=pipeline, catalog=catalog)
+            assert guard._run_lock is None, "stopped before the run took the project's lock"
         else:
-            RunGuard._check_base_student(pipeline, catalog, "cub")
+            guard.before_pipeline_run(run_params=run_params, pipeline=pipeline, catalog=catalog)
+            guard.on_pipeline_error(error=RuntimeError("test over"), run_params=run_params, pipeline=pipeline,
+                                    catalog=catalog)

@@ -41,8 +41,11 @@ def test_trained_model_is_cached_by_fingerprint(tiny_generator: Path, tmp_path: 
 
     dataset.save(Deferred("aaa", lambda: train("aaa-again")))
     assert calls == ["aaa"], "same fingerprint: not trained again"
-    dataset.save(Deferred("aaa", lambda: train("aaa-forced"), force=True))
+    forced = Deferred("aaa", lambda: train("aaa-forced"), force=True)
+    dataset.save(forced)
     assert calls == ["aaa", "aaa-forced"], "retrain asked for"
+    dataset.save(forced)  # saved already, inside its node's clock (NodeClock): Kedro's own save does nothing
+    assert calls == ["aaa", "aaa-forced"], "trained once per run, even when forced"
     dataset.save(Deferred("bbb", lambda: train("bbb")))
     assert calls[-1] == "bbb" and dataset.stored_fingerprint() == "bbb", "changed data or settings: trained again"
     assert dataset.load() == tmp_path / "generator"
