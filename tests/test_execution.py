@@ -18,8 +18,9 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from tint_distill.datasets import ResumablePartitionedDataset  # noqa: E402
-from tint_distill.execution import RayEngine, execution_engine, parse_settings, shutdown_ray  # noqa: E402
-from tint_distill.work import Call, LocalEngine, UnitFailed  # noqa: E402
+from tint_distill.execution import (ExecutionSettings, LocalEngine, RayEngine, engine_for, parse_settings,  # noqa: E402
+                                    shutdown_ray)
+from tint_distill.work import Call, Unit, UnitFailed, Work, plan_groups  # noqa: E402
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import the tests package
 
@@ -51,8 +52,25 @@ def _report(worker, key: str, value: int, log: str, pause: float) -> dict:
 
 
 def _group(worker, members: list[int]) -> list:
-    """A pooled unit: each member's answer, or its own failure for a negative member."""
+    """A group of units: each member's answer, or its own failure for a negative member."""
     return [UnitFailed(f"member {m} is negative") if m < 0 else {"member": m, "group": members} for m in members]
+
+
+def _diverges(worker, key: str) -> dict:
+    """A student whose loss turns NaN (``unit_2``): train_student raises this."""
+    from tint_distill.distill.errors import NonFiniteLossError
+
+    if key == "unit_2":
+        raise NonFiniteLossError(1, 4, float("nan"), "kd=nan, ce=0.9")
+    return {"key": key}
+
+
+def _diverges_in_a_group(worker, members: list[int]) -> list:
+    """A group of classes specialised together: member 2's textual inversion diverges (as
+    :func:`tint_distill.tint.specialise_group` returns it)."""
+    from tint_distill.tint.errors import NonFiniteLossError
+
+    return [NonFiniteLossError("textual inversion", 3, float("nan")) if m == 2 else {"member": m} for m in members]
 
 
 def _kills_its_worker(worker, key: str, log: str) -> dict:
@@ -69,9 +87,23 @@ def _fails(worker, key: str) -> dict:
     return {"key": key}
 
 
-def units(engine, log: Path, n: int = 6, pause: float = 0.3) -> dict:
-    return {f"unit_{i}": engine.unit(f"fp{i}", lambda i=i: Call(_report, (f"unit_{i}", i, str(log), pause)))
-            for i in range(n)}
+def one_at_a_time(engine, n: int, function, *args) -> Work:
+    """``n`` units ``unit_<i>``, each computed alone by ``function(worker, key, *args)``."""
+    units = [Unit(f"unit_{i}", f"fp{i}", f"unit_{i}") for i in range(n)]
+    return Work.of(units, lambda keys: Call(function, (keys[0], *args), single=True), engine)
+
+
+def units(engine, log: Path, n: int = 6, pause: float = 0.3) -> Work:
+    """``n`` units that note which process started them, work ``pause`` seconds and answer."""
+    work = [Unit(f"unit_{i}", f"fp{i}", i) for i in range(n)]
+    return Work.of(work, lambda tasks: Call(_report, (f"unit_{tasks[0]}", tasks[0], str(log), pause), single=True),
+                   engine)
+
+
+def members(engine, numbers, version: str, group_size: int = 2, apart=None, function=_group) -> Work:
+    """One unit ``member_<m>`` per number, ``group_size`` at a time."""
+    work = [Unit(f"member_{m}", f"{version}{m}", m) for m in numbers]
+    return Work.of(work, lambda tasks: Call(function, (list(tasks),)), engine, group_size=group_size, apart=apart)
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +115,7 @@ def cluster():
 
 
 def ray_engine(**settings) -> RayEngine:
-    engine = execution_engine({"engine": "ray", "cpus_per_unit": 1, **settings})
+    engine = engine_for({"engine": "ray", "cpus_per_unit": 1, **settings})
     assert isinstance(engine, RayEngine)
     return engine
 
@@ -112,10 +144,9 @@ def test_units_spread_over_two_workers_are_saved_as_locally(cluster, tmp_path: P
     assert len(list((tmp_path / "log").iterdir())) == before, "finished units are reused, not recomputed"
 
 
-def test_pooled_units_run_in_the_groups_the_local_engine_forms(cluster, tmp_path: Path):
+def test_grouped_units_run_in_the_groups_the_local_engine_forms(cluster, tmp_path: Path):
     def plan(engine):
-        pool = engine.pool(lambda members: Call(_group, (members,)), group_size=2, apart=lambda m: m % 3)
-        return {f"member_{m}": pool.deferred(m, f"fp{m}") for m in (1, 2, 4, 7)}
+        return members(engine, (1, 2, 4, 7), "fp", group_size=2, apart=lambda m: m % 3)
 
     local, remote = store(tmp_path, "local"), store(tmp_path, "ray")
     local.save(plan(LocalEngine()))
@@ -123,21 +154,46 @@ def test_pooled_units_run_in_the_groups_the_local_engine_forms(cluster, tmp_path
     groups = {key: value()["group"] for key, value in local.load().items()}
     assert groups == {key: value()["group"] for key, value in remote.load().items()}
     assert groups == {"member_1": [1, 2], "member_2": [1, 2], "member_4": [4], "member_7": [7]}, "4 and 7 kept apart"
+    work = plan(ray_engine())
+    assert [[u.task for u in g] for g in plan_groups(list(work.units.values()), 2, lambda u: u.task % 3)] == [
+        [1, 2], [4], [7]], "the groups plan_groups gives"
 
-    def plan_with_a_failure(engine):
-        pool = engine.pool(lambda members: Call(_group, (members,)), group_size=2)
-        return {f"member_{m}": pool.deferred(m, f"fq{m}") for m in (1, -2, 3)}
+    resumed = store(tmp_path, "resumed")
+    resumed.save(members(LocalEngine(), (1, 5), "fp", group_size=2, apart=lambda m: m % 3))  # an earlier, smaller run
+    resumed.save(members(ray_engine(), (1, 2, 4, 5, 7), "fp", group_size=2, apart=lambda m: m % 3))
+    assert {key: value()["group"] for key, value in resumed.load().items()} == {
+        "member_1": [1, 5], "member_5": [1, 5], "member_2": [2, 4], "member_4": [2, 4], "member_7": [7]}, (
+        "on Ray too, a resumed run groups exactly the missing units (7 apart from 4)")
 
     with pytest.raises(DatasetError, match=r"1 of 3 partitions .* failed \(member_-2\).*member -2 is negative"):
-        store(tmp_path, "failing").save(plan_with_a_failure(ray_engine()))
+        store(tmp_path, "failing").save(members(ray_engine(), (1, -2, 3), "fq"))
     assert sorted(store(tmp_path, "failing").load()) == ["member_1", "member_3"], "the others are saved"
 
 
 def test_a_unit_that_fails_is_reported_and_the_others_are_saved(cluster, tmp_path: Path):
-    work = {f"unit_{i}": ray_engine().unit(f"fp{i}", lambda i=i: Call(_fails, (f"unit_{i}",))) for i in range(5)}
+    work = one_at_a_time(ray_engine(), 5, _fails)
     with pytest.raises(DatasetError, match=r"1 of 5 partitions .* failed \(unit_3\).*unit_3 cannot be computed"):
         store(tmp_path, "out").save(work)
     assert sorted(store(tmp_path, "out").load()) == ["unit_0", "unit_1", "unit_2", "unit_4"]
+
+
+def test_a_diverging_student_on_ray_fails_alone(cluster, tmp_path: Path):
+    """A non-finite loss raised in a Ray worker (a student's NonFiniteLossError) fails that unit
+    alone, as it does locally: the others are saved and the store names it."""
+    with pytest.raises(DatasetError, match=r"1 of 4 partitions .* failed \(unit_2\).*non-finite loss") as raised:
+        store(tmp_path, "out").save(one_at_a_time(ray_engine(max_workers=2), 4, _diverges))
+    assert isinstance(raised.value.__cause__, UnitFailed)
+    assert sorted(store(tmp_path, "out").load()) == ["unit_0", "unit_1", "unit_3"]
+
+
+def test_a_diverging_class_of_a_group_on_ray_fails_alone(cluster, tmp_path: Path):
+    """A class whose specialisation diverges is returned as its NonFiniteLossError among its group's
+    results: on Ray, that class fails alone and its group's other classes are saved."""
+    with pytest.raises(DatasetError, match=r"1 of 4 partitions .* failed \(member_2\).*textual inversion") as raised:
+        store(tmp_path, "out").save(members(ray_engine(), (1, 2, 3, 4), "fd", group_size=2,
+                                            function=_diverges_in_a_group))
+    assert isinstance(raised.value.__cause__, UnitFailed)
+    assert sorted(store(tmp_path, "out").load()) == ["member_1", "member_3", "member_4"]
 
 
 def test_a_worker_killed_in_the_middle_of_a_unit_is_survived(cluster, tmp_path: Path):
@@ -172,8 +228,7 @@ def test_a_worker_killed_in_the_middle_of_a_unit_is_survived(cluster, tmp_path: 
 def test_a_unit_that_keeps_killing_its_worker_is_retried_then_reported_alone(cluster, tmp_path: Path):
     log = tmp_path / "log"
     log.mkdir()
-    work = {f"unit_{i}": ray_engine(max_workers=2, max_retries=2).unit(
-        f"fp{i}", lambda i=i: Call(_kills_its_worker, (f"unit_{i}", str(log)))) for i in range(4)}
+    work = one_at_a_time(ray_engine(max_workers=2, max_retries=2), 4, _kills_its_worker, str(log))
     with pytest.raises(DatasetError, match=r"1 of 4 partitions .* failed \(unit_1\).*Ray worker died 3 times"):
         store(tmp_path, "out").save(work)
     assert sorted(store(tmp_path, "out").load()) == ["unit_0", "unit_2", "unit_3"], "the others are saved"
@@ -183,7 +238,13 @@ def test_a_unit_that_keeps_killing_its_worker_is_retried_then_reported_alone(clu
 
 
 def test_settings_and_a_cluster_too_small_are_named(cluster):
-    assert parse_settings(None).engine == "local" and isinstance(execution_engine(None), LocalEngine)
+    assert parse_settings(None).engine == "local" and isinstance(engine_for(None), LocalEngine)
+    assert isinstance(engine_for(ExecutionSettings()), LocalEngine) and engine_for(None).name == "local"
+    settings = ExecutionSettings(engine="ray", cpus_per_unit=2, stages={"inversion": {"gpus_per_unit": 0.5}})
+    assert engine_for(settings).name == "ray" and engine_for(settings).settings.gpus_per_unit == 0
+    inversion = engine_for(settings, "inversion")
+    assert isinstance(inversion, RayEngine) and inversion.settings.gpus_per_unit == 0.5
+    assert inversion.settings.cpus_per_unit == 2 and engine_for(settings, "synthesis").settings.gpus_per_unit == 0
     from tint_distill.params import ParameterError
 
     message = r"'execution.gpus_per_unit' \(or its execution.stages entry\): no worker fits .* 0 GPUs"

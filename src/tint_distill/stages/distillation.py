@@ -120,13 +120,20 @@ def plan_teacher_labels(source: EpisodeSource, methods: Sequence[Method], settin
                   fingerprint(TEACHER_VERSION, dataclasses.asdict(settings), weights, source.key(episode, methods)),
                   episode)
              for episode in source.episode_numbers()]
-    return Work.of(units, partial(_teacher_call, source, tuple(methods), _absolute(settings)), engine)
+    return Work.of(units, TeacherCall(source, tuple(methods), _absolute(settings)), engine)
 
 
-def _teacher_call(source: EpisodeSource, methods: tuple[Method, ...], settings: TeacherSettings,
-                  episodes: list[int]) -> Call:
-    (episode,) = episodes
-    return Call(label_episode, (settings, source.load(episode, methods)), single=True)
+@dataclass(frozen=True)
+class TeacherCall:
+    """Builds an episode's labelling :class:`Call` with its images, read here on the driver."""
+
+    source: EpisodeSource
+    methods: tuple[Method, ...]
+    settings: TeacherSettings
+
+    def __call__(self, episodes: list[int]) -> Call:
+        (episode,) = episodes
+        return Call(label_episode, (self.settings, self.source.load(episode, self.methods)), single=True)
 
 
 def label_episode(worker: Worker, settings: TeacherSettings, data: EpisodeData) -> dict[str, torch.Tensor]:
@@ -182,16 +189,25 @@ def plan_students(source: EpisodeSource, teacher_outputs: Mapping[str, Stored], 
                                           _weights_key(weights), dataclasses.asdict(config),
                                           teacher_outputs[key].fingerprint),
                               StudentTask(method, episode)))
-    weights = str(Path(weights).resolve()) if weights else weights
-    return Work.of(units, partial(_student_call, source, teacher_outputs, student, weights, config), engine)
+    weights = str(Path(weights).resolve()) if weights else weights  # as workers in other folders read it
+    return Work.of(units, StudentCall(source, teacher_outputs, student, weights, config), engine)
 
 
-def _student_call(source: EpisodeSource, teacher_outputs: Mapping[str, Stored], student: StudentSettings,
-                  weights: str | None, config: DistillationConfig, tasks: list[StudentTask]) -> Call:
-    (task,) = tasks
-    targets = teacher_outputs[PartitionKey(task.episode).format()]()
-    return Call(train_one, (task.method.name, task.episode, student, weights, config,
-                            source.load(task.episode, [task.method]), targets), single=True)
+@dataclass(frozen=True)
+class StudentCall:
+    """Builds a student's training :class:`Call` with its episode's images and teacher logits."""
+
+    source: EpisodeSource
+    teacher_outputs: Mapping[str, Stored]
+    student: StudentSettings
+    weights: str | None
+    config: DistillationConfig
+
+    def __call__(self, tasks: list[StudentTask]) -> Call:
+        (task,) = tasks
+        targets = self.teacher_outputs[PartitionKey(task.episode).format()]()
+        return Call(train_one, (task.method.name, task.episode, self.student, self.weights, self.config,
+                                self.source.load(task.episode, [task.method]), targets), single=True)
 
 
 def train_one(worker: Worker, method: str, episode: int, student: StudentSettings, weights: str | None,
@@ -249,12 +265,19 @@ def plan_candidate_features(images: ImageCollection, image_index: pd.DataFrame, 
     units = [Unit(slug(name), fingerprint(TEACHER_VERSION, "features", dataclasses.asdict(settings), weights, ids,
                                           images.content_hashes(ids)), tuple(ids))
              for name, ids in candidate_ids(image_index, mined).items()]
-    return Work.of(units, partial(_embed_call, _absolute(settings), images), engine)
+    return Work.of(units, EmbedCall(_absolute(settings), images), engine)
 
 
-def _embed_call(settings: TeacherSettings, images: ImageCollection, tasks: list[tuple[str, ...]]) -> Call:
-    (ids,) = tasks
-    return Call(embed, (settings, [images.load(i) for i in ids]), single=True)
+@dataclass(frozen=True)
+class EmbedCall:
+    """Builds a candidate class's embedding :class:`Call` with its images."""
+
+    settings: TeacherSettings
+    images: ImageCollection
+
+    def __call__(self, tasks: list[tuple[str, ...]]) -> Call:
+        (ids,) = tasks
+        return Call(embed, (self.settings, [self.images.load(i) for i in ids]), single=True)
 
 
 def embed(worker: Worker, settings: TeacherSettings, pictures: list) -> dict[str, torch.Tensor]:

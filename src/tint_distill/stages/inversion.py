@@ -61,6 +61,10 @@ class ClassTask:
     class_name: str
     support_ids: tuple[str, ...]
 
+    @property
+    def token(self) -> str:
+        return class_token(self.class_name)
+
 
 def specialisation_key(model_key: str, task: ClassTask, images: ImageCollection, settings: InversionSettings) -> str:
     """Everything a specialisation depends on. The group a class is specialised in and the NTI batch
@@ -87,7 +91,11 @@ def plan_specialisations(generator: Path, images: ImageCollection, episodes: pd.
                               specialisation_key(model_key, task, images, settings), task))
     logger.info("%d class specialisations to provide, %d at a time", len(units), settings.group_size)
     return Work.of(units, SpecialisationCall(model, images, settings), engine, group_size=settings.group_size,
-                   apart=lambda task: class_token(task.class_name))  # one token per class: one per group
+                   apart=token_of)  # one token per class: one per group
+
+
+def token_of(task: ClassTask) -> str:
+    return task.token
 
 
 @dataclass(frozen=True)
@@ -109,7 +117,7 @@ def specialise(worker: Worker, model: DiffusionModel, settings: InversionSetting
     its :class:`~tint_distill.errors.NonFiniteLossError`, naming the episode and class."""
     components = model.on(worker)
     logger.info("Specialising %s", ", ".join(f"episode {t.episode} class '{t.class_name}'" for t in group))
-    classes = [ClassToSpecialise(to_model_tensor(pictures, components.resolution), token=class_token(t.class_name),
+    classes = [ClassToSpecialise(to_model_tensor(pictures, components.resolution), token=t.token,
                                  init_word=t.class_name.replace("_", " ").lower(), support_ids=t.support_ids)
                for t, pictures in zip(group, supports)]
     results = specialise_group(components, classes, ti_config=settings.textual_inversion,
