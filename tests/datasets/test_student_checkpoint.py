@@ -12,13 +12,18 @@ from tint_distill.data.episodes import assign_class_splits
 from tint_distill.data.sources import image_folder
 from tint_distill.datasets import StudentCheckpointDataset
 from tint_distill.datasets.student_checkpoint import read_checkpoint_record
-from tint_distill.distill.student import create_student
-from tint_distill.pipelines.generator_pretraining.nodes import split_pretraining_images
-from tint_distill.pipelines.student_pretraining.nodes import pretrain_base_student
+from tint_distill.distill.distillation import DistillationConfig
+from tint_distill.distill.student import StudentPretrainingSettings, base_student_training, create_student
+from tint_distill.pretraining.generator import pretraining_settings, split_images
 from tint_distill.work import Deferred
 
 RECIPE = {"epochs": 1, "batch_size": 16}
-DISTILLATION = {"image_size": 32}
+DISTILLATION = DistillationConfig(image_size=32)
+
+
+def pretrain_base_student(images, table, recipe: dict):
+    settings = StudentPretrainingSettings(**recipe)
+    return base_student_training(images, table, "resnet10t_half", settings.recipe(DISTILLATION), settings.retrain)
 
 
 def _base_split(embedded_root: Path, root: Path):
@@ -26,31 +31,32 @@ def _base_split(embedded_root: Path, root: Path):
         shutil.copytree(embedded_root / name, root / name)
     images = image_folder(root)
     index = assign_class_splits(images.index, {"base": ["fish", "clock"], "val": [], "novel": ["house"]})
-    return images, split_pretraining_images(index, {"heldout_per_class": 2})
+    settings, config, _ = pretraining_settings({"heldout_per_class": 2})
+    return images, split_images(index, settings, config)
 
 
 def test_base_student_trains_once_and_a_retrained_one_keeps_the_old(embedded_root: Path, tmp_path: Path):
     images, table = _base_split(embedded_root, tmp_path / "images")
     dataset = StudentCheckpointDataset(filepath=str(tmp_path / "base_student.safetensors"))
-    first = pretrain_base_student(images, table, RECIPE, {}, DISTILLATION)
+    first = pretrain_base_student(images, table, RECIPE)
     dataset.save(first)
     record = read_checkpoint_record(dataset.load())
     assert record["fingerprint"] == first.fingerprint and record["class_names"] == ["clock", "fish"]
     assert 0 <= record["heldout_accuracy"] <= 1 and record["heldout_images"] == 4
     stamp = dataset.load().stat().st_mtime_ns
 
-    again = pretrain_base_student(images, table, RECIPE, {}, DISTILLATION)
+    again = pretrain_base_student(images, table, RECIPE)
     assert again.fingerprint == first.fingerprint
     dataset.save(again)  # up to date: not trained, not rewritten
     assert dataset.load().stat().st_mtime_ns == stamp
 
-    changed = pretrain_base_student(images, table, {**RECIPE, "learning_rate": 1e-3}, {}, DISTILLATION)
+    changed = pretrain_base_student(images, table, {**RECIPE, "learning_rate": 1e-3})
     assert changed.fingerprint != first.fingerprint
     dataset.save(changed)
     assert read_checkpoint_record(dataset.load())["fingerprint"] == changed.fingerprint
     kept = tmp_path / f"base_student.previous-{first.fingerprint}.safetensors"
     assert read_checkpoint_record(kept)["fingerprint"] == first.fingerprint  # the replaced one is kept
-    back = pretrain_base_student(images, table, RECIPE, {}, DISTILLATION)
+    back = pretrain_base_student(images, table, RECIPE)
     dataset.save(Deferred(back.fingerprint, lambda: pytest.fail("going back must restore, not retrain")))
     assert read_checkpoint_record(dataset.load())["fingerprint"] == first.fingerprint
     assert read_checkpoint_record(tmp_path / f"base_student.previous-{changed.fingerprint}.safetensors")

@@ -9,14 +9,19 @@ seed and index give the same table byte for byte.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 import numpy as np
 import pandas as pd
 
-from tint_distill.data.collection import SPLITS
-from tint_distill.params import ParameterError, settings_from_params
+from tint_distill.data.collection import SPLITS, ImageCollection, check_decodable
+from tint_distill.data.grids import GridSettings
+from tint_distill.params import ParameterError, SettingError, Settings, settings_from_params
+from tint_distill.keys import check_class_slugs
+
+logger = logging.getLogger(__name__)
 
 EPISODE_COLUMNS = ["episode", "label", "class_name", "role", "position", "image_id"]
 
@@ -26,9 +31,9 @@ class EpisodeConfigError(ParameterError):
 
 
 @dataclass(frozen=True)
-class EpisodeSpec:
-    """What to sample: ``n_episodes`` episodes of ``n_way`` classes from ``split``, each class
-    with ``n_shot`` support and ``n_query`` query images."""
+class EpisodeSpec(Settings):
+    """The ``data_episodes.sampling`` block, what to sample: ``n_episodes`` episodes of ``n_way``
+    classes from ``split``, each class with ``n_shot`` support and ``n_query`` query images."""
 
     n_way: int = 5
     n_shot: int = 5
@@ -37,16 +42,44 @@ class EpisodeSpec:
     seed: int = 0
     split: str = "novel"
 
+    def check(self) -> None:
+        for key in ("n_way", "n_shot", "n_query", "n_episodes"):
+            if getattr(self, key) < 1:
+                raise SettingError(key, f"must be a positive integer, got {getattr(self, key)!r}")
+        SettingError.unless_one_of("split", self.split, SPLITS)
+
     @classmethod
     def from_params(cls, params: Mapping, name: str = "data_episodes.sampling") -> EpisodeSpec:
-        spec = settings_from_params(cls, params, name)
-        for key in ("n_way", "n_shot", "n_query", "n_episodes"):
-            value = getattr(spec, key)
-            if not isinstance(value, int) or value < 1:
-                raise EpisodeConfigError(f"parameter '{name}.{key}' must be a positive integer, got {value!r}.")
-        if spec.split not in SPLITS:
-            raise EpisodeConfigError(f"parameter '{name}.split' must be one of {list(SPLITS)}, got {spec.split!r}.")
-        return spec
+        try:
+            return settings_from_params(cls, params, name)
+        except ParameterError as error:
+            if isinstance(error.__cause__, SettingError):
+                raise EpisodeConfigError(str(error)) from error.__cause__
+            raise
+
+
+IMAGE_CHECK_SCOPES = ("all", "episodes", "none")
+
+
+@dataclass(frozen=True)
+class DataEpisodesSettings(Settings):
+    """The ``data_episodes`` block."""
+
+    class_splits: dict | None = None  # {base: [...], val: [...], novel: [...]}; null: the source's own split
+    sampling: EpisodeSpec = field(default_factory=EpisodeSpec)
+    image_check: str = "all"          # which images are decoded before any work: IMAGE_CHECK_SCOPES
+    min_image_side: int = 8
+    grids: GridSettings = field(default_factory=GridSettings)
+
+    def check(self) -> None:
+        SettingError.unless_one_of("image_check", self.image_check, IMAGE_CHECK_SCOPES)
+        if self.min_image_side < 0:
+            raise SettingError("min_image_side", f"must be >= 0, got {self.min_image_side}")
+        for split, names in (self.class_splits or {}).items():
+            if split not in SPLITS:
+                raise SettingError("class_splits", f"has the unknown split {split!r}; use {list(SPLITS)}")
+            if names is not None and not isinstance(names, (list, tuple)):
+                raise SettingError(f"class_splits.{split}", f"must be a list of class names, got {names!r}")
 
 
 def assign_class_splits(index: pd.DataFrame, class_splits: Mapping[str, Sequence[str]] | None) -> pd.DataFrame:
@@ -149,3 +182,52 @@ def episode_classes(episodes: pd.DataFrame, episode: int) -> list[str]:
     """The class names of one episode in label order (a classifier's output order)."""
     rows = episodes[episodes["episode"] == episode]
     return rows[["label", "class_name"]].drop_duplicates().sort_values("label")["class_name"].tolist()
+
+
+def image_index(images: ImageCollection, class_splits: Mapping[str, Sequence[str]] | None) -> pd.DataFrame:
+    """Table of every image with its class and split (base / val / novel). Class names that
+    would share a folder in the partitioned outputs are refused here, before any work."""
+    check_class_slugs(images.index["class_name"].unique())
+    index = assign_class_splits(images.index, class_splits)
+    counts = index.groupby("split")["class_name"].nunique().to_dict()
+    logger.info("%s: %d images, classes per split %s", images.description, len(index), counts)
+    return index
+
+
+def episode_table(index: pd.DataFrame, spec: EpisodeSpec) -> pd.DataFrame:
+    """:func:`sample_episodes`, saying what was sampled."""
+    episodes = sample_episodes(index, spec)
+    logger.info("Sampled %d episodes: %d-way %d-shot, %d queries per class, split '%s', seed %d",
+                spec.n_episodes, spec.n_way, spec.n_shot, spec.n_query, spec.split, spec.seed)
+    return episodes
+
+
+def check_images(images: ImageCollection, index: pd.DataFrame, episodes: pd.DataFrame, scope: str,
+                 min_side: int) -> dict:
+    """Decode images fully (catches corrupt or truncated files before any expensive stage):
+    ``all`` images of the index, only those in the ``episodes``, or ``none``. Images whose
+    shorter side is below ``min_side`` pixels (icons, tracking pixels) stop the run."""
+    if scope not in IMAGE_CHECK_SCOPES:
+        raise ValueError(f"parameter 'data_episodes.image_check' must be one of {list(IMAGE_CHECK_SCOPES)}, got {scope!r}.")
+    ids = {"all": index["image_id"], "episodes": episodes["image_id"], "none": pd.Series([], dtype=str)}[scope]
+    ids = sorted(set(ids))
+    sizes = check_decodable(images, ids, min_side)
+    widths, heights = zip(*sizes) if sizes else ((), ())
+    report = {"scope": scope, "images_checked": len(ids), "min_side": min_side}
+    if sizes:
+        report.update(min_size=[min(widths), min(heights)], max_size=[max(widths), max(heights)])
+    logger.info("Image check: %s", report)
+    return report
+
+
+def support_grids(images: ImageCollection, episodes: pd.DataFrame, n_episodes: int, cell_size: int) -> dict:
+    """One image per episode (the first ``n_episodes``): a row of support images per class."""
+    from tint_distill.data.grids import image_grid
+    from tint_distill.keys import episode_key
+
+    grids = {}
+    for episode in sorted(episodes["episode"].unique())[:n_episodes]:
+        rows = [(f"{label}: {name}", [images.load(i) for i in ids])
+                for (label, name), ids in episode_images(episodes, episode, "support").items()]
+        grids[episode_key(episode)] = image_grid(rows, cell_size=cell_size, title=f"episode {episode}: supports")
+    return grids

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import cache
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
+from tint_distill.params import Settings
+
 LABEL_WIDTH = 150
 PADDING = 4
 FONT_SIZE = 11
+
+
+@dataclass(frozen=True)
+class GridSettings(Settings):
+    """The ``data_episodes.grids`` block: the support grids drawn for people to look at."""
+
+    n_episodes: int = 3
+    cell_size: int = 80
 
 
 @cache

@@ -25,18 +25,59 @@ join every split's distillation set, labelled by that split's teacher like the s
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from tint_distill.data.collection import FileReader, ImageCollection
+from tint_distill.data.collection import FileReader, ImageCollection, check_decodable
 from tint_distill.data.episodes import EPISODE_COLUMNS
 from tint_distill.data.images import is_image_file
 from tint_distill.data.sources import DataLayoutError, _require_dir
+from tint_distill.methods import METHODS, samplers_for
+from tint_distill.params import SettingError, Settings
+from tint_distill.keys import check_class_slugs
+
+logger = logging.getLogger(__name__)
 
 LABELLED, TEST = "task", "test"  # the ``split`` of a labelled and of a test image in the task's index
 UNLABELED = "unlabeled"          # ... and of an unlabelled one (its class_name is empty)
 FINAL_EPISODE = 0
+
+
+@dataclass(frozen=True)
+class TaskSettings(Settings):
+    """The ``task`` block: the students trained per split, the one exported, the leave-out splits,
+    and where the exported model goes."""
+
+    methods: tuple[str, ...] = ("tint",)  # students trained per split (real_unlabeled, mined_real: no data here)
+    export: str = "tint"                  # the method whose final student is exported
+    max_repeats: int | None = None        # leave-out splits; null: every labelled image held out once
+    registered_model_name: str | None = "tint_distill_task"  # MLflow Model Registry; null: logged only
+    speed_threads: int | None = None      # ONNX Runtime threads for the card's CPU figures; null: its default
+
+    def check(self) -> None:
+        if "real_unlabeled" in self.methods:
+            raise SettingError("methods", "cannot hold real_unlabeled: a task has no unlabeled real images of its "
+                                          "classes (images in unlabeled/ join every other method)")
+        if "mined_real" in self.methods:
+            raise SettingError("methods", "cannot hold mined_real: a task has no base split of other classes to "
+                                          "mine (images in unlabeled/ join every other method)")
+        if not set(self.methods) & set(samplers_for(METHODS)):
+            raise SettingError("methods", f"must hold a method that distils on synthetic images {samplers_for(METHODS)} "
+                                          f"(supports_only may be added as a baseline), got {list(self.methods)}")
+        unknown = sorted(set(self.methods) - set(METHODS))
+        if unknown:
+            raise SettingError("methods", f"has unknown methods {unknown}; known: {list(METHODS)}")
+        if self.export not in self.methods:
+            raise SettingError("export", f"must be one of the task's methods {list(self.methods)}, got {self.export!r}")
+        if self.max_repeats is not None and self.max_repeats < 0:
+            raise SettingError("max_repeats", f"must be >= 0 or null, got {self.max_repeats}")
+
+    def ordered_methods(self) -> list[str]:
+        """The task's methods in the order results are reported."""
+        return [m for m in METHODS if m in self.methods]
 
 
 def task_folder(root: str | Path, max_side: int | None = None, test_folder: str = "test",
@@ -165,3 +206,39 @@ def build_example_task(source: str | Path, task_root: str | Path, classes: list[
                 shutil.copy2(file, target)
                 copied[kind] += 1
     return copied
+
+
+def describe_task(index: pd.DataFrame, episodes: pd.DataFrame) -> dict:
+    """The task in numbers: classes, labelled images per class, test and unlabelled images, splits."""
+    labelled = index[index["split"] == LABELLED]
+    counts = labelled.groupby("class_name").size()
+    return {
+        "classes": task_classes(index),
+        "images_per_class": {name: int(n) for name, n in counts.items()},
+        "test_images": int((index["split"] == TEST).sum()),
+        "unlabeled_images": int((index["split"] == UNLABELED).sum()),
+        "leave_out_splits": int(episodes["episode"].max()),
+        "scored_classes": sorted(counts[counts >= 2].index),
+    }
+
+
+def prepare_task(images: ImageCollection, settings: TaskSettings, keep_weights: tuple[str, ...],
+                 min_image_side: int) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """The task's image index, episodes table and :func:`describe_task` report, after every image
+    has been decoded: all the unreadable and too small files are listed at once (the experiment's
+    own check), before any work starts. The exported method's students must be kept
+    (``keep_weights``, from ``student.keep_weights``)."""
+    if settings.export not in keep_weights:
+        raise SettingError("keep_weights", f"must include the exported method '{settings.export}' for a task run "
+                                           "(parameter 'student.keep_weights')")
+    check_class_slugs(images.index.loc[images.index["split"] == LABELLED, "class_name"].unique())
+    check_decodable(images, images.index["image_id"], min_image_side)
+    index = images.index.copy()
+    episodes = task_episodes(index, settings.max_repeats)
+    report = describe_task(index, episodes)
+    logger.info("Task: %d classes %s, images per class %s, %d test images, %d unlabelled images, %d leave-out splits",
+                len(report["classes"]), report["classes"], report["images_per_class"], report["test_images"],
+                report["unlabeled_images"], report["leave_out_splits"])
+    if not report["leave_out_splits"]:
+        logger.warning("Every class has a single labelled image: no leave-out estimate of the accuracy is possible.")
+    return index, episodes, report

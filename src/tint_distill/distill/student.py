@@ -164,3 +164,64 @@ def pretrain_student(name: str, images: Sequence, labels: Sequence[int], config:
         record["heldout_accuracy"] = accuracy(predict(model, heldout_images, config.image_size), list(heldout_labels))
         record["heldout_images"] = len(heldout_images)
     return model, record
+
+
+@dataclass(frozen=True)
+class StudentPretrainingSettings(Settings):
+    """The ``student_pretraining`` block: the base-class student's own epochs, batch, learning rate
+    and seed; the rest of its recipe and the augmentation are the ``distillation`` block's."""
+
+    epochs: int = 40
+    batch_size: int = 64
+    learning_rate: float = 2e-3
+    seed: int = 0
+    retrain: bool = False  # train again even when the saved checkpoint's fingerprint matches
+
+    def check(self) -> None:
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise SettingError(name, f"must be >= 1, got {getattr(self, name)}")
+
+    def recipe(self, distillation: DistillationConfig) -> DistillationConfig:
+        """The episode students' recipe with this block's epochs, batch, learning rate and seed."""
+        import dataclasses
+
+        return dataclasses.replace(distillation, epochs=self.epochs, batch_size=self.batch_size,
+                                   learning_rate=self.learning_rate, seed=self.seed)
+
+
+def base_student_training(images: Any, pretraining_images: Any, name: str, config: DistillationConfig,
+                          retrain: bool = False) -> Any:
+    """Train student ``name`` on the base classes (the ``train`` images of ``pretraining_images``;
+    its ``heldout`` images score it), lazily: a :class:`~tint_distill.work.Deferred` that the
+    catalog runs only when the saved checkpoint's fingerprint (pixels, labels, architecture,
+    recipe) differs, or with ``retrain``. ``images``: the image collection the ids refer to."""
+    import dataclasses
+
+    from tint_distill.fingerprints import fingerprint
+    from tint_distill.work import Deferred
+
+    from .distillation import DISTILLATION_VERSION
+
+    classes = sorted(pretraining_images["class_name"].astype(str).unique())
+    label_of = {c: i for i, c in enumerate(classes)}
+    train = pretraining_images[pretraining_images["role"] == "train"]
+    heldout = pretraining_images[pretraining_images["role"] == "heldout"]
+    key = fingerprint(DISTILLATION_VERSION, name, dataclasses.asdict(config), classes,
+                      list(zip(train["image_id"], train["class_name"])), images.content_hashes(train["image_id"]),
+                      list(zip(heldout["image_id"], heldout["class_name"])),
+                      images.content_hashes(heldout["image_id"]))
+
+    def train_now():
+        logger.info("Pre-training the %s student on %d images of %d base classes (%d epochs)", name, len(train),
+                    len(classes), config.epochs)
+        model, record = pretrain_student(
+            name, [images.load(i) for i in train["image_id"]], [label_of[c] for c in train["class_name"]], config,
+            [images.load(i) for i in heldout["image_id"]], [label_of[c] for c in heldout["class_name"]])
+        logger.info("Base student: held-out accuracy %.3f on %d classes (chance %.3f), %.0f s",
+                    record.get("heldout_accuracy", float("nan")), len(classes), 1 / len(classes), record["seconds"])
+        record.update(fingerprint=key, student=name, class_names=classes, recipe=dataclasses.asdict(config),
+                      torch=torch.__version__)
+        return model.state_dict(), record
+
+    return Deferred(key, train_now, force=retrain)

@@ -12,55 +12,62 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from tint_distill import execution
+from tint_distill.data.episodes import DataEpisodesSettings
+from tint_distill.data.task import TaskSettings
 from tint_distill.distill.distillation import DistillationConfig
-from tint_distill.distill.student import StudentSettings
+from tint_distill.distill.student import StudentPretrainingSettings, StudentSettings
 from tint_distill.distill.teacher import TeacherSettings
+from tint_distill.evaluation.prediction import PredictSettings
+from tint_distill.evaluation.scoring import EvaluationSettings
+from tint_distill.evaluation.speed import SpeedSettings
+from tint_distill.execution import ExecutionSettings
+from tint_distill.execution import parse_settings as execution_settings
 from tint_distill.methods import MinedRealSettings, RealUnlabeledSettings, check_kept_methods, parse_methods
-from tint_distill.params import ParameterError, as_plain, resolve_device, settings_from_params
-from tint_distill.pipelines.data_episodes import nodes as data_episodes
-from tint_distill.pipelines.evaluation import nodes as evaluation
-from tint_distill.pipelines.generator_pretraining import nodes as generator_pretraining
-from tint_distill.pipelines.predict import nodes as predict
-from tint_distill.pipelines.student_pretraining import nodes as student_pretraining
-from tint_distill.pipelines.task import nodes as task
+from tint_distill.params import ParameterError, Settings, as_plain, resolve_device, settings_from_params
+from tint_distill.pretraining.generator import PretrainingSettings, pretraining_settings
 from tint_distill.stages.inversion import InversionSettings
 from tint_distill.stages.synthesis import PreviewSettings, SynthesisSettings
 
-
-def _settings(cls: type, check=None) -> Callable[[Any, str], Any]:
-    def parse(block: Any, name: str) -> Any:
-        settings = settings_from_params(cls, block, name)
-        if check is not None:
-            check(settings)
-        return settings
-
-    return parse
-
-
-def _student(settings: StudentSettings) -> None:
-    check_kept_methods(settings.keep_weights)
-
-# Every block: how it is read (its settings class, checked as Kedro's typed parameters are), by name.
-BLOCKS: dict[str, Callable[[Any, str], Any]] = {
-    "data_episodes": lambda block, name: data_episodes.parse_settings(block),
-    "generator_pretraining": lambda block, name: generator_pretraining.parse_settings(block),
-    "inversion": _settings(InversionSettings),
-    "synthesis": _settings(SynthesisSettings),
-    "synthesis_preview": _settings(PreviewSettings),
-    "methods": lambda block, name: parse_methods(block),
-    "teacher": _settings(TeacherSettings),
-    "student": _settings(StudentSettings, _student),
-    "distillation": _settings(DistillationConfig),
-    "student_pretraining": lambda block, name: student_pretraining.parse_settings(block),
-    "real_unlabeled": _settings(RealUnlabeledSettings),
-    "mined_real": _settings(MinedRealSettings),
-    "evaluation": lambda block, name: evaluation.parse_evaluation(block),
-    "speed": lambda block, name: evaluation.parse_speed(block),
-    "execution": lambda block, name: execution.parse_settings(as_plain(block)),
-    "task": lambda block, name: task.parse_settings(block),
-    "predict": lambda block, name: predict.parse_settings(block),
+# Every parameter block with a settings class: what Kedro builds for a node that reads it.
+SETTINGS: dict[str, type[Settings]] = {
+    "data_episodes": DataEpisodesSettings,
+    "generator_pretraining": PretrainingSettings,
+    "inversion": InversionSettings,
+    "synthesis": SynthesisSettings,
+    "synthesis_preview": PreviewSettings,
+    "teacher": TeacherSettings,
+    "student": StudentSettings,
+    "distillation": DistillationConfig,
+    "student_pretraining": StudentPretrainingSettings,
+    "real_unlabeled": RealUnlabeledSettings,
+    "mined_real": MinedRealSettings,
+    "evaluation": EvaluationSettings,
+    "speed": SpeedSettings,
+    "execution": ExecutionSettings,
+    "task": TaskSettings,
+    "predict": PredictSettings,
 }
+
+# What a block's check adds to building its settings (blocks read by more than one settings class).
+EXTRA_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "generator_pretraining": pretraining_settings,  # the training recipe with the architecture
+    "student": lambda settings: check_kept_methods(settings.keep_weights),
+    "execution": lambda settings: execution_settings(as_plain(settings)),  # every stage's resources
+}
+
+
+def parse_block(name: str, block: Any) -> Any:
+    """The block ``name`` as its settings (``methods``: the list of methods), checked; errors name
+    the parameter."""
+    if name == "methods":
+        return parse_methods(block)
+    settings = settings_from_params(SETTINGS[name], block, name)
+    if name in EXTRA_CHECKS:
+        EXTRA_CHECKS[name](settings)
+    return settings
+
+
+BLOCKS = {*SETTINGS, "methods"}
 
 # Parameters that only configuration files read (through ${runtime_params:...}), not nodes.
 RUNTIME_ONLY = {
@@ -84,9 +91,8 @@ def check_parameters(params: Mapping[str, Any], used_blocks: Iterable[str] = ())
             f"parameter block '{name}' is not read by any pipeline of this project, so setting it would change "
             f"nothing{f' (did you mean {close[0]!r}?)' if close else ''}; known blocks: {sorted(known)}."
         )
-    for name, parse in BLOCKS.items():
-        if name in params:
-            parse(params[name], name)
+    for name in sorted(BLOCKS & set(params)):
+        parse_block(name, params[name])
     used = set(used_blocks)
     for block in ("generator_pretraining", "inversion", "synthesis"):
         if block in used and block in params:

@@ -1,0 +1,147 @@
+"""A trained student as a deployable model: ONNX (normalisation inside, any batch size), the
+task's safetensors, and what an MLflow model needs beside it (a real input example, metadata,
+a Model Registry name, files). :class:`ModelPackage` holds the arguments of
+``tint_distill.datasets.mlflow_models.LoggableModel.from_onnx``, so this module needs no Kedro."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from tint_distill.methods import METHODS
+from tint_distill.params import SettingError, Settings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoggedModelSettings(Settings):
+    """The ``evaluation.logged_model`` block: which student of the experiment is logged as an MLflow model."""
+
+    method: str | None = "tint"          # whose student the run logs as an MLflow model; null: none
+    episode: int | str = "median"        # an episode number, or the episode of the median accuracy
+    registered_model_name: str | None = None  # also register it under this name
+
+    def check(self) -> None:
+        if self.method is not None and self.method not in METHODS:
+            raise SettingError("method", f"must be one of {list(METHODS)} or null, got {self.method!r}")
+        if not (self.episode == "median" or (isinstance(self.episode, int) and self.episode >= 0)):
+            raise SettingError("episode", f"must be 'median' or an episode number, got {self.episode!r}")
+
+
+@dataclass
+class ModelPackage:
+    """An ONNX model with what MLflow logs beside it (``LoggableModel.from_onnx(**package.arguments())``)."""
+
+    onnx_model: bytes
+    example_images: list
+    registered_model_name: str | None = None
+    metadata: dict = field(default_factory=dict)
+    files: dict[str, str | bytes] = field(default_factory=dict)
+    description: str | None = None
+
+    def arguments(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+def student_onnx(result: Mapping, classes: list[str], metadata: dict) -> bytes:
+    """A kept student result (its weights file) as ONNX."""
+    from tint_distill.datasets.student_results import load_student
+    from tint_distill.distill.export import export_onnx
+
+    return export_onnx(load_student(result, len(classes)), result["image_size"], classes, metadata=metadata)
+
+
+def logged_episode(episode_accuracies: pd.DataFrame, settings: LoggedModelSettings) -> pd.Series | None:
+    """The accuracy-table row of the student to log: the episode asked for, or the one of the median
+    accuracy (the lower of an even count); None (with a warning) when the method has no students."""
+    if settings.method is None:
+        return None
+    scores = episode_accuracies[episode_accuracies["method"] == settings.method].sort_values(["accuracy", "episode"])
+    if scores.empty:  # a finished experiment must not fail over the model it shows: say why there is none
+        logger.warning("No MLflow model logged: '%s' has no students in this run (parameter 'methods'); set "
+                       "'evaluation.logged_model.method' to one of its methods, or to null.", settings.method)
+        return None
+    if settings.episode == "median":
+        return scores.iloc[(len(scores) - 1) // 2]
+    matching = scores[scores["episode"] == settings.episode]
+    if matching.empty:
+        raise SettingError("episode", f"{settings.episode} is not an episode of this run "
+                                      f"({sorted(scores['episode'].tolist())})")
+    return matching.iloc[0]
+
+
+def package_logged_student(episode_accuracies: pd.DataFrame, student_results: Mapping[str, Callable[[], dict]],
+                           episodes: pd.DataFrame, load_image: Callable[[str], Any],
+                           settings: LoggedModelSettings) -> ModelPackage | None:
+    """One student of the experiment (:func:`logged_episode`) as ONNX, with a support image of its
+    episode as the input example; None when there is none to log or its weights were not kept."""
+    from tint_distill.data.episodes import episode_classes
+    from tint_distill.datasets.student_results import WEIGHTS_FILE_KEY
+    from tint_distill.keys import episode_key
+
+    row = logged_episode(episode_accuracies, settings)
+    if row is None:
+        return None
+    episode = int(row["episode"])
+    result = student_results[f"{settings.method}/{episode_key(episode)}"]()
+    if WEIGHTS_FILE_KEY not in result:
+        logger.warning("No MLflow model logged: the %s students were not kept; add '%s' to 'student.keep_weights' "
+                       "(or set 'evaluation.logged_model.method' to null).", settings.method, settings.method)
+        return None
+    about = {"method": settings.method, "episode": episode}
+    onnx_model = student_onnx(result, episode_classes(episodes, episode), metadata=about)
+    logger.info("Logging the %s student of episode %d (query accuracy %.3f) as an MLflow model", settings.method,
+                episode, row["accuracy"])
+    supports = episodes.loc[(episodes["episode"] == episode) & (episodes["role"] == "support"), "image_id"]
+    return ModelPackage(onnx_model, example_images=[load_image(supports.iloc[0])],
+                        registered_model_name=settings.registered_model_name,
+                        metadata={**about, "query_accuracy": float(row["accuracy"])})
+
+
+def export_task_student(result: Mapping, classes: list[str], method: str) -> tuple[bytes, bytes]:
+    """The task's final student as ONNX and as safetensors (classes, input size and normalisation
+    in the metadata of both)."""
+    from tint_distill.datasets.student_results import load_student
+    from tint_distill.distill.distillation import STUDENT_MEAN, STUDENT_STD
+    from tint_distill.distill.export import INPUT_POLICY, export_onnx
+    from tint_distill.tensor_files import tensors_to_bytes
+
+    model = load_student(result, len(classes))
+    about = {"method": method, "student": result["student"], "normalisation_inside": True,
+             "mean": list(STUDENT_MEAN), "std": list(STUDENT_STD)}
+    onnx_model = export_onnx(model, result["image_size"], classes, metadata=about)
+    weights = tensors_to_bytes(
+        {k: v.contiguous() for k, v in model.state_dict().items()},
+        metadata={"classes": json.dumps(classes), "image_size": str(result["image_size"]), "input": INPUT_POLICY,
+                  **{k: json.dumps(v) for k, v in about.items() if k != "normalisation_inside"}},
+    )
+    logger.info("Exported the %s student: %d classes, %d px, ONNX %.1f MB", method, len(classes),
+                result["image_size"], len(onnx_model) / 1e6)
+    return onnx_model, weights
+
+
+def package_task_model(student_onnx_model: bytes, student_safetensors: bytes, card_markdown: str, card: dict,
+                       example_image: Any, registered_model_name: str | None, accuracy: list[str]) -> ModelPackage:
+    """The task's exported model with a real input example and its card and weights as files; the
+    card is the registered version's description."""
+    return ModelPackage(
+        student_onnx_model, example_images=[example_image], registered_model_name=registered_model_name,
+        metadata={"accuracy": accuracy},  # classes and input size come from the model
+        files={"task_model/model_card.md": card_markdown, "task_model/model_card.json": json.dumps(card, indent=2),
+               "task_model/student.safetensors": student_safetensors},
+        description=card_markdown,
+    )
+
+
+def student_parameters(result: Mapping, n_classes: int) -> int:
+    """The parameters of a kept student."""
+    from tint_distill.datasets.student_results import load_student
+    from tint_distill.distill.distillation import count_parameters
+
+    return count_parameters(load_student(result, n_classes))

@@ -1,0 +1,126 @@
+"""The Kedro-free scoring of trained students, on tables small enough to work out by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from tint_distill.evaluation import scoring
+from tint_distill.evaluation.reports import accuracy_lines
+from tint_distill.evaluation.scoring import EvaluationSettings, PlannerSettings
+from tint_distill.params import ParameterError, settings_from_params
+
+T_975_2 = 4.302652729749464  # Student t, 97.5% quantile, 2 degrees of freedom (tables)
+Z95 = 1.959963984540054
+
+
+def table() -> pd.DataFrame:
+    rows = []
+    for method, accuracies in (("tint", [0.8, 0.6, 0.7]), ("supports_only", [0.5, 0.6, 0.4])):
+        for episode, accuracy in enumerate(accuracies):
+            rows.append({"method": method, "episode": episode, "accuracy": accuracy, "n_queries": 10, "n_way": 2,
+                         "n_unlabeled": 4 if method == "tint" else 0,
+                         "teacher_agreement_on_unlabeled": [1.0, 0.5, 0.75][episode] if method == "tint" else None})
+    return pd.DataFrame(rows)
+
+
+def test_mean_and_ci_per_method():
+    methods = scoring.method_summaries(table())
+    tint = methods["tint"]
+    assert tint["accuracy"] == pytest.approx(0.7)
+    assert tint["ci95"] == pytest.approx(T_975_2 * 0.1 / math.sqrt(3))  # sd of 0.8, 0.6, 0.7 is 0.1
+    assert (tint["n_episodes"], tint["n_queries_per_class"], tint["n_way"]) == (3, 5, 2)
+    assert tint["n_unlabeled_per_episode"] == 4.0
+    assert tint["teacher_agreement_on_unlabeled"] == pytest.approx(0.75)
+    assert "teacher_agreement_on_unlabeled" not in methods["supports_only"]
+
+
+def test_paired_difference_is_per_episode():
+    paired = scoring.paired_comparisons(table(), [["tint", "supports_only"], ["tint", "teacher"]])
+    assert list(paired) == ["tint_vs_supports_only"], "a pair with a method the run lacks is left out"
+    result = paired["tint_vs_supports_only"]
+    half = T_975_2 * math.sqrt(0.03) / math.sqrt(3)  # differences 0.3, 0.0, 0.3: mean 0.2, variance 0.03
+    assert result["mean_diff"] == pytest.approx(0.2)
+    assert result["ci95"] == pytest.approx([0.2 - half, 0.2 + half])
+    assert result["n_episodes"] == 3
+
+
+def test_summary_and_its_mlflow_metrics():
+    costs = pd.DataFrame(columns=["stage", "partition", "episode", "seconds", "device", "host"])
+    speed = {"student_speedup": 12.5}
+    summary = scoring.summarise(table(), speed, costs, [["tint", "supports_only"]], PlannerSettings(methods=("tint",)))
+    assert list(summary) == ["methods", "comparisons", "planner", "cost_plan", "speed"]
+    assert list(summary["planner"]) == ["tint"] and summary["cost_plan"]["targets"] == []
+    metrics = scoring.summary_metrics(summary)
+    assert sorted(metrics) == sorted([
+        "accuracy.tint", "ci95.tint", "teacher_agreement.tint", "accuracy.supports_only", "ci95.supports_only",
+        "diff.tint_vs_supports_only", "diff_low.tint_vs_supports_only", "diff_high.tint_vs_supports_only",
+        "speed.student_speedup"])
+    assert metrics["accuracy.supports_only"] == {"value": pytest.approx(0.5), "step": 0}
+    assert metrics["diff_high.tint_vs_supports_only"]["value"] == pytest.approx(
+        0.2 + T_975_2 * math.sqrt(0.03) / math.sqrt(3))
+    assert metrics["speed.student_speedup"] == {"value": 12.5, "step": 0}
+
+
+def test_loss_curves_are_mean_and_std_over_a_methods_students():
+    histories = {"tint/episode_0000": [{"epoch": 1, "loss": 2.0}, {"epoch": 2, "loss": 1.0}],
+                 "tint/episode_0001": [{"epoch": 1, "loss": 4.0}, {"epoch": 2, "loss": 1.0}]}
+    results = {key: (lambda h=h: {"history": h}) for key, h in histories.items()}
+    curves = scoring.loss_curves(results, per_student=False)
+    assert curves == {"loss.tint.mean": [{"value": 3.0, "step": 1}, {"value": 1.0, "step": 2}],
+                      "loss.tint.std": [{"value": 1.0, "step": 1}, {"value": 0.0, "step": 2}]}
+    assert "loss.tint.episode_0001" in scoring.loss_curves(results, per_student=True)
+
+
+def test_episode_accuracy_table_from_teacher_logits_and_student_results():
+    teacher = {"episode_0003": lambda: {"query_labels": torch.tensor([0, 1, 1, 0]),
+                                        "query_logits": torch.tensor([[2.0, 0], [0, 1], [1, 0], [3, 0]])}}
+    student = {"tint/episode_0003": lambda: {"method": "tint", "episode": 3, "accuracy": 0.5, "n_queries": 4,
+                                             "n_way": 2, "n_unlabeled": 6, "history": [], "query_predictions": [0]}}
+    accuracies = scoring.episode_accuracy_table(student, teacher)
+    assert accuracies["method"].tolist() == ["teacher", "tint"]
+    assert accuracies.loc[0, "accuracy"] == 0.75 and accuracies.loc[0, "n_way"] == 2
+    assert "history" not in accuracies.columns and "query_predictions" not in accuracies.columns
+
+
+def test_task_estimate_pools_held_out_predictions_with_wilson_intervals():
+    correct = {0: {"teacher": [True, True], "tint": [True, False]},
+               1: {"teacher": [True, False], "tint": [True, True]},
+               2: {"teacher": [True], "tint": [False]}}
+    estimate = scoring.task_accuracy(correct, 0, [1, 2], ["tint"], "tint")
+    tint = estimate["leave_out"]["methods"]["tint"]  # 2 of 3 held-out predictions right
+    p, n = 2 / 3, 3
+    centre = (p + Z95**2 / (2 * n)) / (1 + Z95**2 / n)
+    half = Z95 * math.sqrt(p * (1 - p) / n + Z95**2 / (4 * n * n)) / (1 + Z95**2 / n)
+    assert tint["accuracy"] == pytest.approx(p) and tint["predictions"] == 3
+    assert (tint["low"], tint["high"]) == (pytest.approx(centre - half), pytest.approx(centre + half))
+    assert estimate["leave_out"]["per_split"] == {"teacher": [0.5, 1.0], "tint": [1.0, 0.0]}
+    assert estimate["leave_out"]["comparisons"]["teacher_vs_tint"]["mean_diff"] == pytest.approx(0.0)
+    assert estimate["test"]["methods"]["teacher"]["accuracy"] == 1.0
+    lines = accuracy_lines(estimate)
+    assert lines[0] == (f"tint student: 66.7% [{100 * (centre - half):.1f}%, {100 * (centre + half):.1f}%] on 3 "
+                        "held-out images (2 leave-out splits)")
+    assert lines[1].startswith("teacher (for reference): 66.7%")
+    metrics = scoring.task_metrics(estimate, {"latency_ms_batch_1": 1.5, "images_per_s_batch_64": 900})
+    assert metrics["task.accuracy.tint"]["value"] == pytest.approx(p)
+    assert metrics["task.accuracy_low.tint"]["value"] == pytest.approx(centre - half)
+    assert metrics["task.test_accuracy.tint"]["value"] == 0.5
+    assert metrics["task.latency_ms_batch_1"] == {"value": 1.5, "step": 0}
+
+
+def test_no_held_out_split_and_no_test_folder_means_no_estimate():
+    estimate = scoring.task_accuracy({0: {"teacher": [], "tint": []}}, 0, [], ["tint"], "tint")
+    assert estimate == {"leave_out": None, "test": None, "export": "tint"}
+    assert accuracy_lines(estimate) == ["no estimate: every class has one labelled image and there is no test folder"]
+
+
+def test_evaluation_block_checks_its_nested_blocks():
+    settings = EvaluationSettings(planner={"methods": ["tint"]}, logged_model={"method": None})
+    assert settings.planner == PlannerSettings(methods=("tint",)) and settings.logged_model.method is None
+    with pytest.raises(ParameterError, match=r"'evaluation\.planner\.target_half_widths' must be in \(0, 1\)"):
+        settings_from_params(EvaluationSettings, {"planner": {"target_half_widths": [2]}}, "evaluation")
+    with pytest.raises(ParameterError, match=r"'evaluation\.logged_model\.method' must be one of"):
+        settings_from_params(EvaluationSettings, {"logged_model": {"method": "magic"}}, "evaluation")
