@@ -117,19 +117,32 @@ def test_every_dataset_has_a_kedro_viz_layer(env):
     assert not missing, f"datasets without a layer in Kedro-Viz (env {env or 'base'}): {missing}"
 
 
+# Parameters that are data of a run, not defaults of a setting (no default could be right).
+NOT_DEFAULTS = {
+    "data_episodes.class_splits": "the embedded drawings' class splits",
+    "evaluation.comparisons": "the pairs of methods this experiment compares",
+    "execution.stages": "per-stage resources of this project's stages",
+}
+
+
 def _default_differences(cls, block: dict, prefix: str) -> list[str]:
     """Where ``conf/base``'s ``block`` and the defaults of its settings class ``cls`` disagree."""
     import dataclasses
 
     from tint_distill.params import as_plain
+    from tint_distill.pretraining.trainer import PretrainingConfig
 
+    nested_mappings = {"generator_pretraining.training": PretrainingConfig}  # a dict field read as that class
     differences = []
     for field in dataclasses.fields(cls):
-        if field.name not in (block or {}):
+        path = f"{prefix}{field.name}"
+        if field.name not in (block or {}) or path in NOT_DEFAULTS:
             continue
         default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
         value = block[field.name]
-        if dataclasses.is_dataclass(default) and isinstance(value, dict):
+        if path in nested_mappings:
+            differences += _default_differences(nested_mappings[path], value, f"{path}.")
+        elif dataclasses.is_dataclass(default) and isinstance(value, dict):
             differences += _default_differences(type(default), value, f"{prefix}{field.name}.")
         elif as_plain(default) != as_plain(value):
             differences.append(f"{prefix}{field.name}: conf/base {value!r}, default {default!r}")

@@ -11,7 +11,7 @@ from tint_distill.data.images import ImageReadError
 from tint_distill.data.task import TaskSettings, build_example_task, task_folder
 from tint_distill.pipelines.task.nodes import prepare_task
 
-STUDENT = {"keep_weights": ["tint"]}
+STUDENT = StudentSettings(keep_weights=("tint",))
 
 
 def test_a_one_pixel_or_corrupt_image_stops_the_task_before_any_work_naming_it(embedded_root: Path, tmp_path: Path):
