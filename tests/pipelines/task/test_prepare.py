@@ -9,6 +9,7 @@ from PIL import Image
 
 from tint_distill.data.images import ImageReadError
 from tint_distill.data.task import TaskSettings, build_example_task, task_folder
+from tint_distill.distill.student import StudentSettings
 from tint_distill.pipelines.task.nodes import prepare_task
 
 STUDENT = StudentSettings(keep_weights=("tint",))
