@@ -61,7 +61,7 @@ def test_non_finite_loss_is_reported(components, supports):
     bad = TextualInversionConfig(num_steps=5, learning_rate=float("inf"))
     with pytest.raises(NonFiniteLossError, match="textual inversion.*step 2") as info:
         train_textual_inversion(components, supports, "<c0>", config=bad)
-    assert info.value.step == 2
+    assert (info.value.stage, info.value.step) == ("textual_inversion", 2)
     assert torch.equal(_weight(components), before)  # the row is reset
 
 

@@ -163,7 +163,7 @@ def train_student(
     epoch's steps, kd/ce unweighted; lr: at the start of the epoch). Runs on the student's device.
 
     ``synthetic_images=None`` (or empty) trains on the supports with cross-entropy only. The
-    student is left in eval mode. A NaN/inf loss raises :class:`NonFiniteLossError`.
+    student is left in eval mode. A NaN/inf loss raises :class:`NonFiniteLossError` (stage ``student``).
     """
     n_synthetic = 0 if synthetic_images is None else len(synthetic_images)
     labels = torch.as_tensor(support_labels, dtype=torch.long)
@@ -230,7 +230,8 @@ def train_student(
                     kd, ce = logits.new_zeros(()), F.cross_entropy(logits, labels[index.to(device)])
                 loss = config.kd_weight * kd + config.ce_weight * ce if n_synthetic else config.ce_weight * ce
                 if not torch.isfinite(loss):
-                    raise NonFiniteLossError(epoch, step, loss.item(), f"kd={kd.item():.4g}, ce={ce.item():.4g}")
+                    raise NonFiniteLossError("student", step, loss.item(), epoch=epoch,
+                                             detail=f"kd={kd.item():.4g}, ce={ce.item():.4g}")
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 optimiser.step()

@@ -13,7 +13,8 @@ drawings so that it produces class-like images, in two stages:
 
 The result is a ``StableDiffusionPipeline`` (real CLIP tokenizer, SD 1.x DDIM scheduler) that
 ``save_pretrained(folder)`` writes as a diffusers folder readable by
-:func:`tint_distill.tint.load_stable_diffusion`.
+:func:`tint_distill.tint.load_stable_diffusion`. A NaN/inf loss in either stage raises
+:class:`~tint_distill.errors.NonFiniteLossError` (stage ``generator_pretraining``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from tint_distill.errors import NonFiniteLossError
 from tint_distill.params import Settings
 from tint_distill.tint.imaging import to_model_tensor
 from tint_distill.tint.models import TinySDConfig, build_sd_modules
@@ -185,7 +187,7 @@ def train_vae(vae: torch.nn.Module, pool: torch.Tensor, config: PretrainingConfi
             kl = posterior.kl().mean() / x[0].numel()  # per pixel value, like the reconstruction terms
             loss = mse + config.vae_l1_weight * l1 + config.vae_kl_weight * kl * x[0].numel()
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"VAE pre-training: non-finite loss at step {step}")
+                raise NonFiniteLossError("generator_pretraining", step, loss.item(), part="VAE")
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
@@ -284,7 +286,7 @@ def train_unet(unet: torch.nn.Module, text_encoder: torch.nn.Module, scheduler: 
                 per_item = per_item * torch.clamp(snr, max=config.snr_gamma) / snr.clamp_min(1e-8)
             loss = per_item.mean()
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"UNet pre-training: non-finite loss at step {step}")
+                raise NonFiniteLossError("generator_pretraining", step, loss.item(), part="UNet")
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             params = [p for g in groups for p in g["params"]]

@@ -254,7 +254,7 @@ def null_text_invert_group(components: SDComponents, images: Sequence[torch.Tens
             f, position = failures[failure[2]], failure[2] - first
             name = support_ids[g][position] if support_ids is not None else position
             results.append(NonFiniteLossError(
-                "null-text inversion", f.step, f.loss, inner_step=f.inner_step,
+                "null_text_inversion", f.step, f.loss, inner_step=f.inner_step,
                 detail=f"support {name}, timestep {f.timestep}"))
             continue
         results.append(NullTextResult(**{name: value[first:first + counts[g]] for name, value in joined.items()},

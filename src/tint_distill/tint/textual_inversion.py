@@ -237,7 +237,7 @@ def train_textual_inversion_group(components: SDComponents, images: Sequence[tor
             step = int(bad[0]) + 1
             if losses is not None:
                 losses[g].extend(history[:step, g].tolist())
-            results.append(NonFiniteLossError("textual inversion", step, float(history[step - 1, g]),
+            results.append(NonFiniteLossError("textual_inversion", step, float(history[step - 1, g]),
                                               detail=f"token {token}"))
             continue
         set_token_embedding(components, token_id, learned[g])
