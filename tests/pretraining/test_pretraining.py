@@ -112,6 +112,15 @@ def test_a_diverging_stage_is_a_generator_pretraining_error(stage):
     assert info.value.step == 2
 
 
+def test_pretraining_leaves_the_callers_random_state_alone():
+    config = PretrainingConfig(resolution=16, model=TinySDConfig(resolution=16, unet_block_out_channels=(32, 32)),
+                               vae_steps=1, vae_batch_size=2, unet_steps=1, unet_batch_size=2, latent_augmentations=1)
+    torch.manual_seed(1234)
+    before = torch.random.get_rng_state()
+    pretrain_generator(_images("boat", 2), ["boat", "boat"], config)
+    assert torch.equal(torch.random.get_rng_state(), before)
+
+
 def test_augment_keeps_range_and_shape():
     pool = to_model_tensor(_images("boat", 3), 64)
     assert pool.shape == (3, 3, 64, 64)

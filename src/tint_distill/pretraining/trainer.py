@@ -318,15 +318,26 @@ def pretrain_generator(images: Sequence[Image.Image], class_names: Sequence[str]
     curves (``vae_loss``, ``vae_mse``, ``vae_kl``, ``unet_loss``), steps done, seconds per
     stage, the scaling factor and the class list. Training runs on ``device``; the returned
     pipeline is on the CPU.
-    """
-    from diffusers import StableDiffusionPipeline
 
+    Every random draw of the training comes from its own seeded ``torch.Generator``; anything
+    inside the models that would draw from the global torch RNG sees it seeded with
+    ``config.seed`` inside :func:`torch.random.fork_rng`, so the caller's random state is left
+    untouched.
+    """
     config = config or PretrainingConfig()
     if len(images) != len(class_names):
         raise ValueError(f"{len(images)} images but {len(class_names)} class names")
     if not images:
         raise ValueError("no images given")
-    torch.manual_seed(config.seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        return _pretrain_generator(images, class_names, config, progress, device)
+
+
+def _pretrain_generator(images: Sequence[Image.Image], class_names: Sequence[str], config: PretrainingConfig,
+                        progress: Progress, device: str | torch.device):
+    from diffusers import StableDiffusionPipeline
+
     classes = sorted(set(class_names))
     labels_per_image = torch.tensor([classes.index(name) for name in class_names])
     total_start = time.perf_counter()
