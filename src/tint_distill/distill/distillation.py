@@ -121,7 +121,12 @@ def _crop_box(height: int, width: int, scale: tuple[float, float],
 
 
 def _augment(canvas: torch.Tensor, size: int, scale: tuple[float, float], generator: torch.Generator) -> torch.Tensor:
-    """Random resized crop + horizontal flip of each image of a uint8 ``[B, 3, H, W]`` batch."""
+    """Random resized crop + horizontal flip of each image of a uint8 ``[B, 3, H, W]`` batch.
+
+    Not the generator pre-training's crop (:func:`tint_distill.pretraining.trainer.augment`:
+    square, batched affine resampling of float images): the two draw different random numbers
+    and resample differently, and each is fixed by the fingerprints of the work it produced.
+    """
     height, width = canvas.shape[-2:]
     flips = torch.rand(canvas.shape[0], generator=generator) < 0.5
     out = []

@@ -36,7 +36,8 @@ from tint_distill.params import Settings
 from tint_distill.tint.imaging import to_model_tensor
 from tint_distill.tint.models import TinySDConfig, build_sd_modules
 from tint_distill.tint.progress import Progress, Reporter
-from tint_distill.tint.tokenizer import MODEL_MAX_LENGTH, build_clip_tokenizer
+from tint_distill.tint.diffusion import add_noise, noise_level
+from tint_distill.tint.tokenizer import build_clip_tokenizer, prompt_token_ids
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +104,10 @@ def augment(images: torch.Tensor, resolution: int, crop_scale: tuple[float, floa
 
     ``images`` (N, 3, S, S) in [-1, 1] with S >= resolution; out: (N, 3, R, R). Regions outside
     the image read as white (the drawings' background).
+
+    Not the students' crop (:mod:`tint_distill.distill.distillation`: uint8 images, aspect
+    ratio in [3/4, 4/3], torchvision's resize): the two draw different random numbers and
+    resample differently, and each is fixed by the fingerprints of the work it produced.
     """
     n = images.shape[0]
     area = torch.empty(n).uniform_(crop_scale[0], crop_scale[1], generator=generator)
@@ -230,11 +235,6 @@ def encode_latent_bank(vae: torch.nn.Module, pool: torch.Tensor, config: Pretrai
     return torch.cat(means).cpu(), torch.cat(stds).cpu(), torch.cat(owners)
 
 
-def _tokenize(tokenizer: Any, prompts: Sequence[str]) -> torch.Tensor:
-    return tokenizer(list(prompts), padding="max_length", truncation=True, max_length=MODEL_MAX_LENGTH,
-                     return_tensors="pt").input_ids
-
-
 def train_unet(unet: torch.nn.Module, text_encoder: torch.nn.Module, scheduler: Any, latents_mean: torch.Tensor,
                latents_std: torch.Tensor, labels: torch.Tensor, prompt_ids: torch.Tensor, null_ids: torch.Tensor,
                scaling: float, config: PretrainingConfig, progress: Progress = None) -> dict[str, Any]:
@@ -272,8 +272,8 @@ def train_unet(unet: torch.nn.Module, text_encoder: torch.nn.Module, scheduler: 
             noise = torch.randn(z0.shape, generator=generator)
             z0, noise = z0.to(device), noise.to(device)
             t = torch.randint(num_train, (batch,), generator=generator)
-            a = alphas_cumprod[t].view(-1, 1, 1, 1).to(device)
-            noisy = a.sqrt() * z0 + (1 - a).sqrt() * noise
+            a = noise_level(alphas_cumprod, t).to(device)
+            noisy = add_noise(z0, noise, a)
             rows = labels[index].clone()
             rows[torch.rand(batch, generator=generator) < config.cfg_dropout] = null_row
             unique_rows, inverse = torch.unique(rows, return_inverse=True)
@@ -362,7 +362,7 @@ def _pretrain_generator(images: Sequence[Image.Image], class_names: Sequence[str
     logger.info("VAE scaling factor %.4f (latent std %.4f)", scaling, 1 / scaling)
 
     prompts = [config.prompt_template.format(name=name) for name in classes]
-    prompt_ids, null_ids = _tokenize(tokenizer, prompts), _tokenize(tokenizer, [""])
+    prompt_ids, null_ids = prompt_token_ids(tokenizer, prompts), prompt_token_ids(tokenizer, [""])
     history.update(train_unet(modules["unet"], modules["text_encoder"], modules["scheduler"], means, stds,
                               labels_per_image[owners], prompt_ids, null_ids, scaling, config, progress))
     history["total_seconds"] = time.perf_counter() - total_start

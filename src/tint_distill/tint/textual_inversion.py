@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .diffusion import encode_images, tokenize
+from .diffusion import add_noise, encode_images, noise_level, tokenize, velocity
 from .errors import NonFiniteLossError
 from .models import SDComponents
 from .progress import Progress, Reporter
@@ -202,9 +202,9 @@ def train_textual_inversion_group(components: SDComponents, images: Sequence[tor
             index, noise, timesteps = draws.chunk(steps)
             for j in range(steps):
                 z0, t = latents[index[j]], timesteps[j]
-                a = alphas[t].view(-1, 1, 1, 1)
-                noisy = a.sqrt() * z0 + (1 - a).sqrt() * noise[j]
-                target = noise[j] if prediction_type == "epsilon" else a.sqrt() * noise[j] - (1 - a).sqrt() * z0
+                a = noise_level(alphas, t)
+                noisy = add_noise(z0, noise[j], a)
+                target = noise[j] if prediction_type == "epsilon" else velocity(z0, noise[j], a)
                 with components.autocast():
                     hidden = components.text_encoder(sample_ids)[0]
                     prediction = components.unet(noisy.to(components.dtype), t,
