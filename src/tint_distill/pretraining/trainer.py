@@ -99,7 +99,7 @@ class PretrainingConfig(Settings):
 
 
 def augment(images: torch.Tensor, resolution: int, crop_scale: tuple[float, float], hflip: bool,
-            generator: torch.Generator) -> torch.Tensor:
+            rng: torch.Generator) -> torch.Tensor:
     """Random resized square crop (area share in ``crop_scale``) + horizontal flip, batched.
 
     ``images`` (N, 3, S, S) in [-1, 1] with S >= resolution; out: (N, 3, R, R). Regions outside
@@ -110,12 +110,12 @@ def augment(images: torch.Tensor, resolution: int, crop_scale: tuple[float, floa
     resample differently, and each is fixed by the fingerprints of the work it produced.
     """
     n = images.shape[0]
-    area = torch.empty(n).uniform_(crop_scale[0], crop_scale[1], generator=generator)
+    area = torch.empty(n).uniform_(crop_scale[0], crop_scale[1], generator=rng)
     scale = area.sqrt()  # side of the crop relative to the image
     max_shift = 1.0 - scale
-    tx = (torch.rand(n, generator=generator) * 2 - 1) * max_shift
-    ty = (torch.rand(n, generator=generator) * 2 - 1) * max_shift
-    flip = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0) if hflip else torch.ones(n)
+    tx = (torch.rand(n, generator=rng) * 2 - 1) * max_shift
+    ty = (torch.rand(n, generator=rng) * 2 - 1) * max_shift
+    flip = torch.where(torch.rand(n, generator=rng) < 0.5, -1.0, 1.0) if hflip else torch.ones(n)
     theta = torch.zeros(n, 2, 3)
     theta[:, 0, 0] = scale * flip
     theta[:, 1, 1] = scale
@@ -171,7 +171,7 @@ def _out_of_time(start: float, budget: float | None) -> bool:
 def train_vae(vae: torch.nn.Module, pool: torch.Tensor, config: PretrainingConfig,
               progress: Progress = None) -> dict[str, Any]:
     """Stage 1: train ``vae`` in place on augmented crops of ``pool`` (N, 3, S, S)."""
-    generator = torch.Generator().manual_seed(config.seed)
+    rng = torch.Generator().manual_seed(config.seed)
     device = next(vae.parameters()).device
     vae.train().requires_grad_(True)
     optimiser = torch.optim.AdamW(vae.parameters(), lr=config.vae_learning_rate, weight_decay=config.weight_decay)
@@ -182,10 +182,10 @@ def train_vae(vae: torch.nn.Module, pool: torch.Tensor, config: PretrainingConfi
     with Reporter("VAE pre-training", config.vae_steps, progress, log_every=config.log_every,
                   logger=logger) as reporter:
         for step in range(1, config.vae_steps + 1):
-            index = torch.randint(pool.shape[0], (config.vae_batch_size,), generator=generator)
-            x = augment(pool[index], config.resolution, config.crop_scale, config.hflip, generator).to(device)
+            index = torch.randint(pool.shape[0], (config.vae_batch_size,), generator=rng)
+            x = augment(pool[index], config.resolution, config.crop_scale, config.hflip, rng).to(device)
             posterior = vae.encode(x).latent_dist
-            z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator).to(device)
+            z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=rng).to(device)
             recon = vae.decode(z).sample
             mse = F.mse_loss(recon, x)
             l1 = F.l1_loss(recon, x)
@@ -218,7 +218,7 @@ def encode_latent_bank(vae: torch.nn.Module, pool: torch.Tensor, config: Pretrai
     Returns ``(means, stds, image_index)``: (N*A, C, h, w) twice and (N*A,). The first copy of
     each image is the un-augmented image.
     """
-    generator = torch.Generator().manual_seed(config.seed + 1)
+    rng = torch.Generator().manual_seed(config.seed + 1)
     device = next(vae.parameters()).device
     means, stds, owners = [], [], []
     base = F.interpolate(pool, size=(config.resolution, config.resolution), mode="bilinear",
@@ -227,7 +227,7 @@ def encode_latent_bank(vae: torch.nn.Module, pool: torch.Tensor, config: Pretrai
         for begin in range(0, pool.shape[0], batch_size):
             chunk = pool[begin:begin + batch_size]
             x = base[begin:begin + batch_size] if copy_index == 0 else augment(
-                chunk, config.resolution, config.crop_scale, config.hflip, generator)
+                chunk, config.resolution, config.crop_scale, config.hflip, rng)
             posterior = vae.encode(x.to(device)).latent_dist
             means.append(posterior.mean)
             stds.append(posterior.std)
@@ -242,7 +242,7 @@ def train_unet(unet: torch.nn.Module, text_encoder: torch.nn.Module, scheduler: 
 
     ``labels[i]`` is the class (row of ``prompt_ids``) of bank latent ``i``.
     """
-    generator = torch.Generator().manual_seed(config.seed + 2)
+    rng = torch.Generator().manual_seed(config.seed + 2)
     device = next(unet.parameters()).device
     unet.train().requires_grad_(True)
     groups = [{"params": list(unet.parameters()), "lr": config.unet_learning_rate}]
@@ -265,17 +265,17 @@ def train_unet(unet: torch.nn.Module, text_encoder: torch.nn.Module, scheduler: 
                   logger=logger) as reporter:
         for step in range(1, config.unet_steps + 1):
             batch = config.unet_batch_size
-            index = torch.randint(latents_mean.shape[0], (batch,), generator=generator)
+            index = torch.randint(latents_mean.shape[0], (batch,), generator=rng)
             mean, std = latents_mean[index], latents_std[index]
-            z0 = mean + std * torch.randn(mean.shape, generator=generator) if config.sample_posterior else mean
+            z0 = mean + std * torch.randn(mean.shape, generator=rng) if config.sample_posterior else mean
             z0 = z0 * scaling
-            noise = torch.randn(z0.shape, generator=generator)
+            noise = torch.randn(z0.shape, generator=rng)
             z0, noise = z0.to(device), noise.to(device)
-            t = torch.randint(num_train, (batch,), generator=generator)
+            t = torch.randint(num_train, (batch,), generator=rng)
             a = noise_level(alphas_cumprod, t).to(device)
             noisy = add_noise(z0, noise, a)
             rows = labels[index].clone()
-            rows[torch.rand(batch, generator=generator) < config.cfg_dropout] = null_row
+            rows[torch.rand(batch, generator=rng) < config.cfg_dropout] = null_row
             unique_rows, inverse = torch.unique(rows, return_inverse=True)
             with torch.set_grad_enabled(config.train_text_encoder):
                 hidden = text_encoder(all_ids[unique_rows].to(device))[0]

@@ -126,16 +126,16 @@ class _RandomDraws:
                  config: TextualInversionConfig, t_max: int, device: torch.device):
         self.counts, self.offsets, self.shape = list(counts), list(offsets), latent_shape
         self.config, self.t_max, self.device = config, t_max, device
-        self.generators = [torch.Generator().manual_seed(config.seed) for _ in counts]
+        self.rngs = [torch.Generator().manual_seed(config.seed) for _ in counts]
 
     def chunk(self, steps: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(index (n, G*B), noise (n, G*B, C, h, w), timesteps (n, G*B))`` for the next ``steps`` steps."""
         batch, indices, noises, times = self.config.batch_size, [], [], []
         for _ in range(steps):
-            for count, offset, generator in zip(self.counts, self.offsets, self.generators):
-                indices.append(torch.randint(count, (batch,), generator=generator) + offset)
-                noises.append(torch.randn((batch, *self.shape), generator=generator))
-                times.append(torch.randint(self.config.t_min, self.t_max, (batch,), generator=generator))
+            for count, offset, rng in zip(self.counts, self.offsets, self.rngs):
+                indices.append(torch.randint(count, (batch,), generator=rng) + offset)
+                noises.append(torch.randn((batch, *self.shape), generator=rng))
+                times.append(torch.randint(self.config.t_min, self.t_max, (batch,), generator=rng))
         group = len(self.counts) * batch
         staged = [torch.cat(x).view(steps, group, *x[0].shape[1:]) for x in (indices, noises, times)]
         if self.device.type == "cuda":  # pinned memory: the copies do not block the host
