@@ -48,29 +48,31 @@ class PretrainingConfig(Settings):
 
     ``model`` gives the architecture (its ``resolution`` is overridden by ``resolution``).
     Each stage stops at its step count or its time budget (seconds, ``None``: no limit),
-    whichever comes first.
+    whichever comes first. The defaults are conf/base's ``generator_pretraining`` (``training``,
+    and ``architecture`` for ``model``).
     """
 
     resolution: int = 32
     model: TinySDConfig = field(default_factory=lambda: TinySDConfig(
-        resolution=32, unet_block_out_channels=(64, 128), unet_layers_per_block=1))
+        resolution=32, vae_block_out_channels=(32, 64, 64), unet_block_out_channels=(64, 128),
+        cross_attention_dim=64, text_hidden_size=64, text_intermediate_size=128))
     # stage 1: VAE
-    vae_steps: int = 1500
+    vae_steps: int = 800
     vae_batch_size: int = 32
     vae_learning_rate: float = 2e-3
     vae_kl_weight: float = 1e-6
     vae_l1_weight: float = 0.5
-    vae_time_budget: float | None = None
+    vae_time_budget: float | None = 600
     # stage 2: UNet (+ text encoder)
-    unet_steps: int = 4000
-    unet_batch_size: int = 64
+    unet_steps: int = 1700
+    unet_batch_size: int = 32
     unet_learning_rate: float = 1e-3
     text_encoder_learning_rate: float = 1e-4
     train_text_encoder: bool = True
-    unet_time_budget: float | None = None
+    unet_time_budget: float | None = 1200
     cfg_dropout: float = 0.1
     snr_gamma: float | None = 5.0  # min-SNR loss weighting (None: plain epsilon MSE)
-    ema_decay: float | None = 0.999  # EMA of the UNet weights (None: no EMA)
+    ema_decay: float | None = 0.998  # EMA of the UNet weights (None: no EMA)
     latent_augmentations: int = 8  # augmented copies of each image encoded once for stage 2
     sample_posterior: bool = True  # latents = posterior sample (else posterior mean) x scaling
     warmup_steps: int = 100

@@ -32,9 +32,10 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class NullTextConfig(Settings):
-    """Null-text inversion settings; defaults are the reference implementation's."""
+    """Null-text inversion settings. The defaults are conf/base's ``inversion.null_text``; all but
+    ``num_steps`` are the reference implementation's (conf/gpu)."""
 
-    num_steps: int = 25
+    num_steps: int = 16  # DDIM steps; reference: 25
     guidance_scale: float = 7.5
     inner_steps: int = 10
     learning_rate: float = 1e-2

@@ -31,15 +31,17 @@ from tint_distill.params import Settings
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PROMPT_TEMPLATE = "A photo of an {token}"
+DEFAULT_PROMPT_TEMPLATE = "a drawing of a {token}"  # the words the offline generator was pre-trained with
 
 
 @dataclass(frozen=True)
 class TextualInversionConfig(Settings):
-    """Textual-inversion settings; defaults are the reference implementation's."""
+    """Textual-inversion settings. The defaults are conf/base's ``inversion.textual_inversion``
+    (sized for the small offline generator on a CPU); the reference implementation's values
+    (conf/gpu) are in the comments."""
 
-    num_steps: int = 5000
-    learning_rate: float = 1e-3
+    num_steps: int = 60  # reference: 5000
+    learning_rate: float = 5e-3  # reference: 1e-3 (constant, AdamW)
     batch_size: int = 1
     t_min: int = 250
     t_max: int = 1000  # exclusive
@@ -47,7 +49,7 @@ class TextualInversionConfig(Settings):
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     adam_epsilon: float = 1e-8
-    prompt_template: str = DEFAULT_PROMPT_TEMPLATE
+    prompt_template: str = DEFAULT_PROMPT_TEMPLATE  # conf/gpu (natural photos): "A photo of a {token}"
     seed: int = 0
     log_every: int = 100
 
