@@ -33,10 +33,10 @@ from PIL import Image
 
 from tint_distill.errors import NonFiniteLossError
 from tint_distill.params import Settings
+from tint_distill.tint.diffusion import add_noise, noise_level
 from tint_distill.tint.imaging import to_model_tensor
 from tint_distill.tint.models import TinySDConfig, build_sd_modules
 from tint_distill.tint.progress import Progress, Reporter
-from tint_distill.tint.diffusion import add_noise, noise_level
 from tint_distill.tint.tokenizer import build_clip_tokenizer, prompt_token_ids
 
 logger = logging.getLogger(__name__)
