@@ -65,7 +65,7 @@ def test_leave_out_splits_hold_out_each_image_once_and_never_train_on_it(tmp_pat
     assert task_episodes(index, max_repeats=2)["episode"].max() == 2
 
 
-def test_unlabelled_images_are_indexed_without_a_class_and_never_in_an_episode(tmp_path, embedded_root):
+def test_unlabeled_images_are_indexed_without_a_class_and_never_in_an_episode(tmp_path, embedded_root):
     root = _task(tmp_path / "task", embedded_root, {"fish": 2, "clock": 2})
     (root / "unlabeled" / "batch1").mkdir(parents=True)
     for file in sorted((embedded_root / "house").glob("*.png"))[:3]:

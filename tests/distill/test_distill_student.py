@@ -122,8 +122,19 @@ def test_non_finite_loss_names_epoch_and_step(tiny_problem):
     soft_targets[0, 0] = float("nan")
     student = create_student(num_classes=len(CLASSES), image_size=32)
     config = DistillationConfig(epochs=1, batch_size=6, image_size=32, augmentation=False)
-    with pytest.raises(NonFiniteLossError, match="epoch 1, step 1"):
+    with pytest.raises(NonFiniteLossError, match="student training: non-finite loss .* at epoch 1, step 1") as info:
         train_student(student, train[:6], soft_targets, train[:3], train_labels[:3], config)
+    assert (info.value.stage, info.value.epoch, info.value.step) == ("student", 1, 1)
+    assert isinstance(info.value, FloatingPointError) and "distillation.learning_rate" in str(info.value)
+
+
+def test_a_huge_learning_rate_diverges_with_the_student_stage(tiny_problem):
+    train, train_labels, _, _ = tiny_problem
+    student = create_student(num_classes=len(CLASSES), image_size=32)
+    config = DistillationConfig(epochs=3, batch_size=3, image_size=32, augmentation=False, learning_rate=1e30)
+    with pytest.raises(NonFiniteLossError) as info:
+        train_student(student, None, None, train[:6], train_labels[:6], config)
+    assert info.value.stage == "student" and info.value.epoch is not None
 
 
 def test_accuracy_and_predict_shapes(tiny_problem):

@@ -10,6 +10,7 @@ import pytest
 import timm
 import torch
 
+from tint_distill.distill.errors import NonFiniteLossError
 from tint_distill.distill.statistics import mean_ci95
 from tint_distill.distill.teacher import (
     PrototypeClassifier,
@@ -105,6 +106,19 @@ def test_prototypes_are_class_means_of_unit_features():
     torch.testing.assert_close(logits, torch.tensor([[proto0[1] / proto0.norm() / 0.5, 2.0]]))
     with pytest.raises(ValueError, match="at least one support"):
         PrototypeClassifier().fit(features, [0, 2, 2, 0])
+
+
+def test_diverging_head_fine_tuning_is_a_teacher_finetune_error():
+    features = torch.tensor([[3.0, 0.0], [0.0, 2.0], [0.0, 5.0], [1.0, 1.0]])
+    with pytest.raises(NonFiniteLossError, match="teacher head fine-tuning: non-finite loss .* at step 2") as info:
+        PrototypeClassifier(finetune_steps=5, finetune_lr=float("inf")).fit(features, [0, 1, 1, 0])
+    assert (info.value.stage, info.value.step) == ("teacher_finetune", 2)
+    assert isinstance(info.value, FloatingPointError) and "teacher.finetune_steps" in str(info.value)
+    nan_features = features.clone()
+    nan_features[0, 0] = float("nan")
+    with pytest.raises(NonFiniteLossError, match="at step 1") as info:
+        PrototypeClassifier(finetune_steps=5).fit(nan_features, [0, 1, 1, 0])
+    assert info.value.stage == "teacher_finetune"
 
 
 def test_teacher_logits_of_images(teacher, pool):

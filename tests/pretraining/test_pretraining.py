@@ -20,6 +20,7 @@ from tint_distill.pretraining import (  # noqa: E402
     sample_prompts,
     vae_reconstruction_error,
 )
+from tint_distill.errors import NonFiniteLossError  # noqa: E402
 from tint_distill.pretraining.trainer import pretrain_generator  # noqa: E402
 from tint_distill.tint import TinySDConfig, load_stable_diffusion  # noqa: E402
 from tint_distill.tint.imaging import to_model_tensor  # noqa: E402
@@ -97,6 +98,27 @@ def test_time_budget_stops_a_stage():
                                unet_batch_size=2, unet_time_budget=0.0, latent_augmentations=1)
     _, history = pretrain_generator(_images("boat", 2), ["boat", "boat"], config)
     assert history["vae_steps_done"] == 1 and history["unet_steps_done"] == 1
+
+
+@pytest.mark.parametrize("stage", ["vae", "unet"])
+def test_a_diverging_stage_is_a_generator_pretraining_error(stage):
+    lrs = {"vae_learning_rate": float("inf")} if stage == "vae" else {"unet_learning_rate": float("inf")}
+    config = PretrainingConfig(resolution=16, model=TinySDConfig(resolution=16, unet_block_out_channels=(32, 32)),
+                               vae_steps=3, vae_batch_size=2, unet_steps=3, unet_batch_size=2, latent_augmentations=1,
+                               **lrs)
+    with pytest.raises(NonFiniteLossError, match=r"generator pre-training \((VAE|UNet)\): non-finite loss") as info:
+        pretrain_generator(_images("boat", 2), ["boat", "boat"], config)
+    assert info.value.stage == "generator_pretraining" and info.value.part == stage.upper().replace("NET", "Net")
+    assert info.value.step == 2
+
+
+def test_pretraining_leaves_the_callers_random_state_alone():
+    config = PretrainingConfig(resolution=16, model=TinySDConfig(resolution=16, unet_block_out_channels=(32, 32)),
+                               vae_steps=1, vae_batch_size=2, unet_steps=1, unet_batch_size=2, latent_augmentations=1)
+    torch.manual_seed(1234)
+    before = torch.random.get_rng_state()
+    pretrain_generator(_images("boat", 2), ["boat", "boat"], config)
+    assert torch.equal(torch.random.get_rng_state(), before)
 
 
 def test_augment_keeps_range_and_shape():

@@ -125,7 +125,8 @@ def specialised(model_dir: Path, supports: torch.Tensor, nti_config: NullTextCon
     with one_thread():
         spec = specialise_class(
             components, supports, token="<fish>", init_word="fish",
-            ti_config=TextualInversionConfig(num_steps=15, learning_rate=5e-3), nti_config=nti_config,
+            ti_config=TextualInversionConfig(num_steps=15, learning_rate=5e-3, prompt_template="A photo of an {token}"),
+            nti_config=nti_config,
             support_ids=["a.png", "b.png", "c.png"],
         )
     return components, spec

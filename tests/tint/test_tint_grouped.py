@@ -18,7 +18,8 @@ from tint_distill.tint import (
     train_textual_inversion_group,
 )
 
-CONFIG = TextualInversionConfig(num_steps=8, learning_rate=5e-3, batch_size=2, seed=3, log_every=3)
+CONFIG = TextualInversionConfig(num_steps=8, learning_rate=5e-3, batch_size=2, seed=3, log_every=3,
+                                prompt_template="A photo of an {token}")
 TOKENS = ["<fish>", "<clock>", "<fish2>"]
 
 

@@ -39,6 +39,21 @@ def test_build_is_seeded(tmp_path, shared_components):
         assert torch.equal(a, b)
 
 
+def test_building_leaves_the_callers_random_state_alone():
+    from tint_distill.tint.models import build_sd_modules
+
+    config = TinySDConfig(resolution=32, unet_block_out_channels=(32, 32), vae_block_out_channels=(16, 32))
+    torch.manual_seed(1234)
+    before = torch.random.get_rng_state()
+    first = build_sd_modules(config, seed=3)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    torch.manual_seed(99)  # another caller state: the same weights
+    second = build_sd_modules(config, seed=3)
+    for name in ("unet", "vae", "text_encoder"):
+        for a, b in zip(first[name].state_dict().values(), second[name].state_dict().values()):
+            assert torch.equal(a, b)
+
+
 def test_config_accepts_lists():
     config = TinySDConfig(unet_block_out_channels=[32, 64], vae_block_out_channels=[8, 16, 16, 16])
     assert config.unet_block_out_channels == (32, 64)

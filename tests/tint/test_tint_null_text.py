@@ -119,4 +119,4 @@ def test_non_finite_loss_is_reported(shared_components, supports, nti_config):
     config = dataclasses.replace(nti_config, num_steps=3, learning_rate=float("inf"))
     with pytest.raises(NonFiniteLossError, match="null-text inversion.*step 1, inner step 2") as info:
         null_text_invert(shared_components, supports, PROMPT, config=config)
-    assert (info.value.step, info.value.inner_step) == (1, 2)
+    assert (info.value.stage, info.value.step, info.value.inner_step) == ("null_text_inversion", 1, 2)

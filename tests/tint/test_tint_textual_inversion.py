@@ -7,7 +7,7 @@ import torch
 
 from tint_distill.tint import NonFiniteLossError, TextualInversionConfig, add_class_token, train_textual_inversion
 
-CONFIG = TextualInversionConfig(num_steps=6, learning_rate=5e-3, seed=1)
+CONFIG = TextualInversionConfig(num_steps=6, learning_rate=5e-3, seed=1, prompt_template="A photo of an {token}")
 
 
 def _weight(components) -> torch.Tensor:
@@ -51,17 +51,18 @@ def test_seeded(model_dir, supports):
     for _ in range(2):
         c = load_stable_diffusion(model_dir)
         add_class_token(c, "<c0>", "fish")
-        results.append(train_textual_inversion(c, supports, "<c0>", config=TextualInversionConfig(num_steps=3)))
+        results.append(train_textual_inversion(c, supports, "<c0>", config=TextualInversionConfig(
+            num_steps=3, learning_rate=1e-3, prompt_template="A photo of an {token}")))
     assert torch.equal(results[0], results[1])
 
 
 def test_non_finite_loss_is_reported(components, supports):
     token_id = add_class_token(components, "<c0>", "fish")
     before = _weight(components).detach().clone()
-    bad = TextualInversionConfig(num_steps=5, learning_rate=float("inf"))
+    bad = TextualInversionConfig(num_steps=5, learning_rate=float("inf"), prompt_template="A photo of an {token}")
     with pytest.raises(NonFiniteLossError, match="textual inversion.*step 2") as info:
         train_textual_inversion(components, supports, "<c0>", config=bad)
-    assert info.value.step == 2
+    assert (info.value.stage, info.value.step) == ("textual_inversion", 2)
     assert torch.equal(_weight(components), before)  # the row is reset
 
 

@@ -45,3 +45,13 @@ def test_files_and_added_token(tmp_path, tokenizer):
     tokenizer.add_tokens("<class-3>")
     ids = tokenizer("A photo of an <class-3>").input_ids
     assert ids[-2] == 49408 and ids.count(49408) == 1
+
+
+def test_prompt_token_ids_pad_and_truncate_to_the_model_length(tmp_path):
+    from tint_distill.tint.tokenizer import MODEL_MAX_LENGTH, build_clip_tokenizer, prompt_token_ids
+
+    tokenizer = build_clip_tokenizer(tmp_path)
+    ids = prompt_token_ids(tokenizer, ["a photo of a dog", "", "dog " * 100])
+    assert ids.shape == (3, MODEL_MAX_LENGTH) == (3, tokenizer.model_max_length)
+    assert ids[0, :7].tolist() == [49406, 320, 1125, 539, 320, 1929, 49407]
+    assert ids[1, :2].tolist() == [49406, 49407] and ids[2, -1] == 49407  # "" and a truncated prompt

@@ -1,7 +1,7 @@
 """Few-shot episodes as data: seeded, validated, saved as a table.
 
 An episode is N classes with K support and Q query images each. Episode ``e`` is drawn
-with its own generator seeded by ``(seed, e)``, so episodes do not depend on how many
+with its own numpy ``default_rng`` seeded by ``(seed, e)``, so episodes do not depend on how many
 are drawn or in which order (they can be produced on different machines), and the same
 seed and index give the same table byte for byte.
 """

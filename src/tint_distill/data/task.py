@@ -5,7 +5,7 @@ Layout of a task folder::
 
     root/<class>/<image>          the labelled images: N classes, K >= 1 each (K may differ)
     root/test/<class>/<image>     optional: labelled test images of the same classes
-    root/unlabeled/<image>        optional: unlabelled images of the task's kind (any sub-folders)
+    root/unlabeled/<image>        optional: unlabeled images of the task's kind (any sub-folders)
 
 The task becomes an episodes table (the same columns as sampled episodes, so every stage runs
 on it unchanged):
@@ -19,7 +19,7 @@ on it unchanged):
   with K >= 2 held out once), capped by ``max_repeats``.
 
 Each split runs the whole method (specialisation, synthesis, teacher, student) on its K - 1
-supports, so a held-out image never reaches the model that is scored on it. Unlabelled images
+supports, so a held-out image never reaches the model that is scored on it. Unlabeled images
 join every split's distillation set, labelled by that split's teacher like the synthetic images.
 """
 
@@ -42,7 +42,7 @@ from tint_distill.keys import check_class_slugs
 logger = logging.getLogger(__name__)
 
 LABELLED, TEST = "task", "test"  # the ``split`` of a labelled and of a test image in the task's index
-UNLABELED = "unlabeled"          # ... and of an unlabelled one (its class_name is empty)
+UNLABELED = "unlabeled"          # ... and of an unlabeled one (its class_name is empty)
 FINAL_EPISODE = 0
 
 
@@ -83,7 +83,7 @@ class TaskSettings(Settings):
 def task_folder(root: str | Path, max_side: int | None = None, test_folder: str = "test",
                 unlabeled_folder: str = "unlabeled") -> ImageCollection:
     """A task folder (see the module docstring) as an image collection: ``split`` is ``task`` for
-    labelled images, ``test`` for test images and ``unlabeled`` for unlabelled ones (with an empty
+    labelled images, ``test`` for test images and ``unlabeled`` for unlabeled ones (with an empty
     class name); ids are paths relative to ``root``."""
     root = _require_dir(Path(root), "task")
     rows = []
@@ -126,7 +126,7 @@ def _test_dirs(folder: Path) -> list[Path]:
 
 
 def unlabeled_ids(index: pd.DataFrame) -> list[str]:
-    """The task's unlabelled images (none outside a task)."""
+    """The task's unlabeled images (none outside a task)."""
     return sorted(index.loc[index["split"] == UNLABELED, "image_id"])
 
 

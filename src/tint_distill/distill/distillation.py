@@ -103,12 +103,12 @@ class DistillationConfig(Settings):
 
 
 def _crop_box(height: int, width: int, scale: tuple[float, float],
-              generator: torch.Generator) -> tuple[int, int, int, int]:
+              rng: torch.Generator) -> tuple[int, int, int, int]:
     """(top, left, h, w) of a random crop covering ``scale`` of the area, aspect in [3/4, 4/3]."""
     area = height * width
     log_low, log_high = math.log(3 / 4), math.log(4 / 3)
     for _ in range(10):
-        u = torch.rand(4, generator=generator).tolist()
+        u = torch.rand(4, generator=rng).tolist()
         target = area * (scale[0] + (scale[1] - scale[0]) * u[0])
         aspect = math.exp(log_low + (log_high - log_low) * u[1])
         w = round(math.sqrt(target * aspect))
@@ -120,13 +120,18 @@ def _crop_box(height: int, width: int, scale: tuple[float, float],
     return 0, 0, height, width  # fall back to the whole image
 
 
-def _augment(canvas: torch.Tensor, size: int, scale: tuple[float, float], generator: torch.Generator) -> torch.Tensor:
-    """Random resized crop + horizontal flip of each image of a uint8 ``[B, 3, H, W]`` batch."""
+def _augment(canvas: torch.Tensor, size: int, scale: tuple[float, float], rng: torch.Generator) -> torch.Tensor:
+    """Random resized crop + horizontal flip of each image of a uint8 ``[B, 3, H, W]`` batch.
+
+    Not the generator pre-training's crop (:func:`tint_distill.pretraining.trainer.augment`:
+    square, batched affine resampling of float images): the two draw different random numbers
+    and resample differently, and each is fixed by the fingerprints of the work it produced.
+    """
     height, width = canvas.shape[-2:]
-    flips = torch.rand(canvas.shape[0], generator=generator) < 0.5
+    flips = torch.rand(canvas.shape[0], generator=rng) < 0.5
     out = []
     for image, flip in zip(canvas, flips.tolist()):
-        top, left, h, w = _crop_box(height, width, scale, generator)
+        top, left, h, w = _crop_box(height, width, scale, rng)
         crop = TF.resized_crop(image, top, left, h, w, [size, size], interpolation=InterpolationMode.BILINEAR,
                                antialias=True)
         out.append(TF.horizontal_flip(crop) if flip else crop)
@@ -138,14 +143,14 @@ def _prepare(images: Images, size: int) -> torch.Tensor:
     return (images_to_tensor(images, size) * 255).round_().to(torch.uint8)
 
 
-def _support_stream(n: int, generator: torch.Generator) -> Iterator[int]:
+def _support_stream(n: int, rng: torch.Generator) -> Iterator[int]:
     while True:
-        yield from torch.randperm(n, generator=generator).tolist()
+        yield from torch.randperm(n, generator=rng).tolist()
 
 
-def _student_input(batch_uint8: torch.Tensor, config: DistillationConfig, generator: torch.Generator) -> torch.Tensor:
+def _student_input(batch_uint8: torch.Tensor, config: DistillationConfig, rng: torch.Generator) -> torch.Tensor:
     if config.augmentation:
-        batch_uint8 = _augment(batch_uint8, config.image_size, config.crop_scale, generator)
+        batch_uint8 = _augment(batch_uint8, config.image_size, config.crop_scale, rng)
     return normalise(TF.to_dtype(batch_uint8, torch.float32, scale=True), STUDENT_MEAN, STUDENT_STD)
 
 
@@ -163,7 +168,7 @@ def train_student(
     epoch's steps, kd/ce unweighted; lr: at the start of the epoch). Runs on the student's device.
 
     ``synthetic_images=None`` (or empty) trains on the supports with cross-entropy only. The
-    student is left in eval mode. A NaN/inf loss raises :class:`NonFiniteLossError`.
+    student is left in eval mode. A NaN/inf loss raises :class:`NonFiniteLossError` (stage ``student``).
     """
     n_synthetic = 0 if synthetic_images is None else len(synthetic_images)
     labels = torch.as_tensor(support_labels, dtype=torch.long)
@@ -182,7 +187,7 @@ def train_student(
 
     device = next(student.parameters()).device
     labels = labels.to(device)
-    generator = torch.Generator().manual_seed(config.seed)
+    rng = torch.Generator().manual_seed(config.seed)
     canvas_size = 2 * config.image_size if config.augmentation else config.image_size
     supports = _prepare(support_images, canvas_size) if n_supports else None
     synthetic = _prepare(synthetic_images, canvas_size) if n_synthetic else None
@@ -201,7 +206,7 @@ def train_student(
     optimiser = torch.optim.AdamW(student.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps)))
-    stream = _support_stream(n_supports, generator) if support_per_batch else None
+    stream = _support_stream(n_supports, rng) if support_per_batch else None
     logger.info("student training: %d synthetic + %d support images, %d epochs x %d steps (%s)",
                 n_synthetic, n_supports, config.epochs, steps_per_epoch, asdict(config))
 
@@ -213,7 +218,7 @@ def train_student(
             started = time.perf_counter()
             totals = {"loss": 0.0, "kd_loss": 0.0, "ce_loss": 0.0}
             lr = optimiser.param_groups[0]["lr"]
-            order = torch.randperm(n_items, generator=generator)
+            order = torch.randperm(n_items, generator=rng)
             # near-equal batches: no trailing batch of 1 (BatchNorm cannot train on it)
             for step, index in enumerate(torch.tensor_split(order, steps_per_epoch), start=1):
                 if n_synthetic:
@@ -221,16 +226,17 @@ def train_student(
                     if support_per_batch:
                         support_index = torch.tensor([next(stream) for _ in range(support_per_batch)])
                         parts.append(supports[support_index])
-                    logits = student(_student_input(torch.cat(parts), config, generator).to(device))
+                    logits = student(_student_input(torch.cat(parts), config, rng).to(device))
                     kd = kd_loss(logits[: len(index)], teacher[index.to(device)], config.temperature)
                     ce = (F.cross_entropy(logits[len(index):], labels[support_index.to(device)]) if support_per_batch
                           else logits.new_zeros(()))
                 else:
-                    logits = student(_student_input(supports[index], config, generator).to(device))
+                    logits = student(_student_input(supports[index], config, rng).to(device))
                     kd, ce = logits.new_zeros(()), F.cross_entropy(logits, labels[index.to(device)])
                 loss = config.kd_weight * kd + config.ce_weight * ce if n_synthetic else config.ce_weight * ce
                 if not torch.isfinite(loss):
-                    raise NonFiniteLossError(epoch, step, loss.item(), f"kd={kd.item():.4g}, ce={ce.item():.4g}")
+                    raise NonFiniteLossError("student", step, loss.item(), epoch=epoch,
+                                             detail=f"kd={kd.item():.4g}, ce={ce.item():.4g}")
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 optimiser.step()

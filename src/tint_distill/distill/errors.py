@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+# The project's one error for a diverging optimisation (stage "student" or "teacher_finetune"
+# here), importable from this module as before.
+from tint_distill.errors import NonFiniteLossError
+
+__all__ = ["DistillError", "NonFiniteLossError", "WeightsFileNotFoundError", "WeightsMismatchError"]
+
 
 class DistillError(Exception):
     """Base class of every error raised on purpose by :mod:`tint_distill.distill`."""
@@ -18,14 +24,3 @@ class WeightsFileNotFoundError(DistillError, FileNotFoundError):
 class WeightsMismatchError(DistillError, ValueError):
     """A weights file does not fit the model it is loaded into."""
 
-
-class NonFiniteLossError(DistillError, FloatingPointError):
-    """Student training produced a NaN/inf loss (``epoch`` and ``step`` are 1-based)."""
-
-    def __init__(self, epoch: int, step: int, loss: float, detail: str = "") -> None:
-        self.epoch, self.step, self.loss = epoch, step, loss
-        message = f"student training: non-finite loss ({loss}) at epoch {epoch}, step {step}"
-        if detail:
-            message += f" ({detail})"
-        message += "; check the learning rate, the teacher logits (NaN/inf?) and the input images"
-        super().__init__(message)

@@ -24,7 +24,7 @@ from torch import nn
 
 from tint_distill.params import ParameterError, Settings
 
-from .errors import WeightsFileNotFoundError, WeightsMismatchError
+from .errors import NonFiniteLossError, WeightsFileNotFoundError, WeightsMismatchError
 from .images import Images, images_to_tensor, normalise
 
 logger = logging.getLogger(__name__)
@@ -224,7 +224,8 @@ class PrototypeClassifier:
     Prototype of class c = mean of the L2-normalised support features of class c; logits =
     cosine(feature, prototype) / ``temperature``. With ``finetune_steps > 0`` the prototypes
     initialise a cosine-linear head that is then fitted to the supports by full-batch Adam
-    with cross-entropy for that many steps (deterministic; the backbone stays frozen).
+    with cross-entropy for that many steps (deterministic; the backbone stays frozen); a NaN/inf
+    loss raises :class:`~tint_distill.errors.NonFiniteLossError` (stage ``teacher_finetune``).
     """
 
     def __init__(self, temperature: float = 0.1, finetune_steps: int = 0, finetune_lr: float = 1e-3) -> None:
@@ -269,7 +270,7 @@ class PrototypeClassifier:
                 logits = unit_features @ F.normalize(weight, dim=1).T / self.temperature
                 loss = F.cross_entropy(logits, labels)
                 if not torch.isfinite(loss):
-                    raise FloatingPointError(f"prototype fine-tuning: non-finite loss at step {step}")
+                    raise NonFiniteLossError("teacher_finetune", step, loss.item())
                 optimiser.zero_grad()
                 loss.backward()
                 optimiser.step()

@@ -13,7 +13,8 @@ drawings so that it produces class-like images, in two stages:
 
 The result is a ``StableDiffusionPipeline`` (real CLIP tokenizer, SD 1.x DDIM scheduler) that
 ``save_pretrained(folder)`` writes as a diffusers folder readable by
-:func:`tint_distill.tint.load_stable_diffusion`.
+:func:`tint_distill.tint.load_stable_diffusion`. A NaN/inf loss in either stage raises
+:class:`~tint_distill.errors.NonFiniteLossError` (stage ``generator_pretraining``).
 """
 
 from __future__ import annotations
@@ -30,11 +31,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from tint_distill.errors import NonFiniteLossError
 from tint_distill.params import Settings
+from tint_distill.tint.diffusion import add_noise, noise_level
 from tint_distill.tint.imaging import to_model_tensor
 from tint_distill.tint.models import TinySDConfig, build_sd_modules
 from tint_distill.tint.progress import Progress, Reporter
-from tint_distill.tint.tokenizer import MODEL_MAX_LENGTH, build_clip_tokenizer
+from tint_distill.tint.tokenizer import build_clip_tokenizer, prompt_token_ids
 
 logger = logging.getLogger(__name__)
 
@@ -45,29 +48,31 @@ class PretrainingConfig(Settings):
 
     ``model`` gives the architecture (its ``resolution`` is overridden by ``resolution``).
     Each stage stops at its step count or its time budget (seconds, ``None``: no limit),
-    whichever comes first.
+    whichever comes first. The defaults are conf/base's ``generator_pretraining`` (``training``,
+    and ``architecture`` for ``model``).
     """
 
     resolution: int = 32
     model: TinySDConfig = field(default_factory=lambda: TinySDConfig(
-        resolution=32, unet_block_out_channels=(64, 128), unet_layers_per_block=1))
+        resolution=32, vae_block_out_channels=(32, 64, 64), unet_block_out_channels=(64, 128),
+        cross_attention_dim=64, text_hidden_size=64, text_intermediate_size=128))
     # stage 1: VAE
-    vae_steps: int = 1500
+    vae_steps: int = 800
     vae_batch_size: int = 32
     vae_learning_rate: float = 2e-3
     vae_kl_weight: float = 1e-6
     vae_l1_weight: float = 0.5
-    vae_time_budget: float | None = None
+    vae_time_budget: float | None = 600
     # stage 2: UNet (+ text encoder)
-    unet_steps: int = 4000
-    unet_batch_size: int = 64
+    unet_steps: int = 1700
+    unet_batch_size: int = 32
     unet_learning_rate: float = 1e-3
     text_encoder_learning_rate: float = 1e-4
     train_text_encoder: bool = True
-    unet_time_budget: float | None = None
+    unet_time_budget: float | None = 1200
     cfg_dropout: float = 0.1
     snr_gamma: float | None = 5.0  # min-SNR loss weighting (None: plain epsilon MSE)
-    ema_decay: float | None = 0.999  # EMA of the UNet weights (None: no EMA)
+    ema_decay: float | None = 0.998  # EMA of the UNet weights (None: no EMA)
     latent_augmentations: int = 8  # augmented copies of each image encoded once for stage 2
     sample_posterior: bool = True  # latents = posterior sample (else posterior mean) x scaling
     warmup_steps: int = 100
@@ -96,19 +101,23 @@ class PretrainingConfig(Settings):
 
 
 def augment(images: torch.Tensor, resolution: int, crop_scale: tuple[float, float], hflip: bool,
-            generator: torch.Generator) -> torch.Tensor:
+            rng: torch.Generator) -> torch.Tensor:
     """Random resized square crop (area share in ``crop_scale``) + horizontal flip, batched.
 
     ``images`` (N, 3, S, S) in [-1, 1] with S >= resolution; out: (N, 3, R, R). Regions outside
     the image read as white (the drawings' background).
+
+    Not the students' crop (:mod:`tint_distill.distill.distillation`: uint8 images, aspect
+    ratio in [3/4, 4/3], torchvision's resize): the two draw different random numbers and
+    resample differently, and each is fixed by the fingerprints of the work it produced.
     """
     n = images.shape[0]
-    area = torch.empty(n).uniform_(crop_scale[0], crop_scale[1], generator=generator)
+    area = torch.empty(n).uniform_(crop_scale[0], crop_scale[1], generator=rng)
     scale = area.sqrt()  # side of the crop relative to the image
     max_shift = 1.0 - scale
-    tx = (torch.rand(n, generator=generator) * 2 - 1) * max_shift
-    ty = (torch.rand(n, generator=generator) * 2 - 1) * max_shift
-    flip = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0) if hflip else torch.ones(n)
+    tx = (torch.rand(n, generator=rng) * 2 - 1) * max_shift
+    ty = (torch.rand(n, generator=rng) * 2 - 1) * max_shift
+    flip = torch.where(torch.rand(n, generator=rng) < 0.5, -1.0, 1.0) if hflip else torch.ones(n)
     theta = torch.zeros(n, 2, 3)
     theta[:, 0, 0] = scale * flip
     theta[:, 1, 1] = scale
@@ -164,7 +173,7 @@ def _out_of_time(start: float, budget: float | None) -> bool:
 def train_vae(vae: torch.nn.Module, pool: torch.Tensor, config: PretrainingConfig,
               progress: Progress = None) -> dict[str, Any]:
     """Stage 1: train ``vae`` in place on augmented crops of ``pool`` (N, 3, S, S)."""
-    generator = torch.Generator().manual_seed(config.seed)
+    rng = torch.Generator().manual_seed(config.seed)
     device = next(vae.parameters()).device
     vae.train().requires_grad_(True)
     optimiser = torch.optim.AdamW(vae.parameters(), lr=config.vae_learning_rate, weight_decay=config.weight_decay)
@@ -175,17 +184,17 @@ def train_vae(vae: torch.nn.Module, pool: torch.Tensor, config: PretrainingConfi
     with Reporter("VAE pre-training", config.vae_steps, progress, log_every=config.log_every,
                   logger=logger) as reporter:
         for step in range(1, config.vae_steps + 1):
-            index = torch.randint(pool.shape[0], (config.vae_batch_size,), generator=generator)
-            x = augment(pool[index], config.resolution, config.crop_scale, config.hflip, generator).to(device)
+            index = torch.randint(pool.shape[0], (config.vae_batch_size,), generator=rng)
+            x = augment(pool[index], config.resolution, config.crop_scale, config.hflip, rng).to(device)
             posterior = vae.encode(x).latent_dist
-            z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator).to(device)
+            z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=rng).to(device)
             recon = vae.decode(z).sample
             mse = F.mse_loss(recon, x)
             l1 = F.l1_loss(recon, x)
             kl = posterior.kl().mean() / x[0].numel()  # per pixel value, like the reconstruction terms
             loss = mse + config.vae_l1_weight * l1 + config.vae_kl_weight * kl * x[0].numel()
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"VAE pre-training: non-finite loss at step {step}")
+                raise NonFiniteLossError("generator_pretraining", step, loss.item(), part="VAE")
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
@@ -211,7 +220,7 @@ def encode_latent_bank(vae: torch.nn.Module, pool: torch.Tensor, config: Pretrai
     Returns ``(means, stds, image_index)``: (N*A, C, h, w) twice and (N*A,). The first copy of
     each image is the un-augmented image.
     """
-    generator = torch.Generator().manual_seed(config.seed + 1)
+    rng = torch.Generator().manual_seed(config.seed + 1)
     device = next(vae.parameters()).device
     means, stds, owners = [], [], []
     base = F.interpolate(pool, size=(config.resolution, config.resolution), mode="bilinear",
@@ -220,17 +229,12 @@ def encode_latent_bank(vae: torch.nn.Module, pool: torch.Tensor, config: Pretrai
         for begin in range(0, pool.shape[0], batch_size):
             chunk = pool[begin:begin + batch_size]
             x = base[begin:begin + batch_size] if copy_index == 0 else augment(
-                chunk, config.resolution, config.crop_scale, config.hflip, generator)
+                chunk, config.resolution, config.crop_scale, config.hflip, rng)
             posterior = vae.encode(x.to(device)).latent_dist
             means.append(posterior.mean)
             stds.append(posterior.std)
             owners.append(torch.arange(begin, begin + chunk.shape[0]))
     return torch.cat(means).cpu(), torch.cat(stds).cpu(), torch.cat(owners)
-
-
-def _tokenize(tokenizer: Any, prompts: Sequence[str]) -> torch.Tensor:
-    return tokenizer(list(prompts), padding="max_length", truncation=True, max_length=MODEL_MAX_LENGTH,
-                     return_tensors="pt").input_ids
 
 
 def train_unet(unet: torch.nn.Module, text_encoder: torch.nn.Module, scheduler: Any, latents_mean: torch.Tensor,
@@ -240,7 +244,7 @@ def train_unet(unet: torch.nn.Module, text_encoder: torch.nn.Module, scheduler: 
 
     ``labels[i]`` is the class (row of ``prompt_ids``) of bank latent ``i``.
     """
-    generator = torch.Generator().manual_seed(config.seed + 2)
+    rng = torch.Generator().manual_seed(config.seed + 2)
     device = next(unet.parameters()).device
     unet.train().requires_grad_(True)
     groups = [{"params": list(unet.parameters()), "lr": config.unet_learning_rate}]
@@ -263,17 +267,17 @@ def train_unet(unet: torch.nn.Module, text_encoder: torch.nn.Module, scheduler: 
                   logger=logger) as reporter:
         for step in range(1, config.unet_steps + 1):
             batch = config.unet_batch_size
-            index = torch.randint(latents_mean.shape[0], (batch,), generator=generator)
+            index = torch.randint(latents_mean.shape[0], (batch,), generator=rng)
             mean, std = latents_mean[index], latents_std[index]
-            z0 = mean + std * torch.randn(mean.shape, generator=generator) if config.sample_posterior else mean
+            z0 = mean + std * torch.randn(mean.shape, generator=rng) if config.sample_posterior else mean
             z0 = z0 * scaling
-            noise = torch.randn(z0.shape, generator=generator)
+            noise = torch.randn(z0.shape, generator=rng)
             z0, noise = z0.to(device), noise.to(device)
-            t = torch.randint(num_train, (batch,), generator=generator)
-            a = alphas_cumprod[t].view(-1, 1, 1, 1).to(device)
-            noisy = a.sqrt() * z0 + (1 - a).sqrt() * noise
+            t = torch.randint(num_train, (batch,), generator=rng)
+            a = noise_level(alphas_cumprod, t).to(device)
+            noisy = add_noise(z0, noise, a)
             rows = labels[index].clone()
-            rows[torch.rand(batch, generator=generator) < config.cfg_dropout] = null_row
+            rows[torch.rand(batch, generator=rng) < config.cfg_dropout] = null_row
             unique_rows, inverse = torch.unique(rows, return_inverse=True)
             with torch.set_grad_enabled(config.train_text_encoder):
                 hidden = text_encoder(all_ids[unique_rows].to(device))[0]
@@ -284,7 +288,7 @@ def train_unet(unet: torch.nn.Module, text_encoder: torch.nn.Module, scheduler: 
                 per_item = per_item * torch.clamp(snr, max=config.snr_gamma) / snr.clamp_min(1e-8)
             loss = per_item.mean()
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"UNet pre-training: non-finite loss at step {step}")
+                raise NonFiniteLossError("generator_pretraining", step, loss.item(), part="UNet")
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             params = [p for g in groups for p in g["params"]]
@@ -316,15 +320,26 @@ def pretrain_generator(images: Sequence[Image.Image], class_names: Sequence[str]
     curves (``vae_loss``, ``vae_mse``, ``vae_kl``, ``unet_loss``), steps done, seconds per
     stage, the scaling factor and the class list. Training runs on ``device``; the returned
     pipeline is on the CPU.
-    """
-    from diffusers import StableDiffusionPipeline
 
+    Every random draw of the training comes from its own seeded ``torch.Generator``; anything
+    inside the models that would draw from the global torch RNG sees it seeded with
+    ``config.seed`` inside :func:`torch.random.fork_rng`, so the caller's random state is left
+    untouched.
+    """
     config = config or PretrainingConfig()
     if len(images) != len(class_names):
         raise ValueError(f"{len(images)} images but {len(class_names)} class names")
     if not images:
         raise ValueError("no images given")
-    torch.manual_seed(config.seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        return _pretrain_generator(images, class_names, config, progress, device)
+
+
+def _pretrain_generator(images: Sequence[Image.Image], class_names: Sequence[str], config: PretrainingConfig,
+                        progress: Progress, device: str | torch.device):
+    from diffusers import StableDiffusionPipeline
+
     classes = sorted(set(class_names))
     labels_per_image = torch.tensor([classes.index(name) for name in class_names])
     total_start = time.perf_counter()
@@ -349,7 +364,7 @@ def pretrain_generator(images: Sequence[Image.Image], class_names: Sequence[str]
     logger.info("VAE scaling factor %.4f (latent std %.4f)", scaling, 1 / scaling)
 
     prompts = [config.prompt_template.format(name=name) for name in classes]
-    prompt_ids, null_ids = _tokenize(tokenizer, prompts), _tokenize(tokenizer, [""])
+    prompt_ids, null_ids = prompt_token_ids(tokenizer, prompts), prompt_token_ids(tokenizer, [""])
     history.update(train_unet(modules["unet"], modules["text_encoder"], modules["scheduler"], means, stds,
                               labels_per_image[owners], prompt_ids, null_ids, scaling, config, progress))
     history["total_seconds"] = time.perf_counter() - total_start

@@ -16,6 +16,7 @@ from typing import Sequence
 import torch
 
 from .models import SDComponents
+from .tokenizer import prompt_token_ids
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,24 @@ class DDIMSchedule:
         return math.sqrt(a) * x0 + math.sqrt(1 - a) * eps
 
 
+def noise_level(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    """The cumulative alpha of each item's timestep, (N, 1, 1, 1): broadcasts over latents (N, C, h, w)."""
+    return alphas_cumprod[timesteps].view(-1, 1, 1, 1)
+
+
+def add_noise(latents: torch.Tensor, noise: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """The forward diffusion (DDPM training): ``sqrt(a) z0 + sqrt(1 - a) noise`` at noise level
+    ``alpha`` (:func:`noise_level`). The same numbers as diffusers' ``DDPMScheduler.add_noise`` /
+    ``DDIMScheduler.add_noise``, without moving the scheduler's ``alphas_cumprod`` to the device,
+    and with the level at hand for the loss weighting or the v-prediction target."""
+    return alpha.sqrt() * latents + (1 - alpha).sqrt() * noise
+
+
+def velocity(latents: torch.Tensor, noise: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """The v-prediction target ``sqrt(a) noise - sqrt(1 - a) z0`` (diffusers' ``get_velocity``)."""
+    return alpha.sqrt() * noise - (1 - alpha).sqrt() * latents
+
+
 def make_schedule(components: SDComponents, num_steps: int,
                   timestep_spacing: str = "trailing") -> DDIMSchedule:
     """The DDIM schedule of ``num_steps`` steps for the model's noise schedule."""
@@ -81,9 +100,7 @@ def make_schedule(components: SDComponents, num_steps: int,
 
 def tokenize(components: SDComponents, prompts: Sequence[str]) -> torch.Tensor:
     """Token ids (N, L) padded to the tokenizer's max length, on the components' device."""
-    tokens = components.tokenizer(list(prompts), padding="max_length", truncation=True,
-                                  max_length=components.tokenizer.model_max_length, return_tensors="pt")
-    return tokens.input_ids.to(components.device)
+    return prompt_token_ids(components.tokenizer, prompts).to(components.device)
 
 
 def encode_prompts(components: SDComponents, prompts: Sequence[str]) -> torch.Tensor:

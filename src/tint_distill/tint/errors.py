@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+# The project's one error for a diverging optimisation (stage "textual_inversion" or
+# "null_text_inversion" here), importable from this module as before.
+from tint_distill.errors import NonFiniteLossError
+
+__all__ = ["ModelFolderError", "NonFiniteLossError", "SpecialisationError", "TintError"]
+
 
 class TintError(Exception):
     """Base class of every error raised on purpose by :mod:`tint_distill.tint`."""
@@ -9,29 +15,6 @@ class TintError(Exception):
 
 class ModelFolderError(TintError, FileNotFoundError):
     """A Stable Diffusion folder is missing, incomplete, or was given as a hub id."""
-
-
-class NonFiniteLossError(TintError, FloatingPointError):
-    """An optimisation produced a NaN/inf loss.
-
-    ``stage`` names the optimisation ("textual inversion", "null-text inversion"), ``step``
-    is the 1-based outer step (TI step, or NTI timestep index) and ``inner_step`` the 1-based
-    inner step of null-text inversion (``None`` for textual inversion).
-    """
-
-    def __init__(self, stage: str, step: int, loss: float, *, inner_step: int | None = None,
-                 detail: str = "") -> None:
-        self.stage = stage
-        self.step = step
-        self.inner_step = inner_step
-        self.loss = loss
-        where = f"step {step}" + (f", inner step {inner_step}" if inner_step is not None else "")
-        message = f"{stage}: non-finite loss ({loss}) at {where}"
-        if detail:
-            message += f" ({detail})"
-        message += ("; check the learning rate, the input images (NaN/inf?) and the model weights "
-                    "(in fp16, an overflow: try precision bf16 or fp32)")
-        super().__init__(message)
 
 
 class SpecialisationError(TintError, ValueError):

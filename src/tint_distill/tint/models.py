@@ -184,8 +184,8 @@ class SDComponents:
 
 def _calibrate_scaling_factor(vae: torch.nn.Module, resolution: int, seed: int) -> float:
     """Return 1 / std of the VAE posterior means of a few smooth synthetic images."""
-    generator = torch.Generator().manual_seed(seed)
-    coarse = torch.rand(8, 3, 4, 4, generator=generator) * 2 - 1
+    rng = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(8, 3, 4, 4, generator=rng) * 2 - 1
     images = torch.nn.functional.interpolate(coarse, size=(resolution, resolution), mode="bilinear")
     with torch.no_grad():
         latents = vae.encode(images).latent_dist.mean
@@ -196,12 +196,21 @@ def build_sd_modules(config: TinySDConfig, seed: int = 0) -> dict[str, Any]:
     """Seeded random-weight SD-1.x modules (unet, vae, text_encoder, scheduler) for ``config``.
 
     The tokenizer is not included (see :func:`tint_distill.tint.tokenizer.build_clip_tokenizer`).
+    The weights come from the global torch RNG seeded with ``seed`` (module constructors take no
+    ``torch.Generator``) inside :func:`torch.random.fork_rng`: the caller's random state is left untouched.
     """
+    import diffusers  # noqa: F401  (imported before the seeding, as it always was)
+    import transformers  # noqa: F401
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _build_sd_modules(config, seed)
+
+
+def _build_sd_modules(cfg: TinySDConfig, seed: int) -> dict[str, Any]:
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    cfg = config
-    torch.manual_seed(seed)
     levels = len(cfg.unet_block_out_channels)
     down = ["CrossAttnDownBlock2D"] * levels
     up = ["CrossAttnUpBlock2D"] * levels

@@ -32,9 +32,10 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class NullTextConfig(Settings):
-    """Null-text inversion settings; defaults are the reference implementation's."""
+    """Null-text inversion settings. The defaults are conf/base's ``inversion.null_text``; all but
+    ``num_steps`` are the reference implementation's (conf/gpu)."""
 
-    num_steps: int = 25
+    num_steps: int = 16  # DDIM steps; reference: 25
     guidance_scale: float = 7.5
     inner_steps: int = 10
     learning_rate: float = 1e-2
@@ -254,7 +255,7 @@ def null_text_invert_group(components: SDComponents, images: Sequence[torch.Tens
             f, position = failures[failure[2]], failure[2] - first
             name = support_ids[g][position] if support_ids is not None else position
             results.append(NonFiniteLossError(
-                "null-text inversion", f.step, f.loss, inner_step=f.inner_step,
+                "null_text_inversion", f.step, f.loss, inner_step=f.inner_step,
                 detail=f"support {name}, timestep {f.timestep}"))
             continue
         results.append(NullTextResult(**{name: value[first:first + counts[g]] for name, value in joined.items()},

@@ -1,8 +1,9 @@
 """Generating synthetic images: TINT (noise blended with an inverted support) and the TI baseline.
 
-Every image ``i`` draws its randomness (support index, alpha, noise) from its own generator
-seeded by ``(seed, i)``, on the CPU, so a seed gives the same images whatever the batch size
-or device. A batch of B images costs one UNet call per step (cond + uncond concatenated).
+Every image ``i`` draws its randomness (support index, alpha, noise) from its own
+``torch.Generator`` (:func:`image_rng`) seeded by ``(seed, i)``, on the CPU, so a seed gives the
+same images whatever the batch size or device. A batch of B images costs one UNet call per step
+(cond + uncond concatenated).
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ OutputType = Literal["pil", "uint8", "float"]
 SAMPLING_VERSION = 1
 
 
-def image_generator(seed: int, index: int) -> torch.Generator:
-    """A CPU generator for image ``index`` of a run with ``seed`` (well-mixed, independent streams)."""
+def image_rng(seed: int, index: int) -> torch.Generator:
+    """A CPU ``torch.Generator`` for image ``index`` of a run with ``seed`` (well-mixed, independent streams)."""
     state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(index)]).generate_state(2, dtype=np.uint32)
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
@@ -116,10 +117,10 @@ def tint_sample(components: SDComponents, inverted_latents: torch.Tensor, null_e
     nulls_all = null_embeddings.to(components.device, torch.float32)
 
     def draw(i: int) -> tuple[torch.Tensor, dict[str, Any]]:
-        generator = image_generator(seed, i)
-        support = int(torch.randint(supports, (1,), generator=generator))
-        a = float(torch.rand((), generator=generator)) if alpha_mode == "random" else float(alpha)
-        noise = torch.randn(z_t_all.shape[1:], generator=generator)
+        rng = image_rng(seed, i)
+        support = int(torch.randint(supports, (1,), generator=rng))
+        a = float(torch.rand((), generator=rng)) if alpha_mode == "random" else float(alpha)
+        noise = torch.randn(z_t_all.shape[1:], generator=rng)
         start = blend_with_noise(z_t_all[support:support + 1], noise.unsqueeze(0), torch.tensor([a]))[0]
         return start, {"support": support, "alpha": a}
 
@@ -144,7 +145,7 @@ def textual_inversion_sample(components: SDComponents, prompt: str, *, n_images:
     shape = components.latent_shape
 
     def draw(i: int) -> tuple[torch.Tensor, dict[str, Any]]:
-        return torch.randn(shape, generator=image_generator(seed, i)), {}
+        return torch.randn(shape, generator=image_rng(seed, i)), {}
 
     def denoise(latents: torch.Tensor, infos: list[dict[str, Any]]) -> torch.Tensor:
         return guided_denoise(components, schedule, latents, cond, uncond, guidance_scale)

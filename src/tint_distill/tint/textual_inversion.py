@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .diffusion import encode_images, tokenize
+from .diffusion import add_noise, encode_images, noise_level, tokenize, velocity
 from .errors import NonFiniteLossError
 from .models import SDComponents
 from .progress import Progress, Reporter
@@ -31,15 +31,17 @@ from tint_distill.params import Settings
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PROMPT_TEMPLATE = "A photo of an {token}"
+DEFAULT_PROMPT_TEMPLATE = "a drawing of a {token}"  # the words the offline generator was pre-trained with
 
 
 @dataclass(frozen=True)
 class TextualInversionConfig(Settings):
-    """Textual-inversion settings; defaults are the reference implementation's."""
+    """Textual-inversion settings. The defaults are conf/base's ``inversion.textual_inversion``
+    (sized for the small offline generator on a CPU); the reference implementation's values
+    (conf/gpu) are in the comments."""
 
-    num_steps: int = 5000
-    learning_rate: float = 1e-3
+    num_steps: int = 60  # reference: 5000
+    learning_rate: float = 5e-3  # reference: 1e-3 (constant, AdamW)
     batch_size: int = 1
     t_min: int = 250
     t_max: int = 1000  # exclusive
@@ -47,7 +49,7 @@ class TextualInversionConfig(Settings):
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     adam_epsilon: float = 1e-8
-    prompt_template: str = DEFAULT_PROMPT_TEMPLATE
+    prompt_template: str = DEFAULT_PROMPT_TEMPLATE  # conf/gpu (natural photos): "A photo of a {token}"
     seed: int = 0
     log_every: int = 100
 
@@ -126,16 +128,16 @@ class _RandomDraws:
                  config: TextualInversionConfig, t_max: int, device: torch.device):
         self.counts, self.offsets, self.shape = list(counts), list(offsets), latent_shape
         self.config, self.t_max, self.device = config, t_max, device
-        self.generators = [torch.Generator().manual_seed(config.seed) for _ in counts]
+        self.rngs = [torch.Generator().manual_seed(config.seed) for _ in counts]
 
     def chunk(self, steps: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(index (n, G*B), noise (n, G*B, C, h, w), timesteps (n, G*B))`` for the next ``steps`` steps."""
         batch, indices, noises, times = self.config.batch_size, [], [], []
         for _ in range(steps):
-            for count, offset, generator in zip(self.counts, self.offsets, self.generators):
-                indices.append(torch.randint(count, (batch,), generator=generator) + offset)
-                noises.append(torch.randn((batch, *self.shape), generator=generator))
-                times.append(torch.randint(self.config.t_min, self.t_max, (batch,), generator=generator))
+            for count, offset, rng in zip(self.counts, self.offsets, self.rngs):
+                indices.append(torch.randint(count, (batch,), generator=rng) + offset)
+                noises.append(torch.randn((batch, *self.shape), generator=rng))
+                times.append(torch.randint(self.config.t_min, self.t_max, (batch,), generator=rng))
         group = len(self.counts) * batch
         staged = [torch.cat(x).view(steps, group, *x[0].shape[1:]) for x in (indices, noises, times)]
         if self.device.type == "cuda":  # pinned memory: the copies do not block the host
@@ -202,9 +204,9 @@ def train_textual_inversion_group(components: SDComponents, images: Sequence[tor
             index, noise, timesteps = draws.chunk(steps)
             for j in range(steps):
                 z0, t = latents[index[j]], timesteps[j]
-                a = alphas[t].view(-1, 1, 1, 1)
-                noisy = a.sqrt() * z0 + (1 - a).sqrt() * noise[j]
-                target = noise[j] if prediction_type == "epsilon" else a.sqrt() * noise[j] - (1 - a).sqrt() * z0
+                a = noise_level(alphas, t)
+                noisy = add_noise(z0, noise[j], a)
+                target = noise[j] if prediction_type == "epsilon" else velocity(z0, noise[j], a)
                 with components.autocast():
                     hidden = components.text_encoder(sample_ids)[0]
                     prediction = components.unet(noisy.to(components.dtype), t,
@@ -237,7 +239,7 @@ def train_textual_inversion_group(components: SDComponents, images: Sequence[tor
             step = int(bad[0]) + 1
             if losses is not None:
                 losses[g].extend(history[:step, g].tolist())
-            results.append(NonFiniteLossError("textual inversion", step, float(history[step - 1, g]),
+            results.append(NonFiniteLossError("textual_inversion", step, float(history[step - 1, g]),
                                               detail=f"token {token}"))
             continue
         set_token_embedding(components, token_id, learned[g])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 BPE_FILE_NAME = "bpe_simple_vocab_16e6.txt.gz"
@@ -85,6 +86,14 @@ def write_clip_tokenizer_files(directory: str | Path) -> Path:
         handle.write("#version: 0.2\n")
         handle.writelines(f"{a} {b}\n" for a, b in merges)
     return directory
+
+
+def prompt_token_ids(tokenizer, prompts: Sequence[str]):
+    """The token ids (N, L) of ``prompts``, a CPU tensor: truncated and padded to the tokenizer's
+    ``model_max_length`` (77 for CLIP), the one way every prompt of the project is tokenised."""
+    tokens = tokenizer(list(prompts), padding="max_length", truncation=True, max_length=tokenizer.model_max_length,
+                       return_tensors="pt")
+    return tokens.input_ids
 
 
 def build_clip_tokenizer(directory: str | Path):
