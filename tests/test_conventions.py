@@ -125,8 +125,9 @@ NOT_DEFAULTS = {
 }
 
 
-def _default_differences(cls, block: dict, prefix: str) -> list[str]:
-    """Where ``conf/base``'s ``block`` and the defaults of its settings class ``cls`` disagree."""
+def _default_differences(defaults, block: dict, prefix: str) -> list[str]:
+    """Where ``conf/base``'s ``block`` and ``defaults`` (a settings class, or a default instance of
+    one) disagree."""
     import dataclasses
 
     from tint_distill.params import as_plain
@@ -134,18 +135,21 @@ def _default_differences(cls, block: dict, prefix: str) -> list[str]:
 
     nested_mappings = {"generator_pretraining.training": PretrainingConfig}  # a dict field read as that class
     differences = []
-    for field in dataclasses.fields(cls):
+    for field in dataclasses.fields(defaults):
         path = f"{prefix}{field.name}"
         if field.name not in (block or {}) or path in NOT_DEFAULTS:
             continue
-        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+        if isinstance(defaults, type):
+            default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+        else:
+            default = getattr(defaults, field.name)
         value = block[field.name]
         if path in nested_mappings:
             differences += _default_differences(nested_mappings[path], value, f"{path}.")
         elif dataclasses.is_dataclass(default) and isinstance(value, dict):
-            differences += _default_differences(type(default), value, f"{prefix}{field.name}.")
+            differences += _default_differences(default, value, f"{path}.")
         elif as_plain(default) != as_plain(value):
-            differences.append(f"{prefix}{field.name}: conf/base {value!r}, default {default!r}")
+            differences.append(f"{path}: conf/base {value!r}, default {default!r}")
     return differences
 
 

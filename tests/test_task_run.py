@@ -52,7 +52,7 @@ def test_task_gives_a_carded_registered_model_and_predict_lists_bad_files(kedro_
     assert card["speed_cpu"]["images_per_s_batch_64"] > 0 and card["parameters"] > 100_000
     markdown = _only_version(models / "model_card.md").read_text()
     assert "tint student:" in markdown and "held-out images (2 leave-out splits)" in markdown
-    assert "3 unlabelled real images" in markdown
+    assert "3 unlabeled real images" in markdown
 
     classifier = OnnxClassifier(_only_version(models / "student.onnx"))
     assert classifier.classes == card["classes"]

@@ -145,9 +145,9 @@ def _relative(path: str, project: Path) -> str:
 @click.option("--images", default=5, show_default=True, help="Labelled images per class.")
 @click.option("--test", "test_images", default=5, show_default=True, help="Test images per class (under test/).")
 @click.option("--unlabeled", "unlabeled_images", default=0, show_default=True,
-              help="Unlabelled images per class (under unlabeled/, distilled on with the teacher's labels).")
+              help="Unlabeled images per class (under unlabeled/, distilled on with the teacher's labels).")
 @click.option("--predict", "predict_images", default=5, show_default=True,
-              help="Unlabelled images per class for the predict pipeline.")
+              help="Unlabeled images per class for the predict pipeline.")
 @click.option("--out", default="data/01_raw/task", show_default=True, help="The task folder to create.")
 @click.option("--predict-out", default="data/01_raw/predict", show_default=True,
               help="The folder of images to classify to create.")
@@ -164,6 +164,6 @@ def example_task(classes: str, images: int, test_images: int, unlabeled_images: 
                                     unlabeled_images)
     except (FileExistsError, ValueError) as error:
         raise click.ClickException(str(error)) from error
-    click.echo(f"{out}: {copied['labelled']} labelled, {copied['test']} test and {copied['unlabeled']} unlabelled "
+    click.echo(f"{out}: {copied['labelled']} labelled, {copied['test']} test and {copied['unlabeled']} unlabeled "
                f"images of {classes}; "
                f"{predict_out}: {copied['predict']} images to classify.")

@@ -70,7 +70,7 @@ class UnitFailed(RuntimeError):
 
 
 # What makes one unit fail alone rather than stop the stage: every stage, students included.
-UNIT_FAILURES = (UnitFailed, FloatingPointError)  # TODO(merge): NonFiniteLossError
+UNIT_FAILURES = (UnitFailed, NonFiniteLossError)
 
 
 def is_unit_failure(value: Any) -> bool:

@@ -209,7 +209,7 @@ def build_example_task(source: str | Path, task_root: str | Path, classes: list[
 
 
 def describe_task(index: pd.DataFrame, episodes: pd.DataFrame) -> dict:
-    """The task in numbers: classes, labelled images per class, test and unlabelled images, splits."""
+    """The task in numbers: classes, labelled images per class, test and unlabeled images, splits."""
     labelled = index[index["split"] == LABELLED]
     counts = labelled.groupby("class_name").size()
     return {
@@ -236,7 +236,7 @@ def prepare_task(images: ImageCollection, settings: TaskSettings, keep_weights: 
     index = images.index.copy()
     episodes = task_episodes(index, settings.max_repeats)
     report = describe_task(index, episodes)
-    logger.info("Task: %d classes %s, images per class %s, %d test images, %d unlabelled images, %d leave-out splits",
+    logger.info("Task: %d classes %s, images per class %s, %d test images, %d unlabeled images, %d leave-out splits",
                 len(report["classes"]), report["classes"], report["images_per_class"], report["test_images"],
                 report["unlabeled_images"], report["leave_out_splits"])
     if not report["leave_out_splits"]:

@@ -69,7 +69,7 @@ class CIFARFSDataset(_ImageCollectionDataset):
 
 class TaskFolderDataset(_ImageCollectionDataset):
     """A user's task: ``path/<class>/<image>`` labelled images, optional test images in
-    ``path/test/<class>/<image>`` (``test_folder``) and unlabelled ones below ``path/unlabeled/``
+    ``path/test/<class>/<image>`` (``test_folder``) and unlabeled ones below ``path/unlabeled/``
     (``unlabeled_folder``) (:mod:`tint_distill.data.task`)."""
 
     builder = staticmethod(task.task_folder)

@@ -107,7 +107,7 @@ def model_card_markdown(card: dict) -> str:
         f"- {training['synthetic_images']} synthetic images, labelled by the teacher "
         f"(teacher {training['settings']['teacher'].get('backbone')}); the teacher's label matched the intended class "
         f"for {_pct(training['teacher_agreement_on_synthetic'])} of them.",
-        *([f"- {training['unlabeled_real_images']} unlabelled real images (`unlabeled/`), labelled by the teacher too."]
+        *([f"- {training['unlabeled_real_images']} unlabeled real images (`unlabeled/`), labelled by the teacher too."]
           if training["unlabeled_real_images"] else []),
         f"- {training['epochs']} epochs of distillation (KD on the synthetic images + cross-entropy on the supports).",
         "- All settings are in the JSON card (`training.settings`) and in the MLflow run.",

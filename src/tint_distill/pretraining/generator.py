@@ -26,7 +26,7 @@ from tint_distill.data.grids import image_grid
 from tint_distill.params import ParameterError, Settings, resolve_device, settings_from_params
 from tint_distill.pretraining.data import pixel_fingerprint, pretraining_split
 from tint_distill.pretraining.quality import QualitySettings, assess_generator
-from tint_distill.pretraining.trainer import PretrainingConfig, pretrain_generator
+from tint_distill.pretraining.trainer import OFFLINE_GENERATOR, PretrainingConfig, pretrain_generator
 from tint_distill.tint import TinySDConfig, load_stable_diffusion
 from tint_distill.tint.models import read_training_record
 from tint_distill.fingerprints import fingerprint
@@ -43,7 +43,7 @@ class PretrainingSettings(Settings):
     classes_from_split: str = "base"    # never the novel classes
     heldout_per_class: int = 4          # real images kept out of training, to judge the VAE and the classifier
     device: str = "auto"
-    architecture: TinySDConfig = field(default_factory=TinySDConfig)
+    architecture: TinySDConfig = field(default_factory=lambda: OFFLINE_GENERATOR)
     training: dict = field(default_factory=dict)  # PretrainingConfig but its model and resolution (the architecture's)
     quality: QualitySettings = field(default_factory=QualitySettings)
 

@@ -42,6 +42,11 @@ from tint_distill.tint.tokenizer import build_clip_tokenizer, prompt_token_ids
 logger = logging.getLogger(__name__)
 
 
+# The offline default generator's architecture (conf/base's generator_pretraining.architecture).
+OFFLINE_GENERATOR = TinySDConfig(resolution=32, vae_block_out_channels=(32, 64, 64), unet_block_out_channels=(64, 128),
+                                 cross_attention_dim=64, text_hidden_size=64, text_intermediate_size=128)
+
+
 @dataclass(frozen=True)
 class PretrainingConfig(Settings):
     """Settings of :func:`pretrain_generator`.
@@ -53,9 +58,7 @@ class PretrainingConfig(Settings):
     """
 
     resolution: int = 32
-    model: TinySDConfig = field(default_factory=lambda: TinySDConfig(
-        resolution=32, vae_block_out_channels=(32, 64, 64), unet_block_out_channels=(64, 128),
-        cross_attention_dim=64, text_hidden_size=64, text_intermediate_size=128))
+    model: TinySDConfig = field(default_factory=lambda: OFFLINE_GENERATOR)
     # stage 1: VAE
     vae_steps: int = 800
     vae_batch_size: int = 32
