@@ -108,8 +108,8 @@ def main(argv: list[str] | None = None) -> dict:
         mse = sum(s.reconstruction["mse"] * len(s.support_ids) for s in specs) / report["supports"]
         vae = sum(s.reconstruction["vae_mse"] * len(s.support_ids) for s in specs) / report["supports"]
         report["null_text"][setting] = {"mse": mse, "vae_mse": vae, "ratio": mse / vae,
-                                        "null_text_seconds": specs[0].settings["seconds"]["null_text"],
-                                        "textual_inversion_seconds": specs[0].settings["seconds"]["textual_inversion"]}
+                                        "null_text_seconds": specs[0].diagnostics["seconds"]["null_text"],
+                                        "textual_inversion_seconds": specs[0].diagnostics["seconds"]["textual_inversion"]}
         print(setting, json.dumps(report["null_text"][setting]), flush=True)
         if steps == nti_default.num_steps:  # plain DDIM inversion with the same tokens, for comparison
             prompts = [specs[g].prompt for g in range(len(specs))]

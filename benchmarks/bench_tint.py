@@ -231,7 +231,7 @@ def bench_episode(components, supports: list[torch.Tensor], tokens: list[str], t
         "seconds": seconds,
         "speedup_grouped_vs_per_class": seconds["per_class"] / seconds["grouped"],
         "speedup_grouped_vs_reference": seconds["reference"] / seconds["grouped"],
-        "grouped_seconds_split": results["grouped"][0].settings["seconds"],
+        "grouped_seconds_split": results["grouped"][0].diagnostics["seconds"],
         "max_abs_diff": {
             "embedding_grouped_vs_per_class": _max_diff([s.token_embedding for s in results["grouped"]],
                                                         [s.token_embedding for s in results["per_class"]]),

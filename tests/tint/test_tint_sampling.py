@@ -82,4 +82,4 @@ def test_textual_inversion_baseline(specialised):
 def _nti_config(spec):
     from tint_distill.tint import NullTextConfig
 
-    return NullTextConfig(num_steps=spec.num_steps, guidance_scale=spec.settings["guidance_scale"])
+    return NullTextConfig(num_steps=spec.num_steps, guidance_scale=spec.null_text.guidance_scale)

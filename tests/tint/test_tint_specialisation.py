@@ -18,12 +18,12 @@ def test_specialisation_contents(specialised):
     assert spec.token_embedding.shape == (32,)
     assert spec.inverted_latents.shape == (3, 4, 8, 8)
     assert spec.null_embeddings.shape == (3, spec.num_steps, 77, 32)
-    settings = spec.settings
-    assert settings["timesteps"] == sorted(settings["timesteps"], reverse=True)
-    assert len(settings["timesteps"]) == spec.num_steps and settings["timesteps"][0] == 999
-    assert settings["textual_inversion"]["num_steps"] == 15 and settings["null_text"]["guidance_scale"] == 7.5
-    assert settings["resolution"] == 64 and settings["embedding_change_norm"] > 0
-    json.dumps(settings)
+    diagnostics = spec.diagnostics
+    assert diagnostics["timesteps"] == sorted(diagnostics["timesteps"], reverse=True)
+    assert len(diagnostics["timesteps"]) == spec.num_steps and diagnostics["timesteps"][0] == 999
+    assert spec.textual_inversion.num_steps == 15 and spec.null_text.guidance_scale == 7.5
+    assert diagnostics["resolution"] == 64 and diagnostics["embedding_change_norm"] > 0
+    json.dumps(diagnostics)
     measured = spec.reconstruction  # the supports rebuilt from the inversion against the VAE round trip
     assert len(measured["mse_per_support"]) == len(measured["vae_mse_per_support"]) == 3
     assert measured["ratio"] == pytest.approx(measured["mse"] / measured["vae_mse"])
@@ -46,7 +46,8 @@ def test_save_load_gives_identical_samples_in_fresh_components(specialised, mode
     loaded = load_specialisation(path)
     for name in ("token_embedding", "inverted_latents", "null_embeddings", "reconstructed_latents"):
         assert torch.equal(getattr(loaded, name), getattr(spec, name))
-    assert loaded.settings == spec.settings and loaded.support_ids == spec.support_ids
+    assert loaded.support_ids == spec.support_ids and loaded.diagnostics == spec.diagnostics
+    assert loaded.textual_inversion == spec.textual_inversion and loaded.null_text == spec.null_text
 
     fresh = load_stable_diffusion(model_dir)
     with pytest.raises(SpecialisationError, match="apply_specialisation"):
@@ -80,3 +81,20 @@ def test_applying_to_another_model_is_refused(specialised, tmp_path):
     other = load_stable_diffusion(build_tiny_stable_diffusion(tmp_path / "wide", config=wider))
     with pytest.raises(SpecialisationError, match="another model"):
         apply_specialisation(other, spec)
+
+
+def test_a_specialisation_saved_in_the_free_form_layout_loads_typed(specialised, tmp_path):
+    """Format 2 (before the settings were typed) kept one free-form ``settings`` block: finished work
+    saved then still loads, with its settings typed and the rest as diagnostics."""
+    _, spec = specialised
+    path = save_specialisation(spec, tmp_path / "fish.safetensors")
+    sidecar = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+    legacy = {"format_version": 2, **{k: sidecar[k] for k in ("token", "init_word", "support_ids", "tensors")},
+              "settings": {"num_steps": spec.null_text.num_steps, "guidance_scale": 3.5, "timestep_spacing": "leading",
+                           "prompt_template": "x {token}", "textual_inversion": sidecar["textual_inversion"],
+                           "null_text": {**sidecar["null_text"], "guidance_scale": 3.5, "timestep_spacing": "leading"},
+                           **sidecar["diagnostics"]}}
+    path.with_suffix(".json").write_text(json.dumps(legacy), encoding="utf-8")
+    loaded = load_specialisation(path)
+    assert loaded.null_text.guidance_scale == 3.5 and loaded.null_text.timestep_spacing == "leading"
+    assert loaded.textual_inversion == spec.textual_inversion and loaded.diagnostics == spec.diagnostics

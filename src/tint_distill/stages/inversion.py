@@ -126,5 +126,5 @@ def specialise(worker: Worker, model: DiffusionModel, settings: InversionSetting
         if isinstance(result, BaseException):
             result.add_note(f"in episode {task.episode}, class '{task.class_name}'")
         else:
-            result.settings.update(episode=int(task.episode), class_name=task.class_name)
+            result.diagnostics.update(episode=int(task.episode), class_name=task.class_name)
     return results

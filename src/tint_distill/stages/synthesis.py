@@ -119,8 +119,8 @@ def generate(worker: Worker, model: DiffusionModel, spec, settings: SynthesisSet
     if task.sampler == "tint":
         return sample_class(components, spec, alpha=settings.alpha, alpha_mode=settings.alpha_mode, **common)
     return textual_inversion_sample(  # the baseline: pure noise, TI prompt, plain "" null embedding
-        components, spec.prompt, guidance_scale=float(spec.settings.get("guidance_scale", 7.5)),
-        num_steps=spec.num_steps, timestep_spacing=str(spec.settings.get("timestep_spacing", "trailing")), **common)
+        components, spec.prompt, guidance_scale=spec.null_text.guidance_scale, num_steps=spec.num_steps,
+        timestep_spacing=spec.null_text.timestep_spacing, **common)
 
 
 def preview_grids(model: DiffusionModel, images: ImageCollection, episodes: pd.DataFrame,

@@ -27,7 +27,7 @@ from .textual_inversion import (TextualInversionConfig, add_class_token, set_tok
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2  # 2: the reconstructed latents and the reconstruction errors
+FORMAT_VERSION = 3  # 2: the reconstructed latents and the reconstruction errors; 3: typed settings and diagnostics
 # Bumped whenever a change to textual or null-text inversion alters what a specialisation holds:
 # cached specialisations carry it in their fingerprints and are recomputed after such a change.
 SPECIALISATION_VERSION = 2
@@ -45,7 +45,9 @@ class ClassSpecialisation:
     inverted_latents: torch.Tensor  # (K, C, h, w)
     null_embeddings: torch.Tensor  # (K, S, L, D)
     support_ids: list[str]
-    settings: dict[str, Any] = field(default_factory=dict)
+    textual_inversion: TextualInversionConfig = field(default_factory=TextualInversionConfig)
+    null_text: NullTextConfig = field(default_factory=NullTextConfig)  # what sampling must replay
+    diagnostics: dict[str, Any] = field(default_factory=dict)  # losses, reconstruction, timings, model, where
     reconstructed_latents: torch.Tensor | None = None  # (K, C, h, w): the supports as the inversion rebuilds them
 
     def __post_init__(self) -> None:
@@ -65,8 +67,7 @@ class ClassSpecialisation:
     @property
     def prompt(self) -> str:
         """The textual-inversion prompt, e.g. "A photo of an <class-3>"."""
-        template = self.settings.get("prompt_template", TextualInversionConfig.prompt_template)
-        return template.format(token=self.token)
+        return self.textual_inversion.prompt_template.format(token=self.token)
 
     @property
     def num_steps(self) -> int:
@@ -76,7 +77,7 @@ class ClassSpecialisation:
     def reconstruction(self) -> dict[str, Any] | None:
         """How well the inversion holds the supports (:func:`reconstruction_errors`); None for a
         specialisation saved before it was measured."""
-        return self.settings.get("reconstruction")
+        return self.diagnostics.get("reconstruction")
 
 
 def save_specialisation(spec: ClassSpecialisation, path: str | Path) -> Path:
@@ -96,7 +97,9 @@ def save_specialisation(spec: ClassSpecialisation, path: str | Path) -> Path:
         "init_word": spec.init_word,
         "support_ids": list(spec.support_ids),
         "tensors": {name: list(t.shape) for name, t in tensors.items()},
-        "settings": json_safe(spec.settings),
+        "textual_inversion": dataclasses.asdict(spec.textual_inversion),
+        "null_text": dataclasses.asdict(spec.null_text),
+        "diagnostics": json_safe(spec.diagnostics),
     }
     path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2), encoding="utf-8")
     return path
@@ -116,12 +119,26 @@ def load_specialisation(path: str | Path) -> ClassSpecialisation:
     missing = [name for name in _TENSORS if name not in tensors]
     if missing:
         raise SpecialisationError(f"{path} lacks tensors {missing}")
-    if sidecar.get("format_version") not in (1, FORMAT_VERSION):  # 1: without reconstructions
+    if sidecar.get("format_version") not in (1, 2, FORMAT_VERSION):  # 1: without reconstructions
         raise SpecialisationError(f"{sidecar_path}: unsupported format_version {sidecar.get('format_version')}")
+    if "settings" in sidecar:  # formats 1 and 2: one free-form block
+        diagnostics = dict(sidecar["settings"])
+        ti, nti = diagnostics.pop("textual_inversion", {}), diagnostics.pop("null_text", {})
+        for legacy in ("num_steps", "guidance_scale", "timestep_spacing", "prompt_template"):
+            diagnostics.pop(legacy, None)  # copies of the null-text and textual-inversion settings
+    else:
+        ti, nti, diagnostics = sidecar["textual_inversion"], sidecar["null_text"], sidecar["diagnostics"]
     return ClassSpecialisation(token=sidecar["token"], init_word=sidecar["init_word"],
-                               support_ids=list(sidecar["support_ids"]), settings=sidecar["settings"],
+                               support_ids=list(sidecar["support_ids"]), textual_inversion=_config(TextualInversionConfig, ti),
+                               null_text=_config(NullTextConfig, nti), diagnostics=diagnostics,
                                **{name: tensors[name] for name in _TENSORS},
                                reconstructed_latents=tensors.get("reconstructed_latents"))
+
+
+def _config(cls: type, saved: dict) -> Any:
+    """A saved settings block as its class (settings added since it was saved take their defaults)."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in saved.items() if k in known})
 
 
 def apply_specialisation(components: SDComponents, spec: ClassSpecialisation) -> int:
@@ -219,16 +236,10 @@ def specialise_group(components: SDComponents, classes: Sequence[ClassToSpeciali
             continue
         embedding, tail = learned[g], losses[g][-min(len(losses[g]), 100):]
         reconstruction = reconstruction_errors(components, item.images, result.reconstructed_latents)
-        settings = {
+        diagnostics = {
             "model_path": components.path,
             "resolution": components.resolution,
-            "num_steps": nti_config.num_steps,
-            "guidance_scale": nti_config.guidance_scale,
-            "timestep_spacing": nti_config.timestep_spacing,
             "timesteps": list(result.timesteps),
-            "prompt_template": ti_config.prompt_template,
-            "textual_inversion": dataclasses.asdict(ti_config),
-            "null_text": dataclasses.asdict(nti_config),
             "seeds": {"textual_inversion": ti_config.seed},
             "losses": {
                 "textual_inversion_first": losses[g][0],
@@ -248,7 +259,8 @@ def specialise_group(components: SDComponents, classes: Sequence[ClassToSpeciali
         out.append(ClassSpecialisation(token=item.token, init_word=item.init_word, token_embedding=embedding,
                                        inverted_latents=result.inverted_latents,
                                        null_embeddings=result.null_embeddings, support_ids=list(item.support_ids),
-                                       settings=json_safe(settings),
+                                       textual_inversion=ti_config, null_text=nti_config,
+                                       diagnostics=json_safe(diagnostics),
                                        reconstructed_latents=result.reconstructed_latents))
     return out
 
@@ -287,9 +299,9 @@ def sample_class(components: SDComponents, spec: ClassSpecialisation, *, n_image
         raise SpecialisationError(f"token {spec.token!r} holds another embedding (another class or episode): "
                                   "call apply_specialisation(components, spec) first")
     if guidance_scale is None:
-        guidance_scale = float(spec.settings.get("guidance_scale", 7.5))
+        guidance_scale = spec.null_text.guidance_scale
     return tint_sample(
         components, spec.inverted_latents, spec.null_embeddings, spec.prompt, n_images=n_images, alpha=alpha,
         alpha_mode=alpha_mode, seed=seed, batch_size=batch_size, guidance_scale=guidance_scale,
-        timestep_spacing=str(spec.settings.get("timestep_spacing", "trailing")), output_size=output_size,
+        timestep_spacing=spec.null_text.timestep_spacing, output_size=output_size,
         output_type=output_type, return_info=return_info, progress=progress)
