@@ -7,12 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
 from kedro.io import AbstractDataset
 from safetensors.torch import save_file
 
-WEIGHTS_KEY = "weights"        # in what is saved: the state dict (optional)
-WEIGHTS_FILE_KEY = "weights_file"  # in what is loaded: where that state dict lies (absent if not kept)
+from tint_distill.distill.student import WEIGHTS_FILE_KEY, WEIGHTS_KEY
 
 
 class StudentResultDataset(AbstractDataset[dict, dict]):
@@ -48,23 +46,3 @@ class StudentResultDataset(AbstractDataset[dict, dict]):
 
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self._filepath)}
-
-
-def load_student_weights(result: dict) -> dict[str, torch.Tensor]:
-    """The state dict of a kept student (from a loaded result)."""
-    from safetensors.torch import load_file
-
-    if WEIGHTS_FILE_KEY not in result:
-        raise KeyError(
-            f"the {result.get('method')} student of episode {result.get('episode')} was not kept: add its method to "
-            "'student.keep_weights' and rerun the distillation pipeline (or, in an experiment, set "
-            "'evaluation.logged_model.method' to null)."
-        )
-    return load_file(result[WEIGHTS_FILE_KEY])
-
-
-def load_student(result: dict, num_classes: int):
-    """A kept student back as a model (eval mode), from a loaded result."""
-    from tint_distill.distill.student import rebuild_student
-
-    return rebuild_student(result["student"], num_classes, result["image_size"], load_student_weights(result))

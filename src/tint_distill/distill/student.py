@@ -225,3 +225,27 @@ def base_student_training(images: Any, pretraining_images: Any, name: str, confi
         return model.state_dict(), record
 
     return Deferred(key, train_now, force=retrain)
+
+
+# A trained student's result (the distillation stage's) holds its state dict under WEIGHTS_KEY when
+# kept; read back from its store, WEIGHTS_FILE_KEY names the file that holds it.
+WEIGHTS_KEY = "weights"
+WEIGHTS_FILE_KEY = "weights_file"
+
+
+def load_student_weights(result: dict) -> dict[str, torch.Tensor]:
+    """The state dict of a kept student (from a loaded result)."""
+    from safetensors.torch import load_file
+
+    if WEIGHTS_FILE_KEY not in result:
+        raise KeyError(
+            f"the {result.get('method')} student of episode {result.get('episode')} was not kept: add its method to "
+            "'student.keep_weights' and rerun the distillation pipeline (or, in an experiment, set "
+            "'evaluation.logged_model.method' to null)."
+        )
+    return load_file(result[WEIGHTS_FILE_KEY])
+
+
+def load_student(result: dict, num_classes: int):
+    """A kept student back as a model (eval mode), from a loaded result."""
+    return rebuild_student(result["student"], num_classes, result["image_size"], load_student_weights(result))

@@ -51,7 +51,7 @@ class ModelPackage:
 
 def student_onnx(result: Mapping, classes: list[str], metadata: dict) -> bytes:
     """A kept student result (its weights file) as ONNX."""
-    from tint_distill.datasets.student_results import load_student
+    from tint_distill.distill.student import load_student
     from tint_distill.distill.export import export_onnx
 
     return export_onnx(load_student(result, len(classes)), result["image_size"], classes, metadata=metadata)
@@ -82,7 +82,7 @@ def package_logged_student(episode_accuracies: pd.DataFrame, student_results: Ma
     """One student of the experiment (:func:`logged_episode`) as ONNX, with a support image of its
     episode as the input example; None when there is none to log or its weights were not kept."""
     from tint_distill.data.episodes import episode_classes
-    from tint_distill.datasets.student_results import WEIGHTS_FILE_KEY
+    from tint_distill.distill.student import WEIGHTS_FILE_KEY
     from tint_distill.keys import episode_key
 
     row = logged_episode(episode_accuracies, settings)
@@ -107,7 +107,7 @@ def package_logged_student(episode_accuracies: pd.DataFrame, student_results: Ma
 def export_task_student(result: Mapping, classes: list[str], method: str) -> tuple[bytes, bytes]:
     """The task's final student as ONNX and as safetensors (classes, input size and normalisation
     in the metadata of both)."""
-    from tint_distill.datasets.student_results import load_student
+    from tint_distill.distill.student import load_student
     from tint_distill.distill.distillation import STUDENT_MEAN, STUDENT_STD
     from tint_distill.distill.export import INPUT_POLICY, export_onnx
     from tint_distill.tensor_files import tensors_to_bytes
@@ -141,7 +141,7 @@ def package_task_model(student_onnx_model: bytes, student_safetensors: bytes, ca
 
 def student_parameters(result: Mapping, n_classes: int) -> int:
     """The parameters of a kept student."""
-    from tint_distill.datasets.student_results import load_student
+    from tint_distill.distill.student import load_student
     from tint_distill.distill.distillation import count_parameters
 
     return count_parameters(load_student(result, n_classes))

@@ -22,7 +22,7 @@ from tint_distill.data.collection import ImageCollection
 from tint_distill.data.episodes import episode_images
 from tint_distill.distill.distillation import DISTILLATION_VERSION, DistillationConfig, accuracy, predict, train_student
 from tint_distill.distill.mining import nearest_to_supports
-from tint_distill.distill.student import StudentSettings, create_student
+from tint_distill.distill.student import WEIGHTS_KEY, StudentSettings, create_student
 from tint_distill.distill.teacher import (TEACHER_VERSION, PrototypeClassifier, TeacherSettings, create_teacher,
                                           extract_features, teacher_logits)
 
@@ -240,7 +240,7 @@ def train_one(worker: Worker, method: str, episode: int, student: StudentSetting
         "history": history,
         "student": student.name,
         "image_size": config.image_size,
-        **({"weights": model.state_dict()} if method in student.keep_weights else {}),
+        **({WEIGHTS_KEY: model.state_dict()} if method in student.keep_weights else {}),
     }
 
 
