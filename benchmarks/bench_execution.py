@@ -36,9 +36,13 @@ import yaml  # noqa: E402
 from tint_distill.data.episodes import EpisodeSpec, assign_class_splits, sample_episodes  # noqa: E402
 from tint_distill.data.sources import image_folder  # noqa: E402
 from tint_distill.datasets import ResumablePartitionedDataset  # noqa: E402
-from tint_distill.execution import shutdown_ray  # noqa: E402
-from tint_distill.pipelines.distillation.nodes import label_with_teacher, train_students  # noqa: E402
-from tint_distill.work import Deferred  # noqa: E402
+from tint_distill.distill.distillation import DistillationConfig  # noqa: E402
+from tint_distill.distill.student import StudentSettings  # noqa: E402
+from tint_distill.distill.teacher import TeacherSettings  # noqa: E402
+from tint_distill.execution import ExecutionSettings, parse_settings, shutdown_ray  # noqa: E402
+from tint_distill.methods import MinedRealSettings, RealUnlabeledSettings  # noqa: E402
+from tint_distill.pipelines.distillation.nodes import label_with_teacher, mine_real_images, train_students  # noqa: E402
+from tint_distill.work import Stored  # noqa: E402
 
 DRAWINGS = ROOT / "data" / "01_raw" / "openclipart"
 METHODS = ["supports_only", "real_unlabeled"]  # 20 episodes: 40 students, as in the default run
@@ -56,14 +60,23 @@ def student_stage(n_episodes: int, epochs: int):
     images = image_folder(DRAWINGS)
     index = assign_class_splits(images.index, params["class_splits"])
     episodes = sample_episodes(index, EpisodeSpec(n_way=5, n_shot=5, n_query=15, n_episodes=n_episodes, seed=0))
-    real = {"images_per_class": 20, "seed": 0}
-    teacher = label_with_teacher(images, episodes, index, {}, {"batch_size": 32}, METHODS, real)
-    teacher = {key: Deferred(unit.fingerprint, functools.partial(_constant, unit())) for key, unit in teacher.items()}
-    distillation = {"epochs": epochs, "batch_size": 64, "image_size": 32}
+    real = RealUnlabeledSettings(images_per_class=20, seed=0)
+    teacher_settings = TeacherSettings(batch_size=32)
+    mined = mine_real_images(images, index, episodes, {}, teacher_settings, METHODS, MinedRealSettings(), 20)  # none
+    labels = label_with_teacher(images, episodes, index, {}, teacher_settings, METHODS, real, mined,
+                                ExecutionSettings())
+    teacher = {}
+    for outcome in labels.engine.run(labels, list(labels.units.values())):  # once, kept in memory for every run
+        if outcome.error is not None:
+            raise outcome.error
+        fingerprint = labels.units[outcome.key].fingerprint
+        teacher[outcome.key] = Stored(fingerprint, functools.partial(_constant, outcome.value))
+    distillation = DistillationConfig(epochs=epochs, batch_size=64, image_size=32)
+    student = StudentSettings(init="scratch")
 
     def run(execution: dict, folder: Path) -> dict:
-        work = train_students(images, episodes, index, {}, teacher, METHODS, {"init": "scratch"}, distillation, real,
-                              execution=execution)
+        work = train_students(images, episodes, index, {}, teacher, METHODS, student, distillation, real, mined,
+                              None, parse_settings(execution))
         store = ResumablePartitionedDataset(path=str(folder), dataset="json.JSONDataset", filename_suffix=".json")
         store.save(work)
         return {key: unit()["accuracy"] for key, unit in store.load().items()}

@@ -58,19 +58,19 @@ def _group(worker, members: list[int]) -> list:
 
 def _diverges(worker, key: str) -> dict:
     """A student whose loss turns NaN (``unit_2``): train_student raises this."""
-    from tint_distill.distill.errors import NonFiniteLossError
+    from tint_distill.errors import NonFiniteLossError
 
     if key == "unit_2":
-        raise NonFiniteLossError(1, 4, float("nan"), "kd=nan, ce=0.9")
+        raise NonFiniteLossError("student", 4, float("nan"), epoch=1, detail="kd=nan, ce=0.9")
     return {"key": key}
 
 
 def _diverges_in_a_group(worker, members: list[int]) -> list:
     """A group of classes specialised together: member 2's textual inversion diverges (as
     :func:`tint_distill.tint.specialise_group` returns it)."""
-    from tint_distill.tint.errors import NonFiniteLossError
+    from tint_distill.errors import NonFiniteLossError
 
-    return [NonFiniteLossError("textual inversion", 3, float("nan")) if m == 2 else {"member": m} for m in members]
+    return [NonFiniteLossError("textual_inversion", 3, float("nan")) if m == 2 else {"member": m} for m in members]
 
 
 def _kills_its_worker(worker, key: str, log: str) -> dict:

@@ -84,8 +84,10 @@ def test_a_call_returns_one_result_per_task():
     assert Call(_upper, (["a"],), single=True).run(worker) == [["A"]], "single: the function's value is one result"
 
 
-@pytest.mark.parametrize("error", [UnitFailed("its input is gone"), NonFiniteLossError("loss is nan", stage="kd"),
-                                   FloatingPointError("overflow")])
+@pytest.mark.parametrize("error", [UnitFailed("its input is gone"),
+                                   NonFiniteLossError("student", 7, float("nan"), epoch=3, detail="kd=nan"),
+                                   NonFiniteLossError("textual_inversion", 2, float("inf"))],
+                         ids=["unit", "student", "ti"])
 def test_a_unit_failure_raised_by_a_call_is_its_result(error):
     assert is_unit_failure(error)
     assert Call(_raises, (error,)).run(Worker()) is error
@@ -96,6 +98,9 @@ def test_a_unit_failure_raised_by_a_call_is_its_result(error):
 
 def test_any_other_exception_is_a_bug_that_stops_the_stage():
     assert not is_unit_failure(RuntimeError("CUDA out of memory"))
+    assert not is_unit_failure(FloatingPointError("overflow")), "only a NonFiniteLossError is a unit's divergence"
+    with pytest.raises(FloatingPointError, match="overflow"):
+        Call(_raises, (FloatingPointError("overflow"),)).run(Worker())
     with pytest.raises(RuntimeError, match="out of memory"):
         Call(_raises, (RuntimeError("CUDA out of memory"),)).run(Worker())
     units = [Unit("a", "fp", 1), Unit("b", "fp", 2)]
@@ -107,9 +112,26 @@ def test_any_other_exception_is_a_bug_that_stops_the_stage():
         list(outcomes_of(units, ["one"], 1.0, {}))
 
 
+@pytest.mark.parametrize("error", [UnitFailed("support image missing"),
+                                   NonFiniteLossError("student", 7, float("nan"), epoch=3, detail="kd=nan, ce=1.2"),
+                                   NonFiniteLossError("null_text_inversion", 4, float("inf"), inner_step=2,
+                                                      detail="support fish/01.png, timestep 981")],
+                         ids=["unit", "student", "nti"])
+def test_a_unit_failure_crosses_to_the_driver_intact(error):
+    """Ray pickles a worker's results back to the driver: a unit's failure arrives as it was made,
+    its message and its note (which episode and class, added by the inversion stage) included."""
+    import pickle
+
+    error.add_note("in episode 0, class 'fish'")
+    arrived = pickle.loads(pickle.dumps(error))
+    assert type(arrived) is type(error) and str(arrived) == str(error) and is_unit_failure(arrived)
+    assert repr(vars(arrived)) == repr(vars(error)), "every attribute (stage, step, loss, ...) and the notes"  # nan != nan
+    assert getattr(arrived, "__notes__", None) == ["in episode 0, class 'fish'"]
+
+
 def test_a_members_own_failure_is_that_members_outcome_alone():
     units = [Unit(k, "fp", k) for k in "abc"]
-    diverged = NonFiniteLossError("student training: non-finite loss")
+    diverged = NonFiniteLossError("student", 1, float("nan"), epoch=1)
     outcomes = list(outcomes_of(units, [{"m": "a"}, diverged, {"m": "c"}], 3.0, {"pid": 1}))
     assert [(o.key, o.value, o.error) for o in outcomes] == [("a", {"m": "a"}, None), ("b", None, diverged),
                                                              ("c", {"m": "c"}, None)]

@@ -60,8 +60,9 @@ class NonFiniteLossError(FloatingPointError):
             message += f" ({detail})"
         super().__init__(f"{message}; the optimisation diverged: {advice}")
 
-    def __reduce__(self):  # picklable (e.g. across Ray workers) although __init__ takes keywords
-        return (_rebuild, (self.stage, self.step, self.loss, self.epoch, self.inner_step, self.part, self.detail))
+    def __reduce__(self):  # picklable (e.g. across Ray workers) although __init__ takes keywords; notes kept
+        return (_rebuild, (self.stage, self.step, self.loss, self.epoch, self.inner_step, self.part, self.detail),
+                self.__dict__)
 
 
 def _rebuild(stage, step, loss, epoch, inner_step, part, detail) -> NonFiniteLossError:

@@ -184,8 +184,8 @@ def test_pooled_work_is_grouped_from_what_is_missing_and_a_failed_unit_costs_the
 
     groups.clear()
     work = grouped(compute_group, "abcdefg", group_size=3)
-    with pytest.raises(DatasetError, match=r"1 of 5 partitions .* failed \(episode_0000/c\); all the others are saved") \
-            as raised:
+    failed = r"1 of 5 partitions .* failed \(episode_0000/c\); all the others are saved"
+    with pytest.raises(DatasetError, match=failed) as raised:
         store.save(work)
     assert isinstance(raised.value.__cause__, UnitFailed) and "c diverged" in str(raised.value.__cause__)
     assert groups == [["c", "d", "e"], ["f", "g"]], "only the missing units, in full groups"
@@ -263,23 +263,23 @@ def test_a_member_asked_for_alone_is_computed_with_nothing_else(tmp_path: Path):
 
 def _diverges(worker: Worker, student: str) -> dict:
     """A student's training: ``b`` diverges (as train_student raises it)."""
-    from tint_distill.distill.errors import NonFiniteLossError
+    from tint_distill.errors import NonFiniteLossError
 
     if student == "b":
-        raise NonFiniteLossError(3, 7, float("nan"), "kd=nan, ce=1.2")
+        raise NonFiniteLossError("student", 7, float("nan"), epoch=3, detail="kd=nan, ce=1.2")
     return {"student": student}
 
 
 @pytest.mark.parametrize("returned", [False, True], ids=["raised", "returned"])
 def test_a_diverging_student_fails_alone(tmp_path: Path, returned: bool):
-    """A non-finite loss (any FloatingPointError) fails its unit alone, raised by a one-task call or
+    """A non-finite loss (NonFiniteLossError) fails its unit alone, raised by a one-task call or
     returned as a group member's result: the others are saved, the store names the failed one."""
     from tint_distill.errors import NonFiniteLossError
 
     keys = [f"{m}/episode_0000" for m in ("supports_only", "tint", "real_unlabeled")]
     if returned:
         def compute_group(students):
-            return [NonFiniteLossError("kd loss is nan", stage="students") if s == "b" else {"student": s}
+            return [NonFiniteLossError("student", 1, float("nan"), epoch=1) if s == "b" else {"student": s}
                     for s in students]
 
         units = [Unit(k, f"fp-{s}", s) for k, s in zip(keys, "abc")]
@@ -293,7 +293,8 @@ def test_a_diverging_student_fails_alone(tmp_path: Path, returned: bool):
         store.save(work)
     failure = raised.value.__cause__
     assert isinstance(failure, UnitFailed) and "tint/episode_0000" in str(failure)
-    assert isinstance(failure.__cause__, FloatingPointError), "the divergence is the failure's cause"
+    assert isinstance(failure.__cause__, NonFiniteLossError), "the divergence is the failure's cause"
+    assert "student training: non-finite loss (nan) at epoch" in str(failure)
     assert sorted(store.load()) == ["real_unlabeled/episode_0000", "supports_only/episode_0000"]
     assert store.load()["real_unlabeled/episode_0000"]() == {"student": "c"}
     assert not store.complete_run(), "a stage with a failed unit is not a complete run"

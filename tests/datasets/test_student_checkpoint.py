@@ -66,7 +66,7 @@ def test_base_student_trains_once_and_a_retrained_one_keeps_the_old(embedded_roo
     assert read_checkpoint_record(dataset.load())["fingerprint"] == changed.fingerprint, "not restored again"
     kept_back = tmp_path / f"base_student.previous-{first.fingerprint}.safetensors"
     kept_back.write_bytes(kept_back.read_bytes()[:100])  # a damaged kept file is not restored: trained instead
-    dataset.save(pretrain_base_student(images, table, RECIPE, {}, DISTILLATION))
+    dataset.save(pretrain_base_student(images, table, RECIPE))
     assert read_checkpoint_record(dataset.load())["fingerprint"] == first.fingerprint
     assert 0 <= read_checkpoint_record(dataset.load())["heldout_accuracy"] <= 1, "trained, not the damaged file"
 

@@ -272,7 +272,8 @@ class ResumablePartitionedDataset(PartitionedDataset):
         if isinstance(data, Work):
             outcomes = data.engine.run(data, [data.units[key] for key in pending])
         else:
-            outcomes = (Outcome(key, data[key]) for key in pending)
+            here = {"host": socket.gethostname(), "pid": os.getpid(), "device": "cpu"}  # values made by the node
+            outcomes = (Outcome(key, data[key], where=here) for key in pending)
         failures: list[tuple[str, BaseException]] = []
         try:
             for position, outcome in enumerate(outcomes, start=1):

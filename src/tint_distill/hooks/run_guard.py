@@ -75,7 +75,7 @@ class RunGuard:
         check_parameters(catalog.load("parameters"), blocks_read_by(pipeline.inputs()))
         if "generator" in pipeline.inputs():  # a model the run reads and does not make: check it now
             self._check_generator(catalog.get("generator"), run_params.get("env"))
-        self._check_base_student(pipeline, catalog)
+        self._check_base_student(pipeline, catalog, run_params.get("env"))
         lock = FolderLock(Path(run_params["project_path"]) / RUN_LOCK)
         description = {"pipelines": run_params.get("pipeline_names"), "env": run_params.get("env")}
         if not lock.try_acquire(description):
@@ -106,7 +106,7 @@ class RunGuard:
             ) from error
 
     @staticmethod
-    def _check_base_student(pipeline: Any, catalog: Any) -> None:
+    def _check_base_student(pipeline: Any, catalog: Any, env: str | None) -> None:
         """The students start from the base-class student but the run neither has nor makes one:
         say so now, not after inversion and synthesis (the same check as the students' own)."""
         from tint_distill.distill.student import StudentSettings
@@ -116,7 +116,8 @@ class RunGuard:
         if "base_student" not in pipeline.inputs():
             return
         settings = settings_from_params(StudentSettings, catalog.load("parameters").get("student"), "student")
-        student_start(settings, catalog.load("base_student"))
+        dataset = catalog.get("base_student")
+        student_start(settings, dataset.load(), env, str(getattr(dataset, "filepath", "")))
 
     @hook_impl
     def after_pipeline_run(self, run_params: dict, run_result: Any, pipeline: Any, catalog: Any) -> None:

@@ -7,16 +7,41 @@ from pathlib import Path
 
 import pytest
 import torch
+from kedro.io import DatasetError
 
 from tint_distill.data.episodes import EpisodeSpec, assign_class_splits, sample_episodes
 from tint_distill.data.sources import image_folder
+from tint_distill.datasets import ResumablePartitionedDataset
+from tint_distill.distill.distillation import DistillationConfig
+from tint_distill.distill.errors import NonFiniteLossError
 from tint_distill.distill.mining import nearest_to_supports
+from tint_distill.distill.student import StudentSettings
+from tint_distill.distill.teacher import TeacherSettings
+from tint_distill.execution import ExecutionSettings
+from tint_distill.methods import MinedRealSettings, RealUnlabeledSettings, real_unlabeled_ids
 from tint_distill.params import ParameterError
-from tint_distill.pipelines.distillation.nodes import (RealUnlabeledSettings, embed_candidate_images,
-                                                       label_with_teacher, mine_real_images, real_unlabeled_ids)
+from tint_distill.pipelines.distillation.nodes import (embed_candidate_images, label_with_teacher, mine_real_images,
+                                                       train_students)
+from tint_distill.work import Stored, UnitFailed, Work
 
 SPLITS = {"base": ["mammal"], "val": ["tree"], "novel": ["fish", "fruit", "clock"]}
-PARAMS = {"teacher": {"batch_size": 8}, "methods": ["supports_only", "real_unlabeled"], "real_unlabeled": {"images_per_class": 3}}
+# The blocks as Kedro gives them to the nodes (typed settings)
+TEACHER = TeacherSettings(batch_size=8)
+METHODS = ["supports_only", "real_unlabeled"]
+REAL_UNLABELED = RealUnlabeledSettings(images_per_class=3)
+LOCAL = ExecutionSettings()
+
+
+def not_mined(images, index, episodes):
+    """The mine_real_images node's output when no method mines (what the other nodes get then)."""
+    return mine_real_images(images, index, episodes, {}, TEACHER, METHODS, MinedRealSettings(), 20)
+
+
+def saved(work: Work, folder: Path, dataset: str, suffix: str) -> dict[str, Stored]:
+    """``work`` saved by its catalog dataset and read back, as the next node gets it."""
+    store = ResumablePartitionedDataset(path=str(folder), dataset=dataset, filename_suffix=suffix)
+    store.save(work)
+    return store.load()
 
 
 def copy_classes(embedded_root: Path, root: Path) -> Path:
@@ -49,13 +74,16 @@ def test_real_unlabeled_images_never_leak_the_episodes_own_images(embedded_root:
 def test_teacher_outputs_are_recomputed_when_a_query_image_changes(embedded_root: Path, tmp_path: Path):
     root = copy_classes(embedded_root, tmp_path / "images")
     images, index, episodes = setup(root)
-    before = label_with_teacher(images, episodes, index, {}, PARAMS["teacher"], PARAMS["methods"], PARAMS["real_unlabeled"])
+    before = label_with_teacher(images, episodes, index, {}, TEACHER, METHODS, REAL_UNLABELED,
+                                not_mined(images, index, episodes), LOCAL)
+    assert sorted(before.units) == ["episode_0000", "episode_0001"]
     query = episodes[(episodes["episode"] == 1) & (episodes["role"] == "query")]["image_id"].iloc[0]
     shutil.copy(next((root / "mammal").glob("*.png")), root / query)  # same name, other pixels
     images, index, episodes = setup(root)
-    after = label_with_teacher(images, episodes, index, {}, PARAMS["teacher"], PARAMS["methods"], PARAMS["real_unlabeled"])
-    assert after["episode_0000"].fingerprint == before["episode_0000"].fingerprint
-    assert after["episode_0001"].fingerprint != before["episode_0001"].fingerprint
+    after = label_with_teacher(images, episodes, index, {}, TEACHER, METHODS, REAL_UNLABELED,
+                               not_mined(images, index, episodes), LOCAL)
+    assert after.units["episode_0000"].fingerprint == before.units["episode_0000"].fingerprint
+    assert after.units["episode_0001"].fingerprint != before.units["episode_0001"].fingerprint
 
 
 def test_mined_real_images_come_from_the_base_split_nearest_to_the_supports_first(embedded_root: Path,
@@ -65,10 +93,12 @@ def test_mined_real_images_come_from_the_base_split_nearest_to_the_supports_firs
     support = episodes[(episodes["episode"] == 0) & (episodes["role"] == "support")].iloc[0]
     shutil.copy(root / support["image_id"], root / "mammal" / "zz_support_copy.png")  # a base image = a support
     images, index, episodes = setup(root)
-    methods, mined_real = ["tint", "mined_real"], {"images_per_class": 4}
-    features = embed_candidate_images(images, index, PARAMS["teacher"], methods, mined_real)
-    assert sorted(features) == ["mammal"]  # only the base split is mined
-    mined = mine_real_images(images, index, episodes, features, PARAMS["teacher"], methods, mined_real, 20)
+    methods, mined_real = ["tint", "mined_real"], MinedRealSettings(images_per_class=4)
+    work = embed_candidate_images(images, index, TEACHER, methods, mined_real, LOCAL)
+    assert sorted(work.units) == ["mammal"]  # only the base split is mined
+    features = saved(work, tmp_path / "features", "tint_distill.datasets.TensorDictDataset", ".safetensors")
+    assert sorted(features) == ["mammal"]
+    mined = mine_real_images(images, index, episodes, features, TEACHER, methods, mined_real, 20)
     assert len(mined) == 2 * 3 * 4  # episodes x classes x images_per_class (not the synthetic volume)
     assert set(mined["source_class"]) == {"mammal"} and mined["image_id"].str.startswith("mammal/").all()
     for _, rows in mined.groupby(["episode", "label"]):
@@ -76,7 +106,9 @@ def test_mined_real_images_come_from_the_base_split_nearest_to_the_supports_firs
         assert rows["similarity"].is_monotonic_decreasing
     first = mined[(mined["episode"] == 0) & (mined["class_name"] == support["class_name"])].iloc[0]
     assert first["image_id"] == "mammal/zz_support_copy.png" and first["similarity"] > 0.999
-    assert embed_candidate_images(images, index, PARAMS["teacher"], ["tint"], mined_real) == {}  # not asked: nothing
+    assert embed_candidate_images(images, index, TEACHER, ["tint"], mined_real, LOCAL) == {}  # not asked: nothing
+    assert len(mine_real_images(images, index, episodes, features, TEACHER, methods,
+                                MinedRealSettings(), 2)) == 2 * 3 * 2, "null: the synthetic volume"
 
 
 def test_nearest_to_supports_ranks_by_the_closest_support():
@@ -92,4 +124,45 @@ def test_nearest_to_supports_ranks_by_the_closest_support():
 def test_mined_real_refuses_a_split_of_the_episodes_own_classes(embedded_root: Path, tmp_path: Path):
     images, index, episodes = setup(copy_classes(embedded_root, tmp_path / "images"))
     with pytest.raises(ParameterError, match="episodes' own classes"):
-        mine_real_images(images, index, episodes, {}, PARAMS["teacher"], ["mined_real"], {"split": "novel"}, 4)
+        mine_real_images(images, index, episodes, {}, TEACHER, ["mined_real"], MinedRealSettings(split="novel"), 4)
+
+
+def test_a_diverging_student_fails_alone_and_the_others_are_saved(embedded_root: Path, tmp_path: Path):
+    """A student whose loss turns non-finite (here: NaN teacher logits for one method of one
+    episode) fails alone: every other student is saved, and the store names the failed one."""
+    images, index, episodes = setup(copy_classes(embedded_root, tmp_path / "images"))
+    mined = not_mined(images, index, episodes)
+    teacher = saved(label_with_teacher(images, episodes, index, {}, TEACHER, METHODS, REAL_UNLABELED, mined, LOCAL),
+                    tmp_path / "teacher", "tint_distill.datasets.TensorDictDataset", ".safetensors")
+    labels = teacher["episode_0001"]()
+    poisoned = {**labels, "real_unlabeled.logits": torch.full_like(labels["real_unlabeled.logits"], float("nan"))}
+    healthy = teacher["episode_0001"]
+    teacher["episode_0001"] = Stored(healthy.fingerprint, lambda: poisoned)  # the same inputs, as far as keys go
+
+    def students() -> Work:
+        return train_students(images, episodes, index, {}, teacher, METHODS,
+                              StudentSettings(init="scratch", keep_weights=()),
+                              DistillationConfig(epochs=1, batch_size=16), REAL_UNLABELED, mined, None, LOCAL)
+
+    work = students()
+    assert sorted(work.units) == ["real_unlabeled/episode_0000", "real_unlabeled/episode_0001",
+                                  "supports_only/episode_0000", "supports_only/episode_0001"]
+    store = ResumablePartitionedDataset(path=str(tmp_path / "students"),
+                                        dataset="tint_distill.datasets.StudentResultDataset", filename_suffix=".json")
+    with pytest.raises(DatasetError, match=r"1 of 4 partitions .* failed \(real_unlabeled/episode_0001\); all the "
+                                           r"others are saved.*student training: non-finite loss") as raised:
+        store.save(work)
+    failure = raised.value.__cause__
+    assert isinstance(failure, UnitFailed) and isinstance(failure.__cause__, NonFiniteLossError)
+    results = store.load()
+    assert sorted(results) == ["real_unlabeled/episode_0000", "supports_only/episode_0000",
+                               "supports_only/episode_0001"]
+    assert all(0 <= results[key]()["accuracy"] <= 1 for key in results)
+    assert results["real_unlabeled/episode_0000"]()["n_unlabeled"] == 3 * 3
+
+    teacher["episode_0001"] = healthy
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "students").rglob("*.done")}
+    store.save(students())  # the rerun trains only the student that failed
+    assert sorted(store.load()) == sorted(work.units)
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps, "the saved students were reused"
+    assert len(list((tmp_path / "students").rglob("*.done"))) == 4, "one more student, no other version"

@@ -10,7 +10,8 @@ import yaml
 from PIL import Image
 
 from tint_distill.data.model_input import images_to_model_range
-from tint_distill.pipelines.inversion.nodes import parse_settings
+from tint_distill.params import settings_from_params
+from tint_distill.stages.inversion import InversionSettings
 from tint_distill.tint import ClassToSpecialise, load_stable_diffusion, specialise_group
 from tint_distill.tint.imaging import to_model_tensor
 from tests.tint.conftest import one_thread
@@ -22,7 +23,8 @@ FISH = ["clown_loach_01.png", "altum_angelfish_01.png", "amibe_renardjb_on_free.
 
 def test_default_null_text_inversion_rebuilds_real_supports_within_the_vae_bound():
     params = yaml.safe_load((ROOT / "conf/base/parameters_inversion.yml").read_text())["inversion"]
-    _, ti_config, nti_config = parse_settings(params)
+    settings = settings_from_params(InversionSettings, params, "inversion")
+    ti_config, nti_config = settings.textual_inversion, settings.null_text
     components = load_stable_diffusion(ROOT / "data/06_models/generator", device=torch.device("cpu"))
     pictures = [Image.open(ROOT / "data/01_raw/openclipart/fish" / name) for name in FISH]
     supports = to_model_tensor(pictures, components.resolution)
