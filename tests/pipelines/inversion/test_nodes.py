@@ -58,7 +58,7 @@ def test_specialisation_per_class_is_planned_and_fingerprinted(tiny_generator: P
     assert all(changed.units[k].fingerprint != work.units[k].fingerprint for k in work.units)
 
     spec = computed(work)["episode_0000/fish"]
-    assert spec.token == "<fish>" and spec.settings["class_name"] == "fish" and spec.settings["episode"] == 0
+    assert spec.token == "<fish>" and spec.diagnostics["class_name"] == "fish" and spec.diagnostics["episode"] == 0
     assert spec.inverted_latents.shape[0] == 2 and spec.null_embeddings.shape[:2] == (2, 3)
 
 
@@ -125,10 +125,10 @@ def test_classes_whose_names_differ_only_outside_ascii_get_their_own_partitions(
     assert len(work.units) == 2, sorted(work.units)
     assert sorted(work.units) == sorted(PartitionKey.of(0, name).format() for name in ("кот", "собака"))
     specs = computed(work)
-    assert {s.settings["class_name"] for s in specs.values()} == {"кот", "собака"}
+    assert {s.diagnostics["class_name"] for s in specs.values()} == {"кот", "собака"}
     assert len({s.token for s in specs.values()}) == 2
     for key, spec in specs.items():
-        assert PartitionKey.parse(key) == PartitionKey.of(0, spec.settings["class_name"]), "each under its own key"
+        assert PartitionKey.parse(key) == PartitionKey.of(0, spec.diagnostics["class_name"]), "each under its own key"
 
 
 def test_changed_support_pixels_change_the_fingerprint(tiny_generator: Path, small_folder: Path):
@@ -153,8 +153,8 @@ def test_the_classes_of_an_episode_are_specialised_together_as_they_would_be_alo
     assert [len(g) for g in alone.groups(list(alone.units.values()))] == [1, 1]
     grouped, single = computed(together), computed(alone)
     for key, spec in grouped.items():
-        assert spec.settings["group_size"] == 2
-        assert single[key].settings["group_size"] == 1
+        assert spec.diagnostics["group_size"] == 2
+        assert single[key].diagnostics["group_size"] == 1
         assert torch.allclose(spec.token_embedding, single[key].token_embedding, atol=1e-5, rtol=0)
         assert torch.allclose(spec.null_embeddings, single[key].null_embeddings, atol=5e-2, rtol=0)
 
