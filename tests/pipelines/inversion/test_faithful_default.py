@@ -9,7 +9,6 @@ import torch
 import yaml
 from PIL import Image
 
-from tint_distill.data.model_input import images_to_model_range
 from tint_distill.pipelines.inversion.nodes import parse_settings
 from tint_distill.tint import ClassToSpecialise, load_stable_diffusion, specialise_group
 from tint_distill.tint.imaging import to_model_tensor
@@ -26,7 +25,8 @@ def test_default_null_text_inversion_rebuilds_real_supports_within_the_vae_bound
     components = load_stable_diffusion(ROOT / "data/06_models/generator", device=torch.device("cpu"))
     pictures = [Image.open(ROOT / "data/01_raw/openclipart/fish" / name) for name in FISH]
     supports = to_model_tensor(pictures, components.resolution)
-    assert torch.equal(supports, images_to_model_range(pictures, components.resolution))
+    assert supports.shape == (5, 3, components.resolution, components.resolution)
+    assert torch.allclose(supports[0, :, 0], torch.ones(3, components.resolution), atol=1e-5), "padded on white"
     with one_thread():
         (spec,) = specialise_group(components, [ClassToSpecialise(supports, "<fish>", "fish")],
                                    ti_config=ti_config, nti_config=nti_config)
