@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import mlflow
 import pandas as pd
 import pytest
 
-KEDRO = [sys.executable, "-m", "kedro"]
-
-
-def kedro(project: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "COLUMNS": "400"}  # rich would wrap long lines at 80 columns
-    result = subprocess.run([*KEDRO, *args], cwd=project, capture_output=True, text=True, timeout=600, env=env)
-    if check and result.returncode != 0:
-        raise AssertionError(f"kedro {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    return result
+from tests.conftest import kedro
 
 
 @pytest.mark.slow
