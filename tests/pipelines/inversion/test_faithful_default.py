@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 from PIL import Image
@@ -19,6 +20,7 @@ FISH = ["clown_loach_01.png", "altum_angelfish_01.png", "amibe_renardjb_on_free.
         "arctic_greyling_ganson.png", "brown_fish_01.png"]  # far from square: 128 x 49, 85 x 128, ...
 
 
+@pytest.mark.slow  # over 10 s on the 2-core machine
 def test_default_null_text_inversion_rebuilds_real_supports_within_the_vae_bound():
     params = yaml.safe_load((ROOT / "conf/base/parameters_inversion.yml").read_text())["inversion"]
     _, ti_config, nti_config = parse_settings(params)

@@ -48,6 +48,7 @@ def test_missing_generator_folder_is_a_clear_error(small_folder: Path, tmp_path:
         specialise_classes(tmp_path / "no-model", sources.image_folder(small_folder), episode_table(small_folder), PARAMS)
 
 
+@pytest.mark.slow  # over 10 s on the 2-core machine
 def test_classes_whose_names_differ_only_outside_ascii_get_their_own_partitions(
     tiny_generator: Path, small_folder: Path
 ):
@@ -77,6 +78,7 @@ def test_changed_support_pixels_change_the_fingerprint(tiny_generator: Path, sma
     assert after["episode_0000/clock"].fingerprint == before["episode_0000/clock"].fingerprint
 
 
+@pytest.mark.slow  # over 10 s on the 2-core machine
 def test_the_classes_of_an_episode_are_specialised_together_as_they_would_be_alone(
     tiny_generator: Path, small_folder: Path
 ):
