@@ -17,6 +17,8 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
+pytestmark = pytest.mark.slow  # a local Ray cluster: 10-30 s a test on the 2-core machine
+
 from tint_distill.datasets import ResumablePartitionedDataset  # noqa: E402
 from tint_distill.execution import RayEngine, execution_engine, parse_settings, shutdown_ray  # noqa: E402
 from tint_distill.work import Call, LocalEngine, UnitFailed  # noqa: E402
@@ -140,7 +142,6 @@ def test_a_unit_that_fails_is_reported_and_the_others_are_saved(cluster, tmp_pat
     assert sorted(store(tmp_path, "out").load()) == ["unit_0", "unit_1", "unit_2", "unit_4"]
 
 
-@pytest.mark.slow  # over 10 s on the 2-core machine
 def test_a_worker_killed_in_the_middle_of_a_unit_is_survived(cluster, tmp_path: Path):
     log = tmp_path / "log"
     log.mkdir()
@@ -194,7 +195,6 @@ def test_settings_and_a_cluster_too_small_are_named(cluster):
     assert ray_engine(cpus_per_unit=0.5).workers_for(3) == 3, "fractional CPUs: more workers, never more than tasks"
 
 
-@pytest.mark.slow  # over 10 s on the 2-core machine
 def test_shutdown_leaves_no_ray_process(tmp_path: Path):
     """Last in this module: the module's cluster is gone; an engine that starts its own stops it."""
     shutdown_ray()
