@@ -13,7 +13,7 @@ export KEDRO_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export MLFLOW_SERVER_ENABLE_JOB_EXECUTION := false
 
-.PHONY: setup run test bench viz viz-build mlflow-ui lock data clean-outputs
+.PHONY: setup run test test-quick bench viz viz-build mlflow-ui lock data clean-outputs
 
 setup: $(STAMP)
 
@@ -30,6 +30,9 @@ run: setup  ## the default kedro run on the embedded data, offline, CPU
 
 test: setup  ## the test suite (no network, no GPU)
 	$(BIN)/python -m pytest
+
+test-quick: setup  ## the tests not marked slow (no `kedro run` subprocess): the inner loop
+	$(BIN)/python -m pytest -m "not slow"
 
 # One torch thread: on a shared 2-core machine the ratios are then steady (see benchmarks/README.md).
 BENCH_ARGS ?= --threads 1 --repeats 2

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -33,17 +36,65 @@ def small_folder(tmp_path: Path, embedded_root: Path) -> Path:
     return root
 
 
-@pytest.fixture
-def kedro_project(tmp_path: Path) -> Path:
-    """A throw-away copy of the project (conf, pyproject, raw data) to run `kedro` in."""
-    project = tmp_path / "project"
-    project.mkdir()
+KEDRO = [sys.executable, "-m", "kedro"]
+
+
+def kedro(project: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """``kedro <args>`` in ``project``, output captured; fails the test with its tail if ``check``."""
+    env = {**os.environ, "COLUMNS": "400"}  # rich would wrap long lines at 80 columns
+    result = subprocess.run([*KEDRO, *args], cwd=project, capture_output=True, text=True, timeout=600, env=env)
+    if check and result.returncode != 0:
+        raise AssertionError(f"kedro {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def copy_project(project: Path) -> Path:
+    """A throw-away copy of the project (conf, pyproject, raw data) at ``project``, to run `kedro` in."""
+    project.mkdir(parents=True)
     shutil.copy(PROJECT_ROOT / "pyproject.toml", project)
     shutil.copy(PROJECT_ROOT / ".telemetry", project)
     shutil.copytree(PROJECT_ROOT / "conf", project / "conf", ignore=shutil.ignore_patterns("local"))
     (project / "conf" / "local").mkdir()
     (project / "src").mkdir()  # the package itself is installed (editable) in the environment
     shutil.copytree(EMBEDDED, project / "data" / "01_raw" / "openclipart")
+    return project
+
+
+@pytest.fixture
+def kedro_project(tmp_path: Path) -> Path:
+    """A throw-away copy of the project (conf, pyproject, raw data) to run `kedro` in."""
+    return copy_project(tmp_path / "project")
+
+
+PRETRAINING = "generator_pretraining,student_pretraining,data_episodes"
+
+
+@dataclass(frozen=True)
+class Pretraining:
+    project: Path
+    log: str  # the run's stdout and stderr
+
+
+@pytest.fixture(scope="session")
+def pretraining(tmp_path_factory) -> Pretraining:
+    """A project copy after `kedro run --env test --pipelines generator_pretraining,student_pretraining,
+    data_episodes`: the test environment's own tiny generator and base student, trained from scratch,
+    and the episodes. Made once per session; read only: tests copy it with :func:`copy_pretrained`."""
+    project = copy_project(tmp_path_factory.mktemp("pretrained") / "project")
+    assert not (project / "data" / "06_models" / "test").exists(), "the project copy must start without models"
+    result = kedro(project, "run", "--env", "test", "--pipelines", PRETRAINING)
+    return Pretraining(project, result.stdout + result.stderr)
+
+
+@pytest.fixture(scope="session")
+def pretrained_project(pretraining: Pretraining) -> Path:
+    return pretraining.project
+
+
+def copy_pretrained(pretrained: Path, project: Path) -> Path:
+    """A copy of the pretrained project with an empty tracking store (its MLflow experiment, made
+    anew, keeps its artefacts in this copy, not in the shared one)."""
+    shutil.copytree(pretrained, project, ignore=shutil.ignore_patterns("mlflow.db", "mlruns", ".viz"))
     return project
 
 

@@ -1,14 +1,19 @@
 """The whole `kedro run` on the test environment: interrupted and resumed TINT stages, then
-distillation and evaluation producing the summary with every method."""
+distillation and evaluation producing the summary with every method.
+
+One module-scoped run (:func:`run`) does the work once, from the session's pretrained project;
+each test checks one thing it produced."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
@@ -17,31 +22,64 @@ from nbclient import NotebookClient
 import pandas as pd
 import pytest
 
-from tests.conftest import PROJECT_ROOT
-from tests.test_kedro_project import kedro
+from tests.conftest import PROJECT_ROOT, copy_pretrained, kedro
+
+pytestmark = pytest.mark.slow
+
+T_975_DF2 = 4.302652729911275  # Student's t, 97.5% quantile, 2 degrees of freedom (3 episodes): from tables
+METHODS = {"supports_only", "textual_inversion", "tint", "real_unlabeled", "mined_real", "teacher"}
 
 
 def markers(folder: Path) -> list[Path]:
     return sorted(folder.rglob("*.done")) if folder.exists() else []
 
 
-@pytest.mark.slow
-def test_pipelines_resume_after_kill_and_produce_the_evaluation(kedro_project: Path):
-    (kedro_project / ".gitignore").write_text("data/\nmlflow.db\nmlruns/\n")  # outputs do not make it dirty
+@dataclass
+class Run:
+    project: Path
+    head: str  # the project's git commit
+    n_classes: int  # (episode, class) pairs
+    finished_at_kill: int  # specialisations done when the inversion was killed
+    resumed_log: str  # `--pipelines inversion,synthesis` after the kill
+    again_log: str  # `--pipeline tint` once more, nothing changed
+    tint_run: pd.Series  # the MLflow run of that last tint run
+    episodes: pd.DataFrame
+
+    @property
+    def reporting(self) -> Path:
+        return self.project / "data" / "08_reporting"
+
+    @property
+    def summary(self) -> dict:
+        return json.loads((self.reporting / "evaluation_summary.json").read_text())
+
+    @property
+    def per_episode(self) -> pd.DataFrame:
+        return pd.read_csv(self.reporting / "episode_accuracies.csv")
+
+
+def latest_run() -> pd.Series:
+    return mlflow.search_runs(experiment_names=["tint_distill"], order_by=["start_time DESC"]).iloc[0]
+
+
+@pytest.fixture(scope="module")
+def run(pretrained_project: Path, tmp_path_factory) -> Run:
+    """In a git-committed copy of the pretrained project: the inversion killed mid-run, resumed
+    with synthesis, the tint pipeline once more, then distillation and evaluation."""
+    project = copy_pretrained(pretrained_project, tmp_path_factory.mktemp("end_to_end") / "project")
+    (project / ".gitignore").write_text("data/\nmlflow.db\nmlruns/\n")  # outputs do not make it dirty
     git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.org"]
     for command in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "project copy"]):
-        subprocess.run([*git, *command], cwd=kedro_project, check=True, capture_output=True)
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=kedro_project, capture_output=True, text=True).stdout.strip()
-    kedro(kedro_project, "run", "--env", "test", "--pipelines",
-          "generator_pretraining,student_pretraining,data_episodes")
-    episodes = pd.read_csv(kedro_project / "data" / "03_primary" / "episodes.csv")
+        subprocess.run([*git, *command], cwd=project, check=True, capture_output=True)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True).stdout.strip()
+    episodes = pd.read_csv(project / "data" / "03_primary" / "episodes.csv")
     n_classes = len(episodes[["episode", "label"]].drop_duplicates())
 
-    specialisations = kedro_project / "data" / "06_models" / "class_specialisations"
+    specialisations = project / "data" / "06_models" / "class_specialisations"
     env = {**os.environ, "COLUMNS": "400"}
     process = subprocess.Popen(
         [sys.executable, "-m", "kedro", "run", "--env", "test", "--pipeline", "inversion"],
-        cwd=kedro_project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     deadline = time.time() + 300
     while len(markers(specialisations)) < 2 and process.poll() is None and time.time() < deadline:
@@ -49,57 +87,113 @@ def test_pipelines_resume_after_kill_and_produce_the_evaluation(kedro_project: P
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     finished = len(markers(specialisations))
-    assert 2 <= finished < n_classes, f"the kill should land mid-run ({finished} of {n_classes} done)"
 
-    resumed = kedro(kedro_project, "run", "--env", "test", "--pipelines", "inversion,synthesis")
-    log = resumed.stdout + resumed.stderr
-    recomputed = sum("class_specialisations: saved partition" in line for line in log.splitlines())
-    assert recomputed == n_classes - finished, "only unfinished classes are recomputed"
-    assert len(markers(specialisations)) == n_classes
+    resumed = kedro(project, "run", "--env", "test", "--pipelines", "inversion,synthesis")
+    again = kedro(project, "run", "--env", "test", "--pipeline", "tint")
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    tint_run = latest_run()
+    kedro(project, "run", "--env", "test", "--pipelines", "distillation,evaluation")
+    return Run(project, head, n_classes, finished, resumed.stdout + resumed.stderr, again.stdout + again.stderr,
+               tint_run, episodes)
+
+
+@pytest.fixture
+def tracking(run: Run) -> mlflow.MlflowClient:
+    mlflow.set_tracking_uri(f"sqlite:///{run.project / 'mlflow.db'}")
+    return mlflow.MlflowClient()
+
+
+@pytest.fixture
+def evaluation_run(run: Run, tracking) -> pd.Series:
+    """The MLflow run of `--pipelines distillation,evaluation` (the last one)."""
+    return latest_run()
+
+
+def test_a_killed_inversion_resumes_only_its_unfinished_classes(run: Run):
+    assert 2 <= run.finished_at_kill < run.n_classes, f"the kill should land mid-run ({run.finished_at_kill} of {run.n_classes} done)"
+    recomputed = sum("class_specialisations: saved partition" in line for line in run.resumed_log.splitlines())
+    assert recomputed == run.n_classes - run.finished_at_kill, "only unfinished classes are recomputed"
+    specialisations = run.project / "data" / "06_models" / "class_specialisations"
+    assert len(markers(specialisations)) == run.n_classes
     sidecars = [p for p in specialisations.rglob("*.json") if not p.name.startswith("_")]  # not _current.json
-    assert len(list(specialisations.rglob("*.safetensors"))) == len(sidecars) == n_classes
+    assert len(list(specialisations.rglob("*.safetensors"))) == len(sidecars) == run.n_classes
 
-    synthetic = kedro_project / "data" / "05_model_input" / "synthetic_images"
+
+def test_synthesis_writes_the_images_of_every_episode_class_and_a_preview(run: Run):
+    synthetic = run.project / "data" / "05_model_input" / "synthetic_images"
     for sampler in ("tint", "textual_inversion"):
         folders = [p.parent / p.name[: -len(".done")] for p in markers(synthetic / sampler)]
         counts = [len(list(folder.glob("*.png"))) for folder in folders]
-        assert counts == [4] * n_classes, f"images_per_class {sampler} images for every (episode, class)"
-    assert (kedro_project / "data" / "08_reporting" / "synthesis_preview.png").is_file()
+        assert counts == [4] * run.n_classes, f"images_per_class {sampler} images for every (episode, class)"
+    assert (run.reporting / "synthesis_preview.png").is_file()
 
-    again = kedro(kedro_project, "run", "--env", "test", "--pipeline", "tint")
-    output = again.stdout + again.stderr
-    assert "saved partition" not in output, "nothing changed, so nothing is recomputed"
-    assert output.count("already done and reused") == 2
 
-    mlflow.set_tracking_uri(f"sqlite:///{kedro_project / 'mlflow.db'}")
-    last = mlflow.search_runs(experiment_names=["tint_distill"], order_by=["start_time DESC"]).iloc[0]
-    paths = {a.path for a in mlflow.MlflowClient().list_artifacts(last["run_id"])}
+def test_a_second_tint_run_recomputes_nothing_and_logs_its_previews(run: Run, tracking):
+    assert "saved partition" not in run.again_log, "nothing changed, so nothing is recomputed"
+    assert run.again_log.count("already done and reused") == 2
+    paths = {a.path for a in tracking.list_artifacts(run.tint_run["run_id"])}
     assert {"synthesis_previews", "synthesis_preview"} <= paths
-    assert last["params.inversion.null_text.guidance_scale"] == "7.5"
+    assert run.tint_run["params.inversion.null_text.guidance_scale"] == "7.5"
 
-    kedro(kedro_project, "run", "--env", "test", "--pipelines", "distillation,evaluation")
-    reporting = kedro_project / "data" / "08_reporting"
-    summary = json.loads((reporting / "evaluation_summary.json").read_text())
-    assert set(summary["methods"]) == {"supports_only", "textual_inversion", "tint", "real_unlabeled", "mined_real",
-                                       "teacher"}
-    for method in ("textual_inversion", "tint", "real_unlabeled", "mined_real"):
-        assert 0 <= summary["methods"][method]["teacher_agreement_on_unlabeled"] <= 1
-    inversion = summary["inversion"]  # the supports rebuilt from their inversion, against the VAE bound
-    assert inversion["classes"] == n_classes and inversion["mse_mean"] > 0 and inversion["vae_mse_mean"] > 0
-    assert inversion["ratio_of_means"] == pytest.approx(inversion["mse_mean"] / inversion["vae_mse_mean"])
-    mined = pd.read_csv(kedro_project / "data" / "05_model_input" / "mined_real_images.csv")
-    assert len(mined) == 3 * 3 * 4 and set(mined["source_class"]).isdisjoint(set(episodes["class_name"]))
-    for stats in summary["methods"].values():
-        assert 0 <= stats["accuracy"] <= 1 and stats["ci95"] >= 0
+
+def student_result(project: Path, method: str, episode: int) -> dict:
+    """The saved result (JSON) of one (method, episode) student."""
+    key = f"episode_{episode:04d}"
+    (marker,) = markers(project / "data" / "07_model_output" / "student_results" / method / key)
+    return json.loads((marker.with_suffix("") / f"{key}.json").read_text())
+
+
+def test_saved_predictions_give_the_accuracies_of_the_table_and_the_summary(run: Run):
+    """Each student's accuracy, recomputed from its saved query predictions and the episodes' query
+    labels, is the table's; each method's accuracy and CI follow from the table (t-interval)."""
+    per_episode, summary = run.per_episode, run.summary
+    assert set(summary["methods"]) == METHODS and len(per_episode) == 6 * 3
+    queries = run.episodes[run.episodes["role"] == "query"]
+    for method in METHODS - {"teacher"}:
+        for episode in range(3):
+            predictions = student_result(run.project, method, episode)["query_predictions"]
+            labels = queries.loc[queries["episode"] == episode, "label"].tolist()
+            assert len(predictions) == len(labels) == 3 * 4
+            recomputed = sum(p == y for p, y in zip(predictions, labels)) / len(labels)
+            row = per_episode[(per_episode["method"] == method) & (per_episode["episode"] == episode)]
+            assert row["accuracy"].item() == pytest.approx(recomputed), (method, episode)
+    for method, stats in summary["methods"].items():
+        accuracies = per_episode.loc[per_episode["method"] == method, "accuracy"]
+        assert stats["accuracy"] == pytest.approx(accuracies.mean())
+        assert stats["ci95"] == pytest.approx(T_975_DF2 * accuracies.std(ddof=1) / math.sqrt(3))
         assert stats["n_episodes"] == 3 and stats["n_queries_per_class"] == 4
-    low, high = summary["comparisons"]["tint_vs_supports_only"]["ci95"]
-    assert low <= summary["comparisons"]["tint_vs_supports_only"]["mean_diff"] <= high
+
+
+def test_the_paired_difference_and_its_interval_follow_from_the_per_episode_accuracies(run: Run, evaluation_run):
+    table = run.per_episode.pivot(index="episode", columns="method", values="accuracy")
+    differences = table["tint"] - table["supports_only"]
+    mean, half_width = differences.mean(), T_975_DF2 * differences.std(ddof=1) / math.sqrt(3)
+    comparison = run.summary["comparisons"]["tint_vs_supports_only"]
+    assert comparison["mean_diff"] == pytest.approx(mean)
+    assert comparison["ci95"] == pytest.approx([mean - half_width, mean + half_width])
+    assert comparison["n_episodes"] == 3
+    logged = (evaluation_run["metrics.diff_low.tint_vs_supports_only"], evaluation_run["metrics.diff_high.tint_vs_supports_only"])
+    assert logged == pytest.approx((mean - half_width, mean + half_width))
+
+
+def test_the_summary_holds_teacher_agreement_inversion_mining_planner_and_speed(run: Run):
+    summary = run.summary
+    for method in ("textual_inversion", "tint", "real_unlabeled", "mined_real"):
+        saved = [student_result(run.project, method, e)["teacher_agreement_on_unlabeled"] for e in range(3)]
+        assert summary["methods"][method]["teacher_agreement_on_unlabeled"] == pytest.approx(sum(saved) / 3)
+    inversion = summary["inversion"]  # the supports rebuilt from their inversion, against the VAE bound
+    assert inversion["classes"] == run.n_classes and inversion["mse_mean"] > 0 and inversion["vae_mse_mean"] > 0
+    assert inversion["ratio_of_means"] == pytest.approx(inversion["mse_mean"] / inversion["vae_mse_mean"])
+    mined = pd.read_csv(run.project / "data" / "05_model_input" / "mined_real_images.csv")
+    assert len(mined) == 3 * 3 * 4 and set(mined["source_class"]).isdisjoint(set(run.episodes["class_name"]))
     assert {"tint", "supports_only", "teacher"} <= set(summary["planner"])
     assert summary["speed"]["student"]["parameters"] < summary["speed"]["teacher"]["parameters"]
-    per_episode = pd.read_csv(reporting / "episode_accuracies.csv")
-    assert len(per_episode) == 6 * 3
-    assert (reporting / "accuracy_per_method.png").is_file() and (reporting / "accuracy_vs_speed.png").is_file()
-    costs = pd.read_csv(reporting / "unit_costs.csv")
+    assert (run.reporting / "accuracy_per_method.png").is_file() and (run.reporting / "accuracy_vs_speed.png").is_file()
+
+
+def test_the_cost_plan_follows_from_the_unit_costs_and_the_planner(run: Run):
+    summary, n_classes = run.summary, run.n_classes
+    costs = pd.read_csv(run.reporting / "unit_costs.csv")
     assert set(costs["stage"]) == {"specialisation", "synthesis", "teacher", "students"}
     assert len(costs) == n_classes + 2 * n_classes + 3 + 5 * 3 and (costs["seconds"] > 0).all()
     plan = summary["cost_plan"]
@@ -108,54 +202,68 @@ def test_pipelines_resume_after_kill_and_produce_the_evaluation(kedro_project: P
     for target in plan["targets"]:
         assert target["episodes"] == needed[target["half_width"]]
         assert target["wall_hours"]["8"] == pytest.approx(target["device_hours"] / 8)
-    assert (reporting / "cost_plan.png").is_file()
+    assert (run.reporting / "cost_plan.png").is_file()
 
-    run = mlflow.search_runs(experiment_names=["tint_distill"], order_by=["start_time DESC"]).iloc[0]
-    client = mlflow.MlflowClient()
-    assert 0 <= run["metrics.accuracy.tint"] <= 1
-    assert run["metrics.plan.1pt.episodes"] == plan["targets"][0]["episodes"]
-    assert run["metrics.plan.1pt.wall_hours.8_workers"] == pytest.approx(plan["targets"][0]["wall_hours"]["8"])
-    history = client.get_metric_history(run["run_id"], "loss.tint.mean")
+
+def test_mlflow_metrics_are_the_summarys(run: Run, evaluation_run, tracking):
+    summary, plan = run.summary, run.summary["cost_plan"]
+    for method, stats in summary["methods"].items():
+        assert evaluation_run[f"metrics.accuracy.{method}"] == pytest.approx(stats["accuracy"]), method
+    assert evaluation_run["metrics.plan.1pt.episodes"] == plan["targets"][0]["episodes"]
+    assert evaluation_run["metrics.plan.1pt.wall_hours.8_workers"] == pytest.approx(plan["targets"][0]["wall_hours"]["8"])
+    history = tracking.get_metric_history(evaluation_run["run_id"], "loss.tint.mean")
     assert [m.step for m in history] == [1, 2], "one loss value per epoch, the mean over the episodes"
-    assert len(client.get_metric_history(run["run_id"], "loss.tint.std")) == 2
-    assert not client.get_metric_history(run["run_id"], "loss.tint.episode_0000"), "per-episode curves only on request"
-    low, high = summary["comparisons"]["tint_vs_supports_only"]["ci95"]
-    assert (run["metrics.diff_low.tint_vs_supports_only"], run["metrics.diff_high.tint_vs_supports_only"]) == pytest.approx((low, high))
+    assert len(tracking.get_metric_history(evaluation_run["run_id"], "loss.tint.std")) == 2
+    assert not tracking.get_metric_history(evaluation_run["run_id"], "loss.tint.episode_0000"), "per-episode curves only on request"
 
-    # The run says what it was: name, tags, description, input dataset, time per stage.
-    assert run["tags.mlflow.runName"].startswith("distillation+evaluation · test · 3-way 2-shot · 3 episodes · "), run["tags.mlflow.runName"]
-    assert (run["tags.env"], run["tags.pipeline"], run["tags.runner"]) == ("test", "distillation+evaluation", "SequentialRunner")
-    assert run["tags.git_commit"] == head and run["tags.git_dirty"] == "false"
-    note = run["tags.mlflow.note.content"]
+
+def test_the_mlflow_run_says_what_it_was(run: Run, evaluation_run, tracking):
+    """Name, tags, description, input dataset, time per stage, artefacts."""
+    assert evaluation_run["tags.mlflow.runName"].startswith("distillation+evaluation · test · 3-way 2-shot · 3 episodes · "), evaluation_run["tags.mlflow.runName"]
+    assert (evaluation_run["tags.env"], evaluation_run["tags.pipeline"], evaluation_run["tags.runner"]) == ("test", "distillation+evaluation", "SequentialRunner")
+    assert evaluation_run["tags.git_commit"] == run.head and evaluation_run["tags.git_dirty"] == "false"
+    note = evaluation_run["tags.mlflow.note.content"]
     assert "3-way, 3 episodes, 4 queries per class" in note and "| tint |" in note and "- tint − supports_only: " in note
-    student_markers = (kedro_project / "data" / "07_model_output" / "student_results").rglob("*.done")
+    student_markers = (run.project / "data" / "07_model_output" / "student_results").rglob("*.done")
     trained = sum(json.loads(m.read_text())["seconds"] for m in student_markers)
-    assert run["metrics.duration_s.distillation.train_students"] >= trained > 0, "the training, done while saving, is counted"
-    assert run["metrics.duration_s.total"] >= run["metrics.duration_s.distillation.train_students"]
-    inputs = client.get_run(run["run_id"]).inputs.dataset_inputs
+    assert evaluation_run["metrics.duration_s.distillation.train_students"] >= trained > 0, "the training, done while saving, is counted"
+    assert evaluation_run["metrics.duration_s.total"] >= evaluation_run["metrics.duration_s.distillation.train_students"]
+    inputs = tracking.get_run(evaluation_run["run_id"]).inputs.dataset_inputs
     assert [i.dataset.name for i in inputs] == ["episodes"]
-    assert {"evaluation/speed.json", "evaluation/evaluation_summary.json"} <= {a.path for a in client.list_artifacts(run["run_id"], "evaluation")}
-    experiment = client.get_experiment_by_name("tint_distill")
+    artifacts = {a.path for a in tracking.list_artifacts(evaluation_run["run_id"], "evaluation")}
+    assert {"evaluation/speed.json", "evaluation/evaluation_summary.json"} <= artifacts
+    experiment = tracking.get_experiment_by_name("tint_distill")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development", "the UI opens on the runs table"
+
+
+def test_the_run_logs_its_median_tint_student_as_a_model(run: Run, evaluation_run, tracking):
+    experiment = tracking.get_experiment_by_name("tint_distill")
     logged = [m for m in mlflow.search_logged_models(experiment_ids=[experiment.experiment_id], output_format="list")
-              if m.source_run_id == run["run_id"]]
+              if m.source_run_id == evaluation_run["run_id"]]
     assert [m.name for m in logged] == ["student"], "the run's Models column shows its median tint student"
+    per_episode = run.per_episode
     tint = per_episode[per_episode["method"] == "tint"].sort_values(["accuracy", "episode"])
     info = mlflow.models.get_model_info(logged[0].model_uri)
     assert info.metadata["episode"] == int(tint["episode"].iloc[1]), "the median of 3 episodes"
     assert info.signature.outputs.input_names() == ["logits", "probabilities"] and info.saved_input_example_info
 
+
+def test_the_notebook_shows_the_runs_images_and_summary(run: Run):
     notebook = nbformat.read(PROJECT_ROOT / "notebooks" / "explore_run.ipynb", as_version=4)
-    (kedro_project / "notebooks").mkdir()
-    NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(kedro_project / "notebooks")}}).execute()
+    folder = run.project / "notebooks"
+    folder.mkdir()
+    NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(folder)}}).execute()
     tables = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs if "text/html" in o.get("data", {})]
     images = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs if "image/png" in o.get("data", {})]
     assert len(images) >= 2, "the notebook shows the support grid and the synthetic images"
     assert any("tint" in t["data"]["text/html"] and "ci95" in t["data"]["text/html"] for t in tables)
 
-    # Kedro-Viz, built with previews: the stages collapse, the outputs show what they hold and the time it took.
-    kedro(kedro_project, "viz", "build", "--include-previews")
-    api = kedro_project / "build" / "api"
+
+def test_kedro_viz_previews_show_what_the_outputs_hold_and_the_time_it_took(run: Run):
+    """Kedro-Viz, built with previews: the stages collapse, the outputs show what they hold and the time it took."""
+    kedro(run.project, "viz", "build", "--include-previews")
+    api = run.project / "build" / "api"
+    assert (run.project / "build" / "index.html").is_file()
     main = json.loads((api / "main").read_text())
     assert {"data_episodes", "inversion", "synthesis", "distillation", "evaluation"} <= set(main["modular_pipelines"])
     ids = {node["name"]: node["id"] for node in main["nodes"]}
@@ -167,4 +275,6 @@ def test_pipelines_resume_after_kill_and_produce_the_evaluation(kedro_project: P
         assert preview(name)["preview_type"] == "ImagePreview" and len(preview(name)["preview"]) > 1000, name
     table = preview("student_results")["preview"]
     assert table["columns"][:2] == ["partition", "seconds"] and len(table["data"]) == 5 * 3 + 1
+    trained = sum(json.loads(m.read_text())["seconds"]
+                  for m in (run.project / "data" / "07_model_output" / "student_results").rglob("*.done"))
     assert table["data"][-1][1] == pytest.approx(trained, abs=0.1), "the last row sums the work's seconds"

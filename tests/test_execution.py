@@ -17,6 +17,8 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
+pytestmark = pytest.mark.slow  # a local Ray cluster: 10-30 s a test on the 2-core machine
+
 from tint_distill.datasets import ResumablePartitionedDataset  # noqa: E402
 from tint_distill.execution import (ExecutionSettings, LocalEngine, RayEngine, engine_for, parse_settings,  # noqa: E402
                                     shutdown_ray)

@@ -2,49 +2,43 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+import shutil
 from pathlib import Path
 
 import mlflow
 import pandas as pd
 import pytest
 
-KEDRO = [sys.executable, "-m", "kedro"]
-
-
-def kedro(project: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "COLUMNS": "400"}  # rich would wrap long lines at 80 columns
-    result = subprocess.run([*KEDRO, *args], cwd=project, capture_output=True, text=True, timeout=600, env=env)
-    if check and result.returncode != 0:
-        raise AssertionError(f"kedro {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    return result
+from tests.conftest import copy_pretrained, kedro
 
 
 @pytest.mark.slow
-def test_data_episodes_run_is_reproducible_and_tracked(kedro_project: Path):
-    kedro(kedro_project, "run", "--pipeline", "data_episodes", "--env", "test")
-    episodes_file = kedro_project / "data" / "03_primary" / "episodes.csv"
+def test_data_episodes_run_is_reproducible_and_tracked(pretrained_project: Path, tmp_path: Path):
+    """The session's pretraining run drew the episodes once; a run in a copy draws them again."""
+    project = copy_pretrained(pretrained_project, tmp_path / "project")
+    episodes_file = project / "data" / "03_primary" / "episodes.csv"
     first = episodes_file.read_bytes()
-    kedro(kedro_project, "run", "--pipeline", "data_episodes", "--env", "test")
+    episodes_file.unlink()
+    shutil.rmtree(project / "data" / "08_reporting" / "episode_support_grids")  # this run draws them again
+    kedro(project, "run", "--pipeline", "data_episodes", "--env", "test")
     assert episodes_file.read_bytes() == first, "same seed and data must give identical episodes"
 
     episodes = pd.read_csv(episodes_file)
     assert episodes["episode"].nunique() == 3 and len(episodes) == 3 * 3 * (2 + 4)
-    assert (kedro_project / "data" / "08_reporting" / "episode_support_grids" / "episode_0000.png").is_file()
+    assert (project / "data" / "08_reporting" / "episode_support_grids" / "episode_0000.png").is_file()
 
-    mlflow.set_tracking_uri(f"sqlite:///{kedro_project / 'mlflow.db'}")
-    runs = mlflow.search_runs(experiment_names=["tint_distill"])
-    assert len(runs) == 2 and (runs["status"] == "FINISHED").all()
-    assert runs["params.data_episodes.sampling.n_way"].tolist() == ["3", "3"]
-    assert runs["params.data_episodes.sampling.seed"].tolist() == ["7", "7"]
-    client = mlflow.MlflowClient()
+    for folder in (pretrained_project, project):  # each run is tracked
+        mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
+        runs = mlflow.search_runs(experiment_names=["tint_distill"])
+        assert len(runs) == 1 and (runs["status"] == "FINISHED").all()
+        assert runs["params.data_episodes.sampling.n_way"].tolist() == ["3"]
+        assert runs["params.data_episodes.sampling.seed"].tolist() == ["7"]
+    client = mlflow.MlflowClient()  # the copy's run: data_episodes alone
     artifacts = client.list_artifacts(runs["run_id"].iloc[0])
     assert {"episodes", "episode_support_grids", "data_episodes"} <= {a.path for a in artifacts}
     grids = [a.path for a in client.list_artifacts(runs["run_id"].iloc[0], "episode_support_grids")]
     assert grids == ["episode_support_grids/episode_0000.png"], "the folder is not doubled"
-    assert not (kedro_project / "mlruns" / "0").exists(), "no MLflow file store: the SQLite store is used"
+    assert not (project / "mlruns" / "0").exists(), "no MLflow file store: the SQLite store is used"
 
 
 @pytest.mark.slow

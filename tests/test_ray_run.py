@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.test_execution import ray_processes
-from tests.test_kedro_project import kedro
+from tests.conftest import copy_pretrained, kedro
 
 STAGES = "inversion,synthesis,distillation"
 PARTITIONED = ("06_models/class_specialisations", "05_model_input/synthetic_images",
@@ -54,23 +53,22 @@ def finished_outputs(project: Path) -> dict[str, object]:
 
 
 @pytest.mark.slow
-def test_ray_and_local_engines_give_the_same_outputs_and_resume(kedro_project: Path, tmp_path: Path, monkeypatch):
+def test_ray_and_local_engines_give_the_same_outputs_and_resume(pretrained_project: Path, tmp_path: Path,
+                                                               monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # one thread per unit, as each Ray worker (cpus_per_unit: 1)
-    kedro(kedro_project, "run", "--env", "test", "--pipelines",
-          "generator_pretraining,student_pretraining,data_episodes")
-    on_ray = tmp_path / "on_ray"
-    shutil.copytree(kedro_project, on_ray)
+    local = copy_pretrained(pretrained_project, tmp_path / "local")  # the same generator, student and episodes
+    on_ray = copy_pretrained(pretrained_project, tmp_path / "on_ray")
 
-    kedro(kedro_project, "run", "--env", "test", "--pipelines", STAGES, "--params", "execution.engine=local")
+    kedro(local, "run", "--env", "test", "--pipelines", STAGES, "--params", "execution.engine=local")
     first = kedro(on_ray, "run", "--env", "test", "--pipelines", STAGES,
                   "--params", "execution.engine=ray,execution.max_workers=2")
     log = first.stdout + first.stderr
     assert "on 2 workers" in log, log[-3000:]
 
-    local, remote = finished_outputs(kedro_project), finished_outputs(on_ray)
-    assert any(path.endswith(".safetensors") for path in local) and any(path.endswith(".png") for path in local)
-    assert sorted(remote) == sorted(local), "the same partitions and files"
-    different = [path for path in local if remote[path] != local[path]]
+    here, remote = finished_outputs(local), finished_outputs(on_ray)
+    assert any(path.endswith(".safetensors") for path in here) and any(path.endswith(".png") for path in here)
+    assert sorted(remote) == sorted(here), "the same partitions and files"
+    different = [path for path in here if remote[path] != here[path]]
     assert not different, f"outputs differ between the engines: {different[:5]}"
     markers = [json.loads(p.read_text()) for p in (on_ray / "data" / PARTITIONED[3]).rglob("*.done")]
     assert markers and all(m["device"] == "cpu" and m["pid"] != os.getpid() for m in markers)

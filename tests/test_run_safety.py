@@ -14,8 +14,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from tests.conftest import PROJECT_ROOT
-from tests.test_kedro_project import kedro
+from tests.conftest import PROJECT_ROOT, copy_project, kedro
 
 SPECIALISATIONS = Path("data/06_models/class_specialisations")
 SYNTHETIC = Path("data/05_model_input/synthetic_images")
@@ -119,18 +118,6 @@ def test_two_runs_at_once_one_is_refused_and_no_partition_is_corrupt(project: Pa
 
 
 @pytest.mark.slow
-def test_the_run_view_times_the_work_of_each_node(project: Path):
-    """Kedro-Viz's run view said the expensive nodes took 0.03 s: their work ran while their
-    outputs were saved, after the node's clock had stopped."""
-    kedro(project, "run", "--env", "test")  # Kedro-Viz records its run events for full runs only
-    events = json.loads((project / ".viz" / "kedro_pipeline_events.json").read_text())
-    durations = {e["node"]: e["duration"] for e in events if e.get("event") == "after_node_run"}
-    for node, output in (("inversion.specialise_classes", SPECIALISATIONS), ("synthesis.generate_synthetic_images", SYNTHETIC)):
-        work = sum(json.loads(m.read_text())["seconds"] for m in (project / output).rglob("*.done"))
-        assert durations[node] >= work > 0.5, (node, durations[node], work)
-
-
-@pytest.mark.slow
 def test_the_gpu_environment_runs_on_a_cpu_with_a_model_folder_as_downloaded(project: Path, tmp_path: Path):
     """conf/gpu (grouped engine, bf16) on any SD 1.x folder, here on a CPU through --params: the
     downloaded layout also lists parts this project does not use (safety checker, feature extractor)."""
@@ -160,28 +147,51 @@ def test_the_gpu_environment_runs_on_a_cpu_with_a_model_folder_as_downloaded(pro
     assert len(list((project / SYNTHETIC).rglob("*.png"))) >= 4
 
 
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory) -> Path:
+    """A git-committed project copy with the shipped generator and base student in their shipped
+    place, after the whole default `kedro run --env test`, as the README shows it: the test
+    environment trains its own models apart, then every stage does its work. Read only."""
+    project = copy_project(tmp_path_factory.mktemp("full_run") / "project")
+    models = project / "data" / "06_models"
+    shutil.copytree(PROJECT_ROOT / "data" / "06_models" / "generator", models / "generator")
+    shutil.copy(PROJECT_ROOT / "data" / "06_models" / "base_student.safetensors", models)
+    shutil.copy(PROJECT_ROOT / ".gitignore", project)
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.org"]
+    for command in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "project copy with the shipped models"]):
+        subprocess.run([*git, *command], cwd=project, check=True, capture_output=True)
+    kedro(project, "run", "--env", "test")  # the whole default run
+    return project
+
+
 @pytest.mark.slow
-def test_test_and_benchmark_environments_leave_the_shipped_models_untouched(kedro_project: Path, embedded_root: Path):
+def test_the_run_view_times_the_work_of_each_node(full_run: Path):
+    """Kedro-Viz's run view said the expensive nodes took 0.03 s: their work ran while their
+    outputs were saved, after the node's clock had stopped."""
+    events = json.loads((full_run / ".viz" / "kedro_pipeline_events.json").read_text())  # full runs only
+    durations = {e["node"]: e["duration"] for e in events if e.get("event") == "after_node_run"}
+    for node, output in (("inversion.specialise_classes", SPECIALISATIONS), ("synthesis.generate_synthetic_images", SYNTHETIC)):
+        work = sum(json.loads(m.read_text())["seconds"] for m in (full_run / output).rglob("*.done"))
+        assert durations[node] >= work > 0.5, (node, durations[node], work)
+
+
+@pytest.mark.slow
+def test_test_and_benchmark_environments_leave_the_shipped_models_untouched(full_run: Path, tmp_path: Path,
+                                                                           embedded_root: Path):
     """Finding 1: `kedro run --env test` (and --env cub / mini_imagenet / cifar_fs) retrained the
     generator and the base student into the shipped files, and the replaced generator was deleted."""
     from tests.data.test_sources import write_cifar_fs
 
-    models = kedro_project / "data" / "06_models"
-    shutil.copytree(PROJECT_ROOT / models.relative_to(kedro_project) / "generator", models / "generator")
-    shutil.copy(PROJECT_ROOT / "data" / "06_models" / "base_student.safetensors", models)
-    shutil.copy(PROJECT_ROOT / ".gitignore", kedro_project)
-    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.org"]
-    for command in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "project copy with the shipped models"]):
-        subprocess.run([*git, *command], cwd=kedro_project, check=True, capture_output=True)
-
-    kedro(kedro_project, "run", "--env", "test")  # the whole default run, as the README shows it
+    project = tmp_path / "project"
+    shutil.copytree(full_run, project, symlinks=True)  # with its git history; the shared run stays as it was
+    models = project / "data" / "06_models"
     pretraining = ["--pipelines", "generator_pretraining,student_pretraining"]
-    write_cifar_fs(kedro_project / "data" / "01_raw" / "cifar_fs", embedded_root)
+    write_cifar_fs(project / "data" / "01_raw" / "cifar_fs", embedded_root)
     for name in ("parameters_generator_pretraining.yml", "parameters_student_pretraining.yml"):  # tiny steps
-        shutil.copy(kedro_project / "conf" / "test" / name, kedro_project / "conf" / "cifar_fs" / name)
-    kedro(kedro_project, "run", "--env", "cifar_fs", *pretraining)
+        shutil.copy(project / "conf" / "test" / name, project / "conf" / "cifar_fs" / name)
+    kedro(project, "run", "--env", "cifar_fs", *pretraining)
 
-    status = subprocess.run(["git", "status", "--porcelain", "--ignored", "data/06_models"], cwd=kedro_project,
+    status = subprocess.run(["git", "status", "--porcelain", "--ignored", "data/06_models"], cwd=project,
                             capture_output=True, text=True, check=True).stdout.splitlines()
     assert not [line for line in status if not line.startswith("!!")], f"shipped models changed: {status}"
     for env in ("test", "cifar_fs"):  # each trained its own, apart

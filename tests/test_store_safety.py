@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_kedro_project import kedro
+from tests.conftest import kedro
 from tint_distill.locks import FolderLock
 from tint_distill.tracking_store import TrackingStoreError, check_sqlite_store, sqlite_store_path
 

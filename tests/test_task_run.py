@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import PROJECT_ROOT
-from tests.test_kedro_project import kedro
+from tests.conftest import kedro
 from tint_distill.distill.export import OnnxClassifier
 
 

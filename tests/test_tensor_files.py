@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors import safe_open
 
@@ -17,6 +18,7 @@ save_tensors(tensors, sys.argv[1], metadata={"format": "tint-class-specialisatio
 """
 
 
+@pytest.mark.slow  # over 10 s on the 2-core machine
 def test_the_same_tensors_and_metadata_give_the_same_bytes_in_every_process(tmp_path: Path):
     files = [tmp_path / f"{i}.safetensors" for i in range(4)]  # the library's metadata order varies by process
     for file in files:

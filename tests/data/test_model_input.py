@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tint_distill.data.model_input import images_to_model_range, images_to_tensor, square_image
+from tint_distill.data.model_input import images_to_tensor, square_image
 from tint_distill.distill.teacher import FeatureBackbone
 from tint_distill.tint.imaging import to_model_tensor
 
@@ -55,7 +55,26 @@ def test_tensor_batches_follow_the_same_policy_as_pictures():
 def test_generator_inversion_and_classifiers_see_the_same_pixels():
     fish = Image.open(FISH)
     policy = images_to_tensor([fish], 32)
-    assert torch.equal(to_model_tensor([fish], 32), images_to_model_range([fish], 32))  # pre-training, inversion
     assert torch.allclose((to_model_tensor([fish], 32) + 1) / 2, policy, atol=1e-6)
     teacher = FeatureBackbone(torch.nn.Identity(), "identity", 32, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), 3)
     assert torch.equal(teacher.preprocess([fish]), policy)  # the teacher's input, before its normalisation
+
+
+def test_the_diffusion_models_input_has_known_pixel_values():
+    """A hand-made 4 x 2 picture, padded to 4 x 4 on white (no resize), in [-1, 1]: 0 -> -1, 255 -> 1,
+    51 -> 51 / 255 * 2 - 1 = -0.6; a transparent pixel is white."""
+    picture = Image.new("RGBA", (4, 2), (255, 255, 255, 255))
+    for x, colour in enumerate([(255, 0, 0, 255), (0, 0, 0, 255), (51, 102, 204, 255), (9, 9, 9, 0)]):
+        picture.putpixel((x, 0), colour)
+    tensor = to_model_tensor([picture], 4)
+    assert tensor.shape == (1, 3, 4, 4) and tensor.dtype == torch.float32
+    image = tensor[0]
+    assert torch.equal(image[:, 0], torch.ones(3, 4)) and torch.equal(image[:, 3], torch.ones(3, 4)), "white bands"
+    assert torch.equal(image[:, 2], torch.ones(3, 4)), "the picture's white second row"
+    expected_row = torch.tensor([[1.0, -1.0, 51 / 255 * 2 - 1, 1.0],
+                                 [-1.0, -1.0, 102 / 255 * 2 - 1, 1.0],
+                                 [-1.0, -1.0, 204 / 255 * 2 - 1, 1.0]])
+    assert torch.allclose(image[:, 1], expected_row, atol=1e-6)
+    # resized: a flat colour stays that colour at any size
+    flat = to_model_tensor([Image.new("RGB", (3, 3), (51, 102, 204))], 8)[0]
+    assert torch.allclose(flat, torch.tensor([-0.6, -0.2, 0.6]).view(3, 1, 1).expand(3, 8, 8), atol=1e-6)

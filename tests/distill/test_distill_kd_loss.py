@@ -1,4 +1,4 @@
-"""The Hinton KD loss against hand arithmetic."""
+"""The Hinton KD loss against values known without it: a closed form, KL divergences of\nhand-made distributions computed in plain floats, and the T^2 scaling."""
 
 from __future__ import annotations
 
@@ -26,9 +26,42 @@ def test_kd_loss_matches_a_hand_computed_case():
     student = torch.tensor([[2 * ln3, 0.0], [0.0, 0.0]], dtype=torch.float64)
     expected = 0.5 * ln3
     assert kd_loss(student, teacher, temperature=2.0).item() == pytest.approx(expected, rel=1e-12)
-    # per-sample terms, as written above
-    kl1, kl2 = 0.5 * math.log(4 / 3), 0.75 * ln3 - math.log(2)
-    assert expected == pytest.approx(4 * (kl1 + kl2) / 2, rel=1e-12)
+
+
+def _kl(p: list[float], q: list[float]) -> float:
+    """KL(p || q) of two probability vectors, in plain floats (no torch)."""
+    return sum(pi * math.log(pi / qi) for pi, qi in zip(p, q))
+
+
+def test_kd_loss_is_t_squared_times_the_mean_kl_from_the_teacher_to_the_student():
+    # Hand-made distributions; logits T * ln(p) plus a per-row shift soften back to p at temperature T.
+    temperature = 3.0
+    teacher_p = [[0.5, 0.3, 0.2], [0.1, 0.1, 0.8], [0.25, 0.25, 0.5]]
+    student_q = [[0.2, 0.3, 0.5], [0.6, 0.3, 0.1], [0.25, 0.25, 0.5]]
+    shifts = [0.0, 5.0, -2.0]
+
+    def logits(rows):
+        return torch.tensor([[temperature * math.log(v) + shift for v in row] for row, shift in zip(rows, shifts)],
+                            dtype=torch.float64)
+
+    forward = temperature**2 * sum(_kl(p, q) for p, q in zip(teacher_p, student_q)) / 3
+    backward = temperature**2 * sum(_kl(q, p) for p, q in zip(teacher_p, student_q)) / 3
+    assert forward != pytest.approx(backward, rel=1e-3), "the case tells the two directions apart"
+    assert kd_loss(logits(student_q), logits(teacher_p), temperature).item() == pytest.approx(forward, rel=1e-10)
+    # the teacher is the target: swapping the roles gives the other direction
+    assert kd_loss(logits(teacher_p), logits(student_q), temperature).item() == pytest.approx(backward, rel=1e-10)
+
+
+def test_kd_loss_scales_with_the_square_of_the_temperature():
+    # Logits scaled by T and softened at T are the same distributions as the originals at T = 1.
+    generator = torch.Generator().manual_seed(1)
+    teacher = torch.randn(6, 4, generator=generator, dtype=torch.float64)
+    student = torch.randn(6, 4, generator=generator, dtype=torch.float64)
+    at_one = kd_loss(student, teacher, 1.0).item()
+    assert at_one > 0
+    for temperature in (0.5, 2.0, 4.0):
+        scaled = kd_loss(student * temperature, teacher * temperature, temperature).item()
+        assert scaled == pytest.approx(temperature**2 * at_one, rel=1e-10)
 
 
 def test_kd_loss_is_zero_for_equal_logits_and_positive_otherwise():

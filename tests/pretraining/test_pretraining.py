@@ -65,6 +65,7 @@ def _mean(values):
     return float(np.mean(values))
 
 
+@pytest.mark.slow  # over 10 s on the 2-core machine
 def test_short_pretraining_lowers_both_losses(trained):
     (_, history), _ = trained
     assert history["vae_steps_done"] == 60 and history["unet_steps_done"] == 60
@@ -74,6 +75,7 @@ def test_short_pretraining_lowers_both_losses(trained):
     assert history["scaling_factor"] > 0
 
 
+@pytest.mark.slow  # over 10 s on the 2-core machine
 def test_saves_loads_and_samples(trained, tmp_path):
     (pipeline, history), images = trained
     pipeline.save_pretrained(tmp_path / "model")

@@ -1,7 +1,7 @@
 """Fixtures of the TINT core tests: a tiny random-weight SD model and small real images.
 
-The images are the drawings committed under data/01_raw/openclipart (two classes); if that
-folder is absent, simple shapes drawn with PIL stand in for them.
+The images are the drawings committed under data/01_raw/openclipart (two classes); a missing
+folder fails the tests that use them, naming it (nothing stands in for the real drawings).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from PIL import Image, ImageDraw  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from tint_distill.tint import (  # noqa: E402
     NullTextConfig,
@@ -31,8 +31,13 @@ RESOLUTION = 64
 NUM_STEPS = 8  # DDIM steps in these tests (the reference uses 25)
 
 
-def _drawings(class_name: str, count: int) -> list[Image.Image]:
-    files = sorted((DRAWINGS / class_name).glob("*.png"))[::3][:count]  # spread: distinct drawings
+def class_images(class_index: int, count: int) -> list[Image.Image]:
+    """``count`` distinct committed drawings of one class (fish or clock), at most 256 px."""
+    name = ("fish", "clock")[class_index]
+    folder = DRAWINGS / name
+    assert folder.is_dir(), f"{folder} missing: the embedded drawings are part of the repo (git checkout data/01_raw)"
+    files = sorted(folder.glob("*.png"))[::3][:count]  # spread: distinct drawings
+    assert len(files) == count, f"{folder}: {count} drawings needed (every third file), found {len(files)}"
     images = []
     for file in files:
         with Image.open(file) as image:
@@ -41,26 +46,6 @@ def _drawings(class_name: str, count: int) -> list[Image.Image]:
         image.thumbnail((256, 256))
         images.append(image)
     return images
-
-
-def _shapes(class_index: int, count: int) -> list[Image.Image]:
-    colours = [(200, 40, 40), (40, 160, 60), (40, 70, 200), (220, 170, 30), (140, 50, 160)]
-    images = []
-    for i in range(count):
-        image = Image.new("RGB", (96, 96), (255, 255, 255))
-        draw = ImageDraw.Draw(image)
-        box = (12 + 4 * i, 14 + 3 * i, 70 + 3 * i, 80 - 2 * i)
-        colour = colours[(class_index + i) % len(colours)]
-        (draw.ellipse if class_index % 2 == 0 else draw.rectangle)(box, fill=colour, outline=(0, 0, 0), width=3)
-        images.append(image)
-    return images
-
-
-def class_images(class_index: int, count: int) -> list[Image.Image]:
-    """``count`` real images of one class: committed drawings, else PIL-drawn shapes."""
-    name = ("fish", "clock")[class_index]
-    images = _drawings(name, count) if (DRAWINGS / name).is_dir() else []
-    return images if len(images) == count else _shapes(class_index, count)
 
 
 @contextlib.contextmanager

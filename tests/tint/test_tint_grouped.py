@@ -91,6 +91,7 @@ NTI = NullTextConfig(num_steps=3, inner_steps=4)
 PROMPTS = ["a drawing of a fish", "a drawing of a clock", "a drawing of a fish"]
 
 
+@pytest.mark.slow  # over 10 s on the 2-core machine
 def test_grouped_null_text_inversion_equals_one_class_at_a_time(model_dir, group_images):
     """In float64 the two paths agree to rounding; chunks may cut through a class."""
     components = load_stable_diffusion(model_dir, dtype=torch.float64)
@@ -122,6 +123,7 @@ def test_a_support_that_diverges_fails_its_class_only(model_dir, group_images):
         assert torch.allclose(results[g].null_embeddings, alone.null_embeddings, atol=1e-6, rtol=0)
 
 
+@pytest.mark.slow  # over 10 s on the 2-core machine
 def test_in_fp16_a_diverging_class_costs_the_others_no_step(model_dir, group_images):
     """fp16 scales the loss and skips a step whose gradients overflow: a failed class's NaN
     gradient must not make the others skip theirs."""

@@ -86,6 +86,7 @@ def test_teacher_outputs_are_recomputed_when_a_query_image_changes(embedded_root
     assert after.units["episode_0001"].fingerprint != before.units["episode_0001"].fingerprint
 
 
+@pytest.mark.slow  # over 10 s on the 2-core machine
 def test_mined_real_images_come_from_the_base_split_nearest_to_the_supports_first(embedded_root: Path,
                                                                                    tmp_path: Path):
     root = copy_classes(embedded_root, tmp_path / "images")

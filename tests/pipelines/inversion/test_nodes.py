@@ -110,6 +110,7 @@ def test_a_class_in_several_episodes_never_shares_a_group_with_itself(tiny_gener
     assert all(u.key == PartitionKey.of(u.task.episode, u.task.class_name).format() for u in work.units.values())
 
 
+@pytest.mark.slow  # over 10 s on the 2-core machine
 def test_classes_whose_names_differ_only_outside_ascii_get_their_own_partitions(
     tiny_generator: Path, small_folder: Path
 ):
@@ -142,6 +143,7 @@ def test_changed_support_pixels_change_the_fingerprint(tiny_generator: Path, sma
     assert after.units["episode_0000/clock"].fingerprint == before.units["episode_0000/clock"].fingerprint
 
 
+@pytest.mark.slow  # over 10 s on the 2-core machine
 def test_the_classes_of_an_episode_are_specialised_together_as_they_would_be_alone(
     tiny_generator: Path, small_folder: Path
 ):
