@@ -36,7 +36,8 @@ import yaml  # noqa: E402
 from tint_distill.data.episodes import EpisodeSpec, assign_class_splits, sample_episodes  # noqa: E402
 from tint_distill.data.images import read_rgb_image  # noqa: E402
 from tint_distill.data.sources import image_folder  # noqa: E402
-from tint_distill.pipelines.inversion.nodes import parse_settings  # noqa: E402
+from tint_distill.params import settings_from_params  # noqa: E402
+from tint_distill.stages.inversion import InversionSettings  # noqa: E402
 from tint_distill.tint import ClassToSpecialise, load_stable_diffusion, specialise_group  # noqa: E402
 from tint_distill.tint.diffusion import (decode_latents, encode_images, encode_prompts, guided_denoise,  # noqa: E402
                                          make_schedule)
@@ -85,7 +86,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     params = yaml.safe_load((ROOT / "conf/base/parameters_inversion.yml").read_text())["inversion"]
-    _, ti_config, nti_default = parse_settings(params)
+    settings = settings_from_params(InversionSettings, params, "inversion")
+    ti_config, nti_default = settings.textual_inversion, settings.null_text
     if args.ti_steps is not None:
         ti_config = dataclasses.replace(ti_config, num_steps=args.ti_steps)
     components = load_stable_diffusion(args.generator, device=torch.device("cpu"))

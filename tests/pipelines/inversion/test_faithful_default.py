@@ -10,7 +10,6 @@ import torch
 import yaml
 from PIL import Image
 
-from tint_distill.data.model_input import images_to_model_range
 from tint_distill.params import settings_from_params
 from tint_distill.stages.inversion import InversionSettings
 from tint_distill.tint import ClassToSpecialise, load_stable_diffusion, specialise_group
