@@ -28,11 +28,14 @@ $(STAMP): requirements.lock pyproject.toml
 run: setup  ## the default kedro run on the embedded data, offline, CPU
 	$(BIN)/kedro run
 
+# Two test processes, one torch thread each; the Ray tests share one of them (xdist_group "ray").
+TEST_ARGS ?= -n 2 --dist loadgroup
+
 test: setup  ## the test suite (no network, no GPU)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(TEST_ARGS)
 
 test-quick: setup  ## the tests not marked slow (no `kedro run` subprocess): the inner loop
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest $(TEST_ARGS) -m "not slow"
 
 # One torch thread: on a shared 2-core machine the ratios are then steady (see benchmarks/README.md).
 BENCH_ARGS ?= --threads 1 --repeats 2

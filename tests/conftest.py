@@ -14,6 +14,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test`: two test processes (pytest-xdist) on two cores
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # one torch thread each, and in every `kedro run` they start
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 EMBEDDED = PROJECT_ROOT / "data" / "01_raw" / "openclipart"

@@ -12,6 +12,8 @@ import torch
 from tests.conftest import PROJECT_ROOT
 from tests.tint.conftest import one_thread
 
+pytestmark = pytest.mark.xdist_group("ray")  # one Ray cluster at a time: the tests check for leftover Ray processes
+
 
 def _bench(name: str = "bench_tint"):
     spec = importlib.util.spec_from_file_location(name, PROJECT_ROOT / "benchmarks" / f"{name}.py")

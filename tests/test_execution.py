@@ -17,7 +17,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-pytestmark = pytest.mark.slow  # a local Ray cluster: 10-30 s a test on the 2-core machine
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]  # a local Ray cluster (10-30 s a test on 2 cores), one at a time
 
 from tint_distill.datasets import ResumablePartitionedDataset  # noqa: E402
 from tint_distill.execution import (ExecutionSettings, LocalEngine, RayEngine, engine_for, parse_settings,  # noqa: E402

@@ -13,6 +13,8 @@ import pytest
 from tests.test_execution import ray_processes
 from tests.conftest import copy_pretrained, kedro
 
+pytestmark = pytest.mark.xdist_group("ray")  # one Ray cluster at a time: the tests check for leftover Ray processes
+
 STAGES = "inversion,synthesis,distillation"
 PARTITIONED = ("06_models/class_specialisations", "05_model_input/synthetic_images",
                "07_model_output/teacher_outputs", "07_model_output/student_results",

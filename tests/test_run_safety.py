@@ -140,10 +140,11 @@ def test_the_gpu_environment_runs_on_a_cpu_with_a_model_folder_as_downloaded(pro
     result = kedro(project, "run", "--env", "gpu", "--pipeline", "tint", "--params", ",".join(overrides))
     assert "Specialising episode 0 class" in result.stdout + result.stderr
     sidecars = [p for p in (project / SPECIALISATIONS).rglob("*.json") if not p.name.startswith("_")]
-    settings = [json.loads(p.read_text())["settings"] for p in sidecars]
-    assert len(settings) == 2
-    assert all(s["precision"] == "bf16" and s["group_size"] == 2 for s in settings), "one group, in bf16"
-    assert all(s["textual_inversion"]["prompt_template"] == "A photo of a {token}" for s in settings)
+    saved = [json.loads(p.read_text()) for p in sidecars]
+    assert len(saved) == 2
+    assert all(s["diagnostics"]["precision"] == "bf16" and s["diagnostics"]["group_size"] == 2 for s in saved), \
+        "one group, in bf16"
+    assert all(s["textual_inversion"]["prompt_template"] == "A photo of a {token}" for s in saved)
     assert len(list((project / SYNTHETIC).rglob("*.png"))) >= 4
 
 

@@ -143,6 +143,22 @@ class UnitWorker:
         return value, time.perf_counter() - started, self.worker.where()
 
 
+def _first_lost(ray: Any, refs: list) -> Any:
+    """Of a dead worker's units (oldest first), the one it was computing when it died: the first
+    whose result is lost. Its older units may have finished just before (their results are kept)
+    and not been read yet, so the oldest is not always the culprit."""
+    from ray.exceptions import GetTimeoutError, RayActorError
+
+    for ref in refs:
+        try:
+            ray.get(ref, timeout=30)
+        except (RayActorError, GetTimeoutError):
+            return ref
+        except Exception:  # noqa: BLE001 - the unit's own error: it finished
+            continue
+    return refs[-1]
+
+
 class RayEngine:
     """Groups spread over Ray workers, yielded as they finish (see the module's docstring)."""
 
@@ -237,14 +253,14 @@ class RayEngine:
                     value, seconds, where = ray.get(ref)
                 except RayActorError as error:  # the worker died (killed, out of memory, a lost machine)
                     if worker not in culprit:  # its first lost unit: replace it
-                        culprit[worker] = on_worker[worker][0]
+                        culprit[worker] = _first_lost(ray, on_worker[worker])
                         free = deque(w for w in free if w is not worker)
                         ray.kill(worker)
                         workers.append(self._start_worker())
                         on_worker[workers[-1]] = []
                         free.extend([workers[-1]] * PER_WORKER)
                     on_worker[worker].remove(ref)
-                    if culprit[worker] is not ref:  # queued behind the unit that was computing: not its fault
+                    if culprit[worker] != ref:  # queued behind the unit that was computing: not its fault
                         queue.appendleft(task)
                         continue
                     attempts[id(task)] = attempts.get(id(task), 0) + 1

@@ -3,7 +3,6 @@ settings are logged to MLflow one parameter per leaf."""
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from kedro.framework.hooks import hook_impl
@@ -27,13 +26,14 @@ class NodeClock:
 
 
 class PlainParameters:
-    """Kedro gives a node its parameter blocks as typed settings (dataclasses); kedro-mlflow logs a
-    node's parameters one per leaf only when they are mappings. This hook, run before kedro-mlflow's,
-    shows the hooks after it the blocks as plain mappings; the node still gets the typed settings
-    (Kedro gives hooks a copy of the inputs)."""
+    """Kedro gives a node its parameter blocks as typed settings (dataclasses, tuples); kedro-mlflow
+    logs a node's parameters one per leaf only when they are mappings, and refuses a value logged
+    twice in two spellings (``['tint']``, ``('tint',)``). This hook, run before kedro-mlflow's, shows
+    the hooks after it every parameter as YAML would (mappings and lists); the node still gets the
+    typed settings (Kedro gives hooks a copy of the inputs)."""
 
     @hook_impl(tryfirst=True)
     def before_node_run(self, inputs: dict[str, Any]) -> None:
         for name, value in inputs.items():
-            if name.startswith("params:") and dataclasses.is_dataclass(value) and not isinstance(value, type):
+            if name.startswith("params:"):
                 inputs[name] = as_plain(value)
