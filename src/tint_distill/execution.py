@@ -35,7 +35,11 @@ from tint_distill.work import Call, Outcome, Unit, UnitFailed, Work, Worker, is_
 logger = logging.getLogger(__name__)
 
 ENGINES = ("local", "ray")
-PER_WORKER = 2  # units sent to a worker at a time: one computing, the next one's inputs already there
+# Groups sent to a worker at a time. One: a worker process that dies can take the result of the group
+# it computed just before with it (Ray sends a result back after the call returns), so with a second
+# group queued behind, a death could not be pinned on the group that caused it. Other workers' groups
+# still overlap with the driver reading the next group's inputs.
+PER_WORKER = 1
 STAGES = ("inversion", "synthesis", "distillation")  # the stages whose units an engine runs
 PER_STAGE = ("cpus_per_unit", "gpus_per_unit", "max_workers")  # what a stage may set differently
 # Passed on to every Ray worker: nothing downloads, nothing phones home (also on joined clusters).
@@ -224,8 +228,6 @@ class RayEngine:
         n_workers = self.workers_for(len(tasks))
         logger.info("Ray: %d groups (%d units) on %d workers", len(tasks), len(units), n_workers)
         workers = [self._start_worker() for _ in range(n_workers)]
-        # Each worker gets a second unit while it computes one, so the driver reads and sends the next
-        # inputs while the worker works, not while it waits.
         queue, free, running = deque(tasks), deque(w for _ in range(PER_WORKER) for w in workers), {}
         on_worker: dict[Any, list] = {w: [] for w in workers}  # its units' refs, oldest (computing) first
         culprit: dict[Any, Any] = {}  # a dead worker -> the ref it was computing when it died
