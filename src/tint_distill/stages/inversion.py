@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from tint_distill.tint import specialise_group
 from tint_distill.tint.imaging import to_model_tensor
 from tint_distill.tint.models import PRECISIONS
 from tint_distill.tint.specialisation import SPECIALISATION_VERSION
-from tint_distill.work import Call, Engine, Unit, Work, Worker
+from tint_distill.work import Call, Engine, Stored, Unit, Work, Worker
 
 logger = logging.getLogger(__name__)
 
@@ -128,3 +129,29 @@ def specialise(worker: Worker, model: DiffusionModel, settings: InversionSetting
         else:
             result.diagnostics.update(episode=int(task.episode), class_name=task.class_name)
     return results
+
+
+def reconstruction_report(class_specialisations: Mapping[str, Stored]) -> tuple[dict, dict]:
+    """How faithfully the null-text inversion holds the supports: per (episode, class) the pixel MSE
+    of the supports rebuilt from their inversion and the VAE round trip's (the bound), and the
+    run's means. Returns the report and its MLflow metrics (``inversion.reconstruction_*``)."""
+    per_class, missing = {}, []
+    for key, load in sorted(class_specialisations.items()):
+        measured = load().reconstruction
+        if measured is None:
+            missing.append(key)
+            continue
+        per_class[key] = {name: measured[name] for name in ("mse", "vae_mse", "ratio")}
+    if not per_class:
+        return {"classes": {}, "unmeasured": missing}, {}
+    ratios = [c["ratio"] for c in per_class.values()]
+    mse = sum(c["mse"] for c in per_class.values()) / len(per_class)
+    vae_mse = sum(c["vae_mse"] for c in per_class.values()) / len(per_class)
+    summary = {"mse_mean": mse, "vae_mse_mean": vae_mse, "ratio_of_means": mse / vae_mse,
+               "ratio_max": max(ratios), "classes": len(per_class), "unmeasured": len(missing)}
+    worst = max(per_class, key=lambda k: per_class[k]["ratio"])
+    logger.info("Null-text inversion rebuilds the supports with pixel MSE %.4f, %.2fx the VAE round trip's %.4f "
+                "(worst: %s, %.2fx)", mse, mse / vae_mse, vae_mse, worst, per_class[worst]["ratio"])
+    metrics = {f"inversion.reconstruction_{name}": {"value": float(summary[name]), "step": 0}
+               for name in ("mse_mean", "vae_mse_mean", "ratio_of_means", "ratio_max")}
+    return {"summary": summary, "classes": per_class, "unmeasured": missing}, metrics
