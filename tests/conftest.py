@@ -106,3 +106,19 @@ def tiny_generator(tmp_path_factory) -> Path:
     from tint_distill.tint import TinySDConfig, build_tiny_stable_diffusion
 
     return build_tiny_stable_diffusion(tmp_path_factory.mktemp("generator") / "model", config=TinySDConfig(resolution=32))
+
+
+def episode_table(folder: Path, episodes=(0,), supports: int = 2, queries: int = 0,
+                  classes=("fish", "clock")) -> "pd.DataFrame":
+    """An episodes table over a folder of class sub-folders: per episode and class (labels in
+    ``classes`` order), its first ``supports`` drawings as supports and the next ``queries`` as queries."""
+    import pandas as pd
+
+    rows = []
+    for episode in episodes:
+        for label, name in enumerate(classes):
+            ids = sorted(p.relative_to(folder).as_posix() for p in (folder / name).glob("*.png"))
+            rows += [(episode, label, name, "support", i, image_id) for i, image_id in enumerate(ids[:supports])]
+            rows += [(episode, label, name, "query", i, image_id)
+                     for i, image_id in enumerate(ids[supports:supports + queries])]
+    return pd.DataFrame(rows, columns=["episode", "label", "class_name", "role", "position", "image_id"])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
 import pytest
 from PIL import ImageOps
 
@@ -14,14 +13,8 @@ from tint_distill.methods import DistilledImages, EpisodeInputs, Method, RealUnl
 from tint_distill.params import ParameterError
 from tint_distill.stages.distillation import EpisodeSource
 
+from tests.conftest import episode_table
 
-def episode_table(folder: Path) -> pd.DataFrame:
-    rows = []
-    for label, name in enumerate(["fish", "clock"]):
-        ids = sorted(p.relative_to(folder).as_posix() for p in (folder / name).glob("*.png"))
-        rows += [(0, label, name, "support", i, image_id) for i, image_id in enumerate(ids[:2])]
-        rows += [(0, label, name, "query", i, image_id) for i, image_id in enumerate(ids[2:3])]
-    return pd.DataFrame(rows, columns=["episode", "label", "class_name", "role", "position", "image_id"])
 
 
 def flipped_supports(inputs: EpisodeInputs) -> DistilledImages:
@@ -40,7 +33,7 @@ def toy_method(monkeypatch):
 
 def test_a_method_registered_once_is_distilled_on_and_keyed(toy_method, small_folder: Path):
     images = sources.image_folder(small_folder)
-    source = EpisodeSource(images, episode_table(small_folder), images.index, {}, RealUnlabeledSettings())
+    source = EpisodeSource(images, episode_table(small_folder, queries=1), images.index, {}, RealUnlabeledSettings())
     chosen = methods_named(["supports_only", "flipped_supports"])
     assert [m.name for m in chosen] == ["supports_only", "flipped_supports"]
 
@@ -52,9 +45,9 @@ def test_a_method_registered_once_is_distilled_on_and_keyed(toy_method, small_fo
     without = source.key(0, methods_named(["supports_only"]))
     with_toy = source.key(0, chosen)
     assert with_toy != without, "the teacher's outputs are keyed on what the new method distils on"
-    (small_folder / "fish" / episode_table(small_folder)["image_id"][0].split("/")[-1]).write_bytes(
-        (small_folder / "clock" / episode_table(small_folder)["image_id"][3].split("/")[-1]).read_bytes())
-    changed = EpisodeSource(sources.image_folder(small_folder), episode_table(small_folder), images.index, {},
+    (small_folder / "fish" / episode_table(small_folder, queries=1)["image_id"][0].split("/")[-1]).write_bytes(
+        (small_folder / "clock" / episode_table(small_folder, queries=1)["image_id"][3].split("/")[-1]).read_bytes())
+    changed = EpisodeSource(sources.image_folder(small_folder), episode_table(small_folder, queries=1), images.index, {},
                             RealUnlabeledSettings())
     assert changed.key(0, chosen) != with_toy, "a changed support changes the key"
 
@@ -69,7 +62,7 @@ def test_the_legacy_methods_keep_their_place_in_the_teachers_key(small_folder: P
     methods were a registry, so finished teacher outputs stay valid after the change."""
     assert [m.legacy_slot for m in methods.REGISTRY.values()][:5] == [None, "synthetic", "synthetic", "real", "mined"]
     images = sources.image_folder(small_folder)
-    inputs = EpisodeInputs(images, episode_table(small_folder), images.index, 0, {}, RealUnlabeledSettings(2))
+    inputs = EpisodeInputs(images, episode_table(small_folder, queries=1), images.index, 0, {}, RealUnlabeledSettings(2))
     parts = methods.methods_key(inputs, methods_named(["tint", "real_unlabeled"]), [])
     assert parts[0] == sorted([("tint/episode_0000/clock", None), ("tint/episode_0000/fish", None)])
     assert sorted(parts[1]) == [0, 1] and len(parts) == 2

@@ -14,14 +14,8 @@ from tint_distill.stages.inversion import InversionSettings, class_token
 from tint_distill.tint import ModelFolderError, NonFiniteLossError
 from tint_distill.work import UnitFailed, Work
 
+from tests.conftest import episode_table
 
-def episode_table(folder: Path, episodes=(0,)) -> pd.DataFrame:
-    rows = []
-    for episode in episodes:
-        for label, name in enumerate(["fish", "clock"]):
-            ids = sorted(p.relative_to(folder).as_posix() for p in (folder / name).glob("*.png"))
-            rows += [(episode, label, name, "support", i, image_id) for i, image_id in enumerate(ids[:2])]
-    return pd.DataFrame(rows, columns=["episode", "label", "class_name", "role", "position", "image_id"])
 
 
 PARAMS = {"device": "cpu", "textual_inversion": {"num_steps": 3}, "null_text": {"num_steps": 3, "inner_steps": 2}}

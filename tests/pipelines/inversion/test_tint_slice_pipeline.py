@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import pandas as pd
 import pytest
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
@@ -23,17 +22,10 @@ from tint_distill.pipelines import distillation, inversion, synthesis
 from tint_distill.stages.inversion import InversionSettings
 from tint_distill.stages.synthesis import PreviewSettings, SynthesisSettings
 
+from tests.conftest import episode_table
+
 METHODS = ["supports_only", "textual_inversion", "tint", "real_unlabeled"]
 
-
-def episode_table(folder: Path) -> pd.DataFrame:
-    """One 2-way episode: 2 supports and 2 queries per class."""
-    rows = []
-    for label, name in enumerate(["fish", "clock"]):
-        ids = sorted(p.relative_to(folder).as_posix() for p in (folder / name).glob("*.png"))
-        rows += [(0, label, name, "support", i, image_id) for i, image_id in enumerate(ids[:2])]
-        rows += [(0, label, name, "query", i, image_id) for i, image_id in enumerate(ids[2:4])]
-    return pd.DataFrame(rows, columns=["episode", "label", "class_name", "role", "position", "image_id"])
 
 
 def stores(root: Path) -> dict:
@@ -55,7 +47,7 @@ def stores(root: Path) -> dict:
 def run(tiny_generator: Path, folder: Path, root: Path, alpha: float = 0.5) -> dict:
     images = sources.image_folder(folder)
     catalog = DataCatalog({"raw_images": MemoryDataset(images), "generator": MemoryDataset(tiny_generator),
-                           "episodes": MemoryDataset(episode_table(folder)),
+                           "episodes": MemoryDataset(episode_table(folder, queries=2)),
                            "image_index": MemoryDataset(images.index), "mined_real_images": MemoryDataset(None),
                            "base_student": MemoryDataset(None), **stores(root)})
     params = {
