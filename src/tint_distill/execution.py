@@ -147,22 +147,6 @@ class UnitWorker:
         return value, time.perf_counter() - started, self.worker.where()
 
 
-def _first_lost(ray: Any, refs: list) -> Any:
-    """Of a dead worker's units (oldest first), the one it was computing when it died: the first
-    whose result is lost. Its older units may have finished just before (their results are kept)
-    and not been read yet, so the oldest is not always the culprit."""
-    from ray.exceptions import GetTimeoutError, RayActorError
-
-    for ref in refs:
-        try:
-            ray.get(ref, timeout=30)
-        except (RayActorError, GetTimeoutError):
-            return ref
-        except Exception:  # noqa: BLE001 - the unit's own error: it finished
-            continue
-    return refs[-1]
-
-
 class RayEngine:
     """Groups spread over Ray workers, yielded as they finish (see the module's docstring)."""
 
@@ -255,7 +239,7 @@ class RayEngine:
                     value, seconds, where = ray.get(ref)
                 except RayActorError as error:  # the worker died (killed, out of memory, a lost machine)
                     if worker not in culprit:  # its first lost unit: replace it
-                        culprit[worker] = _first_lost(ray, on_worker[worker])
+                        culprit[worker] = on_worker[worker][0]
                         free = deque(w for w in free if w is not worker)
                         ray.kill(worker)
                         workers.append(self._start_worker())
