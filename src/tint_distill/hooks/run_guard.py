@@ -70,9 +70,10 @@ class RunGuard:
 
     @hook_impl(tryfirst=True)
     def before_pipeline_run(self, run_params: dict, pipeline: Any, catalog: Any) -> None:
-        from tint_distill.pipelines.parameters import blocks_read_by, check_parameters  # imports torch: not at startup
+        from tint_distill.pipelines.parameters import blocks_read_by, check_on_this_machine
 
-        check_parameters(catalog.load("parameters"), blocks_read_by(pipeline.inputs()))
+        # every block was checked when the session started (after_context_created)
+        check_on_this_machine(catalog.load("parameters"), blocks_read_by(pipeline.inputs()))
         if "generator" in pipeline.inputs():  # a model the run reads and does not make: check it now
             self._check_generator(catalog.get("generator"), run_params.get("env"))
         self._check_base_student(pipeline, catalog, run_params.get("env"))

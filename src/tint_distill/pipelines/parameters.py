@@ -93,6 +93,12 @@ def check_parameters(params: Mapping[str, Any], used_blocks: Iterable[str] = ())
         )
     for name in sorted(BLOCKS & set(params)):
         parse_block(name, params[name])
+    check_on_this_machine(params, used_blocks)
+
+
+def check_on_this_machine(params: Mapping[str, Any], used_blocks: Iterable[str]) -> None:
+    """The devices and weight files of the blocks the pipeline about to run reads (``used_blocks``)
+    exist on this machine (the blocks themselves are checked by :func:`check_parameters`)."""
     used = set(used_blocks)
     for block in ("generator_pretraining", "inversion", "synthesis"):
         if block in used and block in params:
