@@ -124,3 +124,20 @@ def test_evaluation_block_checks_its_nested_blocks():
         settings_from_params(EvaluationSettings, {"planner": {"target_half_widths": [2]}}, "evaluation")
     with pytest.raises(ParameterError, match=r"'evaluation\.logged_model\.method' must be one of"):
         settings_from_params(EvaluationSettings, {"logged_model": {"method": "magic"}}, "evaluation")
+
+
+def test_results_table_is_one_row_of_the_papers_table_with_its_cost():
+    from tint_distill.evaluation.reports import results_table
+
+    costs = pd.DataFrame([{"stage": "students", "partition": f"tint/episode_{e:04d}", "episode": e, "seconds": 36.0,
+                           "device": "cuda", "host": "h"} for e in range(3)])
+    summary = scoring.summarise(table(), {"student_speedup": 1.0}, costs, [["tint", "supports_only"]],
+                                PlannerSettings(methods=("tint",), target_half_widths=(0.01,)))
+    text = results_table(summary, "mini_imagenet", 5, 1)
+    header, rule, row = text.splitlines()[:3]
+    assert header.split(" | ")[3:5] == ["supports_only", "tint"], "the baseline first, as in the paper"
+    assert row.startswith("| mini_imagenet | 5-way 1-shot | 3 | 50.0 ± ")
+    half = 100 * T_975_2 * math.sqrt(0.03) / math.sqrt(3)
+    assert row.endswith(f"| +20.0 [{20 - half:+.1f}, {20 + half:+.1f}] |")
+    episodes = summary["cost_plan"]["targets"][0]["episodes"]
+    assert f"needs {episodes} episodes: {episodes * 36 / 3600:.3g} device-hours" in text and "(cuda)" in text

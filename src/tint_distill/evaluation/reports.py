@@ -183,3 +183,38 @@ def plot_cost_plan(summary: dict) -> Figure:
     axis.legend(fontsize=8)
     axis.grid(alpha=0.3, which="both")
     return figure
+
+
+# The paper's column order: the baselines, the synthetic-data methods, then the real-data ones.
+TABLE_ORDER = ("supports_only", "textual_inversion", "tint", "real_unlabeled", "mined_real", "teacher")
+
+
+def _cell(stats: dict) -> str:
+    return f"{100 * stats['accuracy']:.1f} ± {100 * stats['ci95']:.1f}"
+
+
+def results_table(summary: dict, source: str, n_way: int, n_shot: int) -> str:
+    """This run as one row of the paper's table (Markdown): accuracy ± 95% CI half-width in points
+    per method, the paired difference of TINT over the supports-only student, and what the
+    planner says a +/-1 pt interval costs (episodes; device-hours measured on this run's devices)."""
+    methods = summary["methods"]
+    names = [m for m in TABLE_ORDER if m in methods] + sorted(set(methods) - set(TABLE_ORDER))
+    episodes = max(stats["n_episodes"] for stats in methods.values())
+    header = ["data source", "setting", "episodes", *names]
+    row = [source, f"{n_way}-way {n_shot}-shot", str(episodes), *(_cell(methods[m]) for m in names)]
+    diff = summary.get("comparisons", {}).get("tint_vs_supports_only")
+    if diff:
+        low, high = diff["ci95"]
+        header.append("tint − supports_only")
+        row.append(f"{100 * diff['mean_diff']:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]")
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header), "| " + " | ".join(row) + " |", ""]
+    lines.append("Accuracy in % over the episodes' queries, ± the 95% CI half-width; the difference is paired "
+                 "per episode (95% t-interval).")
+    plan = summary.get("cost_plan") or {}
+    one_point = [t for t in plan.get("targets", []) if abs(t["half_width"] - 0.01) < 1e-9]
+    if one_point:
+        target = one_point[0]
+        devices = ", ".join(sorted(plan.get("device_share", {}))) or "unknown devices"
+        lines.append(f"+/-1 pt on {plan['method']} needs {target['episodes']} episodes: "
+                     f"{target['device_hours']:.3g} device-hours at this run's cost per episode ({devices}).")
+    return "\n".join(lines) + "\n"
