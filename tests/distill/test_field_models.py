@@ -103,6 +103,9 @@ def test_unknown_model_names_are_refused_naming_the_parameter():
     with pytest.raises(ParameterError, match=r"parameter 'teacher\.backbone' is not efficientnet_lite0 nor a timm "
                                              r"model name.*vit_small_patch14_dinov3"):
         settings_from_params(TeacherSettings, {"backbone": "vit_small_patch14_dinov3", "weights_file": "x"}, "teacher")
+    with pytest.raises(ParameterError, match=r"parameter 'teacher\.weights_file' must name a local weights file for "
+                                             r"teacher 'vit_small_patch14_dinov2'"):
+        settings_from_params(TeacherSettings, {"backbone": VIT}, "teacher")
     with pytest.raises(ParameterError, match=r"parameter 'teacher\.image_size' must be null"):
         settings_from_params(TeacherSettings, {"image_size": 0}, "teacher")
     assert settings_from_params(StudentSettings, {"name": "resnet12"}, "student").name == "resnet12"

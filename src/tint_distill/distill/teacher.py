@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tint_distill.params import ParameterError, SettingError, Settings
+from tint_distill.params import SettingError, Settings
 
 from .errors import NonFiniteLossError, WeightsFileNotFoundError, WeightsMismatchError
 from .images import Images, images_to_tensor, normalise
@@ -65,6 +65,9 @@ class TeacherSettings(Settings):
             if problem:
                 raise SettingError("backbone", problem.replace("is not a timm model name",
                                                                "is not efficientnet_lite0 nor a timm model name"))
+            if not self.weights_file:
+                raise SettingError("weights_file", f"must name a local weights file for teacher '{self.backbone}' "
+                                                   "(only efficientnet_lite0 has packaged weights); nothing is downloaded")
         if self.image_size is not None and self.image_size < 1:
             raise SettingError("image_size", f"must be null (the backbone's own) or >= 1 px, got {self.image_size}")
 
@@ -86,10 +89,7 @@ def create_teacher(settings: TeacherSettings) -> FeatureBackbone:
     if settings.backbone == "efficientnet_lite0":
         backbone = load_efficientnet_lite0(settings.weights_file)  # its TF "same" padding runs at any size
         return dataclasses.replace(backbone, image_size=settings.image_size) if settings.image_size else backbone
-    if settings.weights_file:
-        return load_timm_backbone(settings.backbone, settings.weights_file, settings.image_size)
-    raise ParameterError(f"teacher '{settings.backbone}' needs 'teacher.weights_file' (a local weights file); "
-                         "nothing is downloaded.")
+    return load_timm_backbone(settings.backbone, settings.weights_file, settings.image_size)  # checked: set
 
 
 @dataclass
