@@ -144,16 +144,17 @@ def test_a_wrong_teacher_weights_file_is_refused(vit_weights, tmp_path):
     path, state = vit_weights
     half = {k: v for k, v in state.items() if not k.startswith("blocks.1")}  # a truncated file
     save_file({**half, "extra.weight": torch.zeros(2)}, str(tmp_path / "truncated.safetensors"))
-    with pytest.raises(WeightsMismatchError, match=r"truncated\.safetensors: does not fit teacher "
-                                                   r"'vit_small_patch14_dinov2': missing \['blocks\.1\..*\] and \d+ more; "
+    with pytest.raises(WeightsMismatchError, match=r"truncated\.safetensors: does not fit teacher 'vit_small_patch14_"
+                                                   r"dinov2': missing \['blocks\.1\..*\] and \d+ more; "
                                                    r"unexpected \['extra\.weight'\]"):
         load_timm_backbone(VIT, tmp_path / "truncated.safetensors")
 
-    # another timm model's file, and a ViT-B file for the ViT-S backbone: refused, never partly loaded
+    # another timm model's file, and a file with a tensor of another width: refused, never partly loaded
     save_file(timm.create_model("resnet10t", pretrained=False).state_dict(), str(tmp_path / "resnet.safetensors"))
-    with pytest.raises(WeightsMismatchError, match=r"resnet\.safetensors: does not fit teacher .*missing.*unexpected"):
+    with pytest.raises(WeightsMismatchError,
+                       match=r"resnet\.safetensors: does not fit teacher .*missing.*unexpected"):
         load_timm_backbone(VIT, tmp_path / "resnet.safetensors")
-    wider = {k: v for k, v in state.items()}
+    wider = dict(state)
     wider["cls_token"] = torch.zeros(1, 1, 768)
     save_file(wider, str(tmp_path / "wider.safetensors"))
     with pytest.raises(WeightsMismatchError, match=r"wider\.safetensors: .*of another shape \['cls_token \(1, 1, 768\) "
@@ -164,7 +165,8 @@ def test_a_wrong_teacher_weights_file_is_refused(vit_weights, tmp_path):
     source = timm.create_model("resnet10t", pretrained=False)
     partial = {k: v for k, v in source.state_dict().items() if not k.startswith("layer4")}
     torch.save(partial, tmp_path / "partial.pth")
-    with pytest.raises(WeightsMismatchError, match=r"partial\.pth: does not fit teacher 'resnet10t': missing \['layer4"):
+    with pytest.raises(WeightsMismatchError,
+                       match=r"partial\.pth: does not fit teacher 'resnet10t': missing \['layer4"):
         load_timm_backbone("resnet10t", tmp_path / "partial.pth")
     torch.save(source.state_dict(), tmp_path / "whole.pth")  # the ImageNet head in the file is not used
     assert load_timm_backbone("resnet10t", tmp_path / "whole.pth").num_features == 512

@@ -69,7 +69,8 @@ class ResNet12(nn.Module):
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.num_classes = num_classes
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-        self.feature_info = [dict(num_chs=w, reduction=2 ** (i + 1), module=f"stages.{i}") for i, w in enumerate(widths)]
+        self.feature_info = [dict(num_chs=width, reduction=2 ** (i + 1), module=f"stages.{i}")
+                             for i, width in enumerate(widths)]
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="leaky_relu", a=LEAKY_SLOPE)

