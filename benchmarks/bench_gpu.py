@@ -623,6 +623,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", type=Path, default=None,
                         help="the JSON report (default: benchmarks/results/<device-slug>.json)")
+    parser.add_argument("--output-dir", type=Path, default=None,
+                        help="write <output-dir>/<device-slug>.json instead (e.g. the device tool's $OUT)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--budget-s", type=float, default=360.0,
                         help="seconds the measuring may take: sections are shortened or skipped, with a note")
@@ -637,7 +639,8 @@ def main(argv: list[str] | None = None) -> dict:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
-    output = args.output or ROOT / "benchmarks" / "results" / f"{device_slug(device)}{'-smoke' if args.smoke else ''}.json"
+    name = f"{device_slug(device)}{'-smoke' if args.smoke else ''}.json"
+    output = args.output or (args.output_dir or ROOT / "benchmarks" / "results") / name
     settings = reference_settings()
     budget = Budget(args.budget_s)
     report = Report(output, {"what": "prepared GPU check (issue 23 item 7): random-weight models, nothing downloaded",
