@@ -506,12 +506,14 @@ def teacher(device: torch.device, scale: Scale, settings: dict, budget_s: float)
                            "input": f"uint8 tensors of {scale.synthetic_size} px (synthesis.output_size)",
                            "parameters": sum(p.numel() for p in backbone.model.parameters())}
     precision = "bf16" if device.type == "cuda" else "fp32"
+    started = time.perf_counter()
     with peak_memory(device, out):
         with autocast(device, precision):
             classifier = PrototypeClassifier(float(block["temperature"])).fit(
                 extract_features(backbone, supports, batch_size), labels)
             _, warm_s = timed(lambda: teacher_logits(backbone, classifier, images[:batch_size], batch_size), device)
-            count = max(batch_size, min(len(images), int(budget_s / max(warm_s, 1e-4) * batch_size * 0.8)))
+            left = budget_s - (time.perf_counter() - started)
+            count = max(batch_size, min(len(images), int(0.8 * left / max(warm_s, 1e-4) * batch_size)))
             logits, seconds = timed(lambda: teacher_logits(backbone, classifier, images[:count], batch_size), device)
     out.update(images=int(logits.shape[0]), seconds=seconds, images_per_s=logits.shape[0] / seconds, warm_up_s=warm_s)
     if count < len(images):
@@ -538,12 +540,14 @@ def student(device: torch.device, scale: Scale, settings: dict, budget_s: float)
                            "parameters": sum(p.numel() for p in model.parameters()),
                            "precision": "as the project's training code runs it"}
     # a first short run (one epoch on a slice) tells how many images fit the budget
+    started = time.perf_counter()
     with peak_memory(device, out):
         warm_count = min(len(images), 4 * config.batch_size)
         _, warm_s = timed(lambda: train_student(model, images[:warm_count], logits[:warm_count], supports, labels,
                                                 dataclasses.replace(config, epochs=1)), device)
         per_image = warm_s / warm_count
-        count = max(warm_count, min(len(images), int(budget_s * 0.8 / (2 * per_image))))
+        left = budget_s - (time.perf_counter() - started)
+        count = max(warm_count, min(len(images), int(0.8 * left / (config.epochs * per_image))))
         history = train_student(model, images[:count], logits[:count], supports, labels, config)
     last = history[-1]
     support_per_batch = min(len(supports), config.support_batch_size or max(1, config.batch_size // 4))

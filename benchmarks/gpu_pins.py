@@ -21,7 +21,8 @@ def pins(missing_only: bool = False) -> list[str]:
         if "==" in line and not line.lstrip().startswith("#"):
             name, version = line.strip().split("==", 1)
             lock[normalise(name)] = f"{name}=={version}"
-    wanted = [line.split("#")[0].strip() for line in (ROOT / "benchmarks" / "gpu-packages.txt").read_text().splitlines()]
+    listed = (ROOT / "benchmarks" / "gpu-packages.txt").read_text().splitlines()
+    wanted = [line.split("#")[0].strip() for line in listed]
     out = []
     for name in filter(None, wanted):
         if normalise(name) not in lock:

@@ -78,6 +78,13 @@ def test_the_gpu_check_skips_what_its_budget_cannot_hold_and_records_a_failing_s
     assert saved["boom"]["error"].startswith("ZeroDivisionError") and saved["fine"]["value"] == 1
 
 
+def test_the_gpu_check_installs_what_it_lacks_at_the_lock_versions():
+    pins = _bench("gpu_pins").pins()
+    lock = (PROJECT_ROOT / "requirements.lock").read_text().splitlines()
+    assert any(pin.startswith("diffusers==") for pin in pins) and any(pin.startswith("open_clip_torch==") for pin in pins)
+    assert all(pin in lock for pin in pins), "every package comes at requirements.lock's version"
+
+
 @pytest.mark.slow  # over 10 s on the 2-core machine
 def test_the_execution_benchmark_times_the_same_students_on_each_engine(tmp_path):
     previous = torch.get_num_threads()
