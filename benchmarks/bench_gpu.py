@@ -272,7 +272,8 @@ def environment(device: torch.device) -> dict:
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         out.update(cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(), memory_gib=props.total_memory / 2**30,
-                   multiprocessors=props.multi_processor_count, bf16_supported=torch.cuda.is_bf16_supported())
+                   multiprocessors=props.multi_processor_count, bf16_supported=torch.cuda.is_bf16_supported(),
+                   tf32_matmul=torch.backends.cuda.matmul.allow_tf32, cudnn_benchmark=torch.backends.cudnn.benchmark)
     return out
 
 
@@ -299,11 +300,11 @@ def flop_estimate(scale: Scale, settings: dict) -> dict:
     import timm
 
     from tint_distill.distill.student import create_student
-    from tint_distill.tint.models import _build_sd_modules
 
     meta = torch.device("meta")
     with meta:
-        modules = _build_sd_modules(dataclasses.replace(scale.sd, scaling_factor=0.18215), seed=0)
+        # a fixed scaling factor: calibrating one would run the VAE, and meta tensors hold no values
+        modules = build_sd_modules(dataclasses.replace(scale.sd, scaling_factor=0.18215), seed=0)
     latent = scale.sd.resolution // scale.sd.vae_scale_factor
     z = torch.empty(1, scale.sd.latent_channels, latent, latent, device=meta)
     text = torch.empty(1, 77, scale.sd.cross_attention_dim, device=meta)
@@ -639,10 +640,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     device = torch.device("cpu" if args.smoke else args.device)
     scale = Scale.smoke() if args.smoke else Scale.full()
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
+    # No global backend switches (TF32, cuDNN autotuning): the project's code is timed as it runs.
     name = f"{device_slug(device)}{'-smoke' if args.smoke else ''}.json"
     output = args.output or (args.output_dir or ROOT / "benchmarks" / "results") / name
     settings = reference_settings()
