@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +33,7 @@ def config(env: str | None = None, source: str | None = None, **runtime_params) 
     """The configuration as `kedro run --env <env> --params data_source=<source>` sees it (base, that
     data source's folder, that environment, the runtime parameters)."""
     params = {**({"data_source": source} if source else {}), **runtime_params}
-    return Configuration(env or "local", tuple(sorted(params.items())))
+    return Configuration(env or "local", json.dumps(params, sort_keys=True))
 
 
 @dataclass(frozen=True)
@@ -40,15 +41,15 @@ class Configuration:
     """``config(...)[key]``: a fresh copy of what the project's loader resolves for ``key``."""
 
     env: str
-    runtime_params: tuple
+    runtime_params: str  # JSON: the cache's key
 
     def __getitem__(self, key: str) -> dict:
         return copy.deepcopy(_resolved(self.env, self.runtime_params, key))
 
 
 @functools.cache  # each configuration resolved once per session: the tests only read it
-def _resolved(env: str, runtime_params: tuple, key: str) -> dict:
-    return DataSourceConfigLoader(str(PROJECT_ROOT / "conf"), env=env, runtime_params=dict(runtime_params),
+def _resolved(env: str, runtime_params: str, key: str) -> dict:
+    return DataSourceConfigLoader(str(PROJECT_ROOT / "conf"), env=env, runtime_params=json.loads(runtime_params),
                                   **CONFIG_LOADER_ARGS)[key]
 
 
