@@ -167,16 +167,16 @@ def test_a_benchmark_experiment_under_the_test_environment(kedro_project: Path, 
     assert "Running node" not in output and not (project / "data" / "02_intermediate").exists()
 
     run = kedro(project, "run", "--env", "test", "--pipeline", "experiment", "--params",
-                f"data_source=mini_imagenet,raw_path={raw}")
+                f"data_source=mini_imagenet,raw_path={raw},data_episodes.sampling.n_episodes=1")
     log = run.stdout + run.stderr
     base_student = models / "test" / "mini_imagenet" / "base_student.safetensors"
-    assert f"Base student: training {base_student.relative_to(project)}" in log
+    assert re.search(r"Base student: training \S*data/06_models/test/mini_imagenet/base_student\.safetensors", log)
     from tint_distill.datasets.student_checkpoint import read_checkpoint_record
 
     assert read_checkpoint_record(base_student)["recipe"]["image_size"] == 84
     sizes = re.findall(r"student: \S+, \d+ classes, (\d+) px", log)
     assert len(sizes) > 1 and set(sizes) == {"84"}, f"the base student and the episodes' students train at 84 px: {sizes}"
     summary = json.loads((project / "data" / "08_reporting" / "evaluation_summary.json").read_text())
-    assert summary["methods"]["tint"]["n_episodes"] == 3
+    assert summary["methods"]["tint"]["n_episodes"] == 1
     assert {**digests(models / "generator"), **digests(models / "base_student.safetensors")} == shipped
     assert not (models / "test" / "generator").exists(), "the drawings' test models are not this source's"
