@@ -178,5 +178,7 @@ def test_a_benchmark_experiment_under_the_test_environment(kedro_project: Path, 
     assert len(sizes) > 1 and set(sizes) == {"84"}, f"the base student and the episodes' students train at 84 px: {sizes}"
     summary = json.loads((project / "data" / "08_reporting" / "evaluation_summary.json").read_text())
     assert summary["methods"]["tint"]["n_episodes"] == 1
+    table = (project / "data" / "08_reporting" / "results_table.md").read_text()
+    assert re.search(r"\| mini_imagenet \| 3-way 2-shot \| 1 \|", table), table  # one row of the paper's table
     assert {**digests(models / "generator"), **digests(models / "base_student.safetensors")} == shipped
     assert not (models / "test" / "generator").exists(), "the drawings' test models are not this source's"

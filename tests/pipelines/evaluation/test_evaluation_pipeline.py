@@ -18,7 +18,8 @@ from tint_distill.pipelines.evaluation import create_pipeline
 T_975_1 = 12.706204736174698  # Student t, 97.5% quantile, 1 degree of freedom
 
 SLICE = ["collect_episode_accuracies", "collect_unit_costs", "summarise_evaluation", "plot_accuracy",
-         "plot_speed_accuracy", "plot_cost_plan", "log_evaluation_metrics"]
+         "plot_speed_accuracy", "plot_cost_plan", "log_evaluation_metrics",
+         "write_results_table"]
 
 
 class Unit:
@@ -63,6 +64,8 @@ def run(folder, **params) -> dict:
         "params:evaluation.comparisons": [["tint", "supports_only"], ["teacher", "tint"]],
         "params:evaluation.planner": PlannerSettings(methods=("tint",), target_half_widths=(0.05,), workers=(1, 4)),
         "params:evaluation.log_episode_loss_curves": False,
+        "params:data_source": "drawings", "params:data_episodes.sampling.n_way": 2,
+        "params:data_episodes.sampling.n_shot": 1,
         **{f"params:evaluation.{k}": v for k, v in params.items()},
     }
     for name, value in inputs.items():
@@ -93,4 +96,6 @@ def test_summary_metrics_and_plots(tmp_path):
     assert metrics["plan.device_s_per_episode"]["value"] == pytest.approx(20.0)
     assert not any(name.startswith("loss.tint.episode") for name in metrics)
     assert all(isinstance(out[name], Figure) for name in ("accuracy_plot", "speed_accuracy_plot", "cost_plan_plot"))
+    row = out["results_table"].splitlines()[2]  # header, rule, the run's row
+    assert row.startswith("| drawings | 2-way 1-shot | 2 | 50.0 ± 0.0 | 62.5 ± ") and "| +12.5 [" in row, row  # supports_only, tint
     assert "loss.tint.episode_0001" in run(tmp_path, log_episode_loss_curves=True)["evaluation_metrics"]

@@ -13,7 +13,9 @@ from tint_distill.distill.student import StudentSettings
 from tint_distill.distill.teacher import TeacherSettings, create_teacher
 from tint_distill.evaluation import packaging, scoring
 from tint_distill.evaluation.packaging import LoggedModelSettings
-from tint_distill.evaluation.reports import plot_accuracy, plot_cost_plan, plot_speed_accuracy  # noqa: F401 (nodes)
+from tint_distill.evaluation.reports import (  # noqa: F401 (nodes)
+    plot_accuracy, plot_cost_plan, plot_speed_accuracy, results_table,
+)
 from tint_distill.evaluation.scoring import EvaluationSettings, PlannerSettings
 from tint_distill.evaluation.speed import SpeedSettings, measure_speed as measure
 from tint_distill.planning import unit_costs

@@ -40,6 +40,13 @@ def create_pipeline(**kwargs) -> Pipeline:
                 outputs="logged_student_model",
                 name="log_student_model",
             ),
+            Node(
+                nodes.results_table,
+                inputs=["evaluation_summary", "params:data_source", "params:data_episodes.sampling.n_way",
+                        "params:data_episodes.sampling.n_shot"],
+                outputs="results_table",
+                name="write_results_table",
+            ),
             Node(nodes.plot_accuracy, inputs="evaluation_summary", outputs="accuracy_plot", name="plot_accuracy"),
             Node(nodes.plot_speed_accuracy, inputs="evaluation_summary", outputs="speed_accuracy_plot", name="plot_speed_accuracy"),
             Node(nodes.plot_cost_plan, inputs="evaluation_summary", outputs="cost_plan_plot", name="plot_cost_plan"),
