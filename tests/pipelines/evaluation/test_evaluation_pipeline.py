@@ -97,5 +97,6 @@ def test_summary_metrics_and_plots(tmp_path):
     assert not any(name.startswith("loss.tint.episode") for name in metrics)
     assert all(isinstance(out[name], Figure) for name in ("accuracy_plot", "speed_accuracy_plot", "cost_plan_plot"))
     row = out["results_table"].splitlines()[2]  # header, rule, the run's row
-    assert row.startswith("| drawings | 2-way 1-shot | 2 | 50.0 ± 0.0 | 62.5 ± ") and "| +12.5 [" in row, row  # supports_only, tint
+    # supports_only, tint, teacher, then tint - supports_only
+    assert row.startswith("| drawings | 2-way 1-shot | 2 | 50.0 ± 0.0 | 62.5 ± ") and "| +12.5 [" in row, row
     assert "loss.tint.episode_0001" in run(tmp_path, log_episode_loss_curves=True)["evaluation_metrics"]
