@@ -54,6 +54,8 @@ def test_result_keys_leave_out_the_device_and_fp32(cls):
     assert computation_key(cls()) == computation_key(cls(device="cpu")) == computation_key(cls(device="cuda"))
     assert computation_key(cls()) == {k: list(v) if isinstance(v, tuple) else v for k, v in before.items()}
     assert computation_key(cls(precision="bf16"))["precision"] == "bf16"
+    if cls is TeacherSettings:  # what the teacher's units are keyed on
+        assert cls().key() == cls(device="cuda").key() != cls(precision="bf16").key()
 
 
 def test_batched_augmentation_is_torchvisions_resized_crop_and_flip(drawings_by_class):

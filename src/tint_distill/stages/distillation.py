@@ -130,7 +130,7 @@ def plan_teacher_labels(source: EpisodeSource, methods: Sequence[Method], settin
     every method's images (the soft targets)."""
     weights = _weights_key(settings.weights())
     units = [Unit(PartitionKey(episode).format(),
-                  fingerprint(TEACHER_VERSION, computation_key(settings), weights, source.key(episode, methods)),
+                  fingerprint(TEACHER_VERSION, settings.key(), weights, source.key(episode, methods)),
                   episode)
              for episode in source.episode_numbers()]
     return Work.of(units, TeacherCall(source, tuple(methods), _absolute(settings)), engine)
@@ -283,7 +283,7 @@ def plan_candidate_features(images: ImageCollection, image_index: pd.DataFrame, 
     """The teacher's features of every candidate image, one unit per class (key: teacher, weights,
     ids and pixels)."""
     weights = _weights_key(settings.weights())
-    units = [Unit(slug(name), fingerprint(TEACHER_VERSION, "features", computation_key(settings), weights, ids,
+    units = [Unit(slug(name), fingerprint(TEACHER_VERSION, "features", settings.key(), weights, ids,
                                           images.content_hashes(ids)), tuple(ids))
              for name, ids in candidate_ids(image_index, mined).items()]
     return Work.of(units, EmbedCall(_absolute(settings), images), engine)
