@@ -173,16 +173,17 @@ class StudentTask:
     episode: int
 
 
-def student_start(settings: StudentSettings, base_student: Path | None, env: str | None = None,
+def student_start(settings: StudentSettings, base_student: Path | None, options: str = "",
                   where: str = "") -> str | None:
     """The weights every student starts from: the base-class student, none (scratch), or a file.
-    ``env`` and ``where`` (the run's environment, the checkpoint's path) make a missing base student's
-    error name the exact command and file."""
+    ``options`` and ``where`` (the run's command-line options such as `` --env test --params
+    data_source=cub``, the checkpoint's path) make a missing base student's error name the exact
+    command and file."""
     if settings.init == "base_classes":
         if base_student is None:
             raise ParameterError(
                 f"student.init is base_classes, but there is no base-class student{f' at {where}' if where else ''}: "
-                f"run `kedro run --pipeline student_pretraining{f' --env {env}' if env else ''}` first (or a "
+                f"run `kedro run --pipeline student_pretraining{options}` first (or a "
                 "pipeline that includes it, such as the default), or set student.init: scratch.")
         return str(base_student)
     return settings.pretrained_weights
