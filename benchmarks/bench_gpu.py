@@ -530,7 +530,9 @@ def student(device: torch.device, scale: Scale, settings: dict, budget_s: float)
     from tint_distill.distill.student import create_student
 
     name = student_name()
-    config = _config(DistillationConfig, settings["distillation"], image_size=scale.student_image_size, epochs=2)
+    # conf/gpu's device and precision (cuda, bf16) on this section's device; fp32 on a CPU, as CPUs run it
+    config = _config(DistillationConfig, settings["distillation"], image_size=scale.student_image_size, epochs=2,
+                     device=str(device), **({"precision": "fp32"} if device.type == "cpu" else {}))
     images = random_uint8_images(scale.student_images, scale.synthetic_size, seed=3)
     logits = torch.randn(scale.student_images, 5, generator=torch.Generator().manual_seed(4))
     supports = random_uint8_images(25, scale.synthetic_size, seed=5)
@@ -539,7 +541,7 @@ def student(device: torch.device, scale: Scale, settings: dict, budget_s: float)
     out: dict[str, Any] = {"student": name, "fallback": name != STUDENT_NAME, "image_size": config.image_size,
                            "batch_size": config.batch_size, "augmentation": config.augmentation,
                            "parameters": sum(p.numel() for p in model.parameters()),
-                           "precision": "as the project's training code runs it"}
+                           "precision": config.precision}
     # a first short run (one epoch on a slice) tells how many images fit the budget
     started = time.perf_counter()
     with peak_memory(device, out):

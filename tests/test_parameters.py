@@ -54,6 +54,8 @@ def test_every_runtime_parameter_of_the_configuration_is_allowed():
         ({"inversion": {"null_text": {"inner_step": 3}}}, r"'inversion\.null_text' has unknown keys \['inner_step'\]"),
         ({"inversion": {"precision": "fp8"}}, r"parameter 'inversion\.precision' must be one of \['fp32', 'bf16', 'fp16'\]"),
         ({"inversion": {"group_size": 0}}, r"parameter 'inversion\.group_size' must be >= 1"),
+        ({"teacher": {"device": "gpu"}}, r"parameter 'teacher\.device' must be one of \['auto', 'cpu', 'cuda'\]"),
+        ({"distillation": {"precision": "fp16"}}, r"parameter 'distillation\.precision' must be one of \['fp32', 'bf16'\]"),
         ({"synthesis": {"dtype": "float16"}}, r"unknown keys \['dtype'\] \('dtype' is now precision \(fp32 \| bf16 \| fp16\)\)"),
     ],
 )
@@ -75,6 +77,11 @@ def test_machine_checks_apply_to_the_blocks_the_run_reads(tmp_path: Path):
         params["inversion"] = {**params["inversion"], "device": "cuda"}
         with pytest.raises(ParameterError, match=r"parameter 'inversion\.device'.*no CUDA GPU"):
             check_parameters(params, used_blocks={"inversion"})
+        for block in ("teacher", "distillation"):  # the gpu environment's devices, on this machine
+            params[block] = {**params[block], **config("gpu")["parameters"][block]}
+            check_parameters(params, used_blocks={"synthesis"})
+            with pytest.raises(ParameterError, match=rf"parameter '{block}\.device'.*no CUDA GPU"):
+                check_parameters(params, used_blocks={block})
 
 
 def test_a_hub_id_made_absolute_by_kedro_still_gets_the_hub_advice(tmp_path: Path, monkeypatch):
@@ -92,3 +99,6 @@ def test_a_stage_reserves_what_its_entry_says_and_the_rest_from_the_block():
     assert parse_settings(block, "inversion").gpus_per_unit == 1
     students = parse_settings(block, "distillation")
     assert (students.gpus_per_unit, students.cpus_per_unit, students.engine) == (0, 4, "ray"), "CPU work: no GPU"
+    gpu = config("gpu")["parameters"]["execution"] | {"engine": "ray"}
+    assert parse_settings(gpu, "inversion").gpus_per_unit == 1
+    assert parse_settings(gpu, "distillation").gpus_per_unit == 0.25, "four students share a GPU"

@@ -167,6 +167,28 @@ def as_plain(value: Any) -> Any:
     return value
 
 
+DEVICES = ("auto", "cpu", "cuda")  # ``cuda:N`` picks one GPU
+COMPUTE_PRECISIONS = ("fp32", "bf16")  # what the teacher and the students compute in (bf16: autocast)
+
+
+def check_device(field: str, device: str) -> None:
+    """``device`` is one of :data:`DEVICES` (or ``cuda:N``); whether this machine has it is
+    :func:`resolve_device`'s question, asked where the work runs and before the run starts."""
+    if device not in DEVICES and not (device.startswith("cuda:") and device[5:].isdigit()):
+        raise SettingError(field, f"must be one of {list(DEVICES)} (or cuda:N), got {device!r}")
+
+
+def computation_key(settings: Any) -> dict[str, Any]:
+    """A settings block as the results computed with it are keyed: without ``device`` (the same
+    result computed on a CPU or a GPU is reused) and without ``precision`` when it is fp32 (keys from
+    before the setting existed stay valid); bf16 computes something else and stays in."""
+    plain = as_plain(settings)
+    plain.pop("device", None)
+    if plain.get("precision") == "fp32":
+        plain.pop("precision")
+    return plain
+
+
 def resolve_device(device: str) -> torch.device:
     """``auto`` picks CUDA when present; asking for CUDA on a machine without it is an error."""
     import torch

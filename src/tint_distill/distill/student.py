@@ -16,7 +16,7 @@ from torch import nn
 from tint_distill.params import SettingError, Settings
 
 from . import resnet12 as _resnet12  # noqa: F401 - registers 'resnet12' in timm wherever a student is built
-from .distillation import DistillationConfig, accuracy, count_parameters, predict, train_student
+from .distillation import DistillationConfig, accuracy, count_parameters, portable_state_dict, predict, train_student
 from .errors import WeightsFileNotFoundError, WeightsMismatchError
 from .weights import classifier_prefixes, load_exactly, read_state_dict, unknown_model_problem
 
@@ -174,6 +174,7 @@ def base_student_training(images: Any, pretraining_images: Any, name: str, confi
     import dataclasses
 
     from tint_distill.fingerprints import fingerprint
+    from tint_distill.params import computation_key
     from tint_distill.work import Deferred
 
     from .distillation import DISTILLATION_VERSION
@@ -182,7 +183,7 @@ def base_student_training(images: Any, pretraining_images: Any, name: str, confi
     label_of = {c: i for i, c in enumerate(classes)}
     train = pretraining_images[pretraining_images["role"] == "train"]
     heldout = pretraining_images[pretraining_images["role"] == "heldout"]
-    key = fingerprint(DISTILLATION_VERSION, name, dataclasses.asdict(config), classes,
+    key = fingerprint(DISTILLATION_VERSION, name, computation_key(config), classes,
                       list(zip(train["image_id"], train["class_name"])), images.content_hashes(train["image_id"]),
                       list(zip(heldout["image_id"], heldout["class_name"])),
                       images.content_hashes(heldout["image_id"]))
@@ -197,7 +198,7 @@ def base_student_training(images: Any, pretraining_images: Any, name: str, confi
                     record.get("heldout_accuracy", float("nan")), len(classes), 1 / len(classes), record["seconds"])
         record.update(fingerprint=key, student=name, class_names=classes, recipe=dataclasses.asdict(config),
                       torch=torch.__version__)
-        return model.state_dict(), record
+        return portable_state_dict(model), record
 
     return Deferred(key, train_now, force=retrain)
 

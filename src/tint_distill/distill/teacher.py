@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from timm.data import resolve_model_data_config
 from torch import nn
 
-from tint_distill.params import SettingError, Settings
+from tint_distill.params import (COMPUTE_PRECISIONS, SettingError, Settings, check_device, computation_key,
+                                 resolve_device)
 
 from .errors import NonFiniteLossError, WeightsFileNotFoundError, WeightsMismatchError
 from .images import Images, images_to_tensor, normalise
@@ -58,8 +59,12 @@ class TeacherSettings(Settings):
     temperature: float = 0.1              # cosine similarity / temperature
     finetune_steps: int = 0               # fine-tune the prototype head on the supports
     batch_size: int = 32
+    device: str = "auto"                  # auto | cpu | cuda: where the backbone runs (not part of result keys)
+    precision: str = "fp32"               # fp32 | bf16 (autocast; features and logits stay float32)
 
     def check(self) -> None:
+        check_device("device", self.device)
+        SettingError.unless_one_of("precision", self.precision, COMPUTE_PRECISIONS)
         if self.backbone != "efficientnet_lite0":
             problem = unknown_model_problem(self.backbone)
             if problem:
@@ -74,8 +79,9 @@ class TeacherSettings(Settings):
 
     def key(self) -> dict:
         """The settings as the teacher's outputs depend on them, for fingerprints: a null ``image_size``
-        (the backbone's own) is left out, so that keys made before the setting existed stay valid."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if not (k == "image_size" and v is None)}
+        (the backbone's own) is left out, so that keys made before the setting existed stay valid, and
+        so are the device and an fp32 precision (:func:`~tint_distill.params.computation_key`)."""
+        return {k: v for k, v in computation_key(self).items() if not (k == "image_size" and v is None)}
 
     def weights(self) -> str | None:
         """The weights file the teacher loads: the configured one, or the packaged EfficientNet-Lite0's."""
@@ -93,6 +99,12 @@ def create_teacher(settings: TeacherSettings) -> FeatureBackbone:
     return load_timm_backbone(settings.backbone, settings.weights_file, settings.image_size)  # checked: set
 
 
+def load_teacher(settings: TeacherSettings) -> FeatureBackbone:
+    """:func:`create_teacher` on ``settings.device`` computing in ``settings.precision``: what a
+    worker loads once and keeps."""
+    return create_teacher(settings).placed(resolve_device(settings.device), settings.precision)
+
+
 @dataclass
 class FeatureBackbone:
     """A frozen feature extractor (eval mode) with the input it expects.
@@ -107,6 +119,16 @@ class FeatureBackbone:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     num_features: int
+    device: torch.device = torch.device("cpu")
+    autocast_dtype: torch.dtype | None = None  # bf16: the forward pass under autocast
+
+    def placed(self, device: torch.device, precision: str = "fp32") -> FeatureBackbone:
+        """Moved to ``device`` (channels-last on a GPU: faster convolutions) computing in ``precision``."""
+        self.model.to(device)
+        if device.type == "cuda" and any(isinstance(m, nn.Conv2d) for m in self.model.modules()):
+            self.model.to(memory_format=torch.channels_last)
+        self.device, self.autocast_dtype = device, (torch.bfloat16 if precision == "bf16" else None)
+        return self
 
     def preprocess(self, images: Images) -> torch.Tensor:
         """The one image policy (padded to a square, bilinear) at ``image_size``, normalised."""
@@ -258,9 +280,13 @@ def extract_features(backbone: FeatureBackbone, images: Images, batch_size: int 
     outputs = []
     device = next(backbone.model.parameters()).device
     backbone.model.eval()
-    with torch.inference_mode():
+    autocast = torch.autocast(device.type, dtype=backbone.autocast_dtype or torch.float32,
+                              enabled=backbone.autocast_dtype is not None)
+    with torch.inference_mode(), autocast:
         for start in range(0, n, batch_size):
-            batch = backbone.preprocess(images[start:start + batch_size]).to(device)
+            batch = backbone.preprocess(images[start:start + batch_size])
+            batch = batch.to(device, non_blocking=True, memory_format=torch.channels_last) \
+                if device.type == "cuda" else batch
             outputs.append(backbone.model(batch).float().cpu())
     if not outputs:
         return torch.empty(0, backbone.num_features)

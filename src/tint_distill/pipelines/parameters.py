@@ -108,7 +108,7 @@ def check_on_this_machine(params: Mapping[str, Any], used_blocks: Iterable[str])
     """The devices and weight files of the blocks the pipeline about to run reads (``used_blocks``)
     exist on this machine (the blocks themselves are checked by :func:`check_parameters`)."""
     used = set(used_blocks)
-    for block in ("generator_pretraining", "inversion", "synthesis"):
+    for block in ("generator_pretraining", "inversion", "synthesis", "teacher", "distillation"):
         if block in used and block in params:
             device = (as_plain(params[block]) or {}).get("device", "auto")
             try:

@@ -20,16 +20,18 @@ import torch
 
 from tint_distill.data.collection import ImageCollection
 from tint_distill.data.episodes import episode_images
-from tint_distill.distill.distillation import DISTILLATION_VERSION, DistillationConfig, accuracy, predict, train_student
+from tint_distill.distill.distillation import (DISTILLATION_VERSION, DistillationConfig, accuracy, portable_state_dict,
+                                               predict, student_canvas, train_student)
+from tint_distill.distill.images import Images
 from tint_distill.distill.mining import nearest_to_supports
 from tint_distill.distill.student import WEIGHTS_KEY, StudentSettings, create_student
-from tint_distill.distill.teacher import (TEACHER_VERSION, PrototypeClassifier, TeacherSettings, create_teacher,
-                                          extract_features, teacher_logits)
+from tint_distill.distill.teacher import (TEACHER_VERSION, PrototypeClassifier, TeacherSettings, extract_features,
+                                          load_teacher, teacher_logits)
 
 from tint_distill.fingerprints import file_fingerprint, fingerprint
 from tint_distill.keys import PartitionKey, slug
 from tint_distill.methods import EpisodeInputs, Method, MinedRealSettings, RealUnlabeledSettings, methods_key
-from tint_distill.params import ParameterError
+from tint_distill.params import ParameterError, computation_key
 from tint_distill.work import Call, Engine, Stored, Unit, Work, Worker
 
 logger = logging.getLogger(__name__)
@@ -37,13 +39,24 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class EpisodeData:
-    """An episode's images as the teacher and the students see them."""
+    """An episode's images as the teacher and the students see them: PIL images as loaded, or
+    (:meth:`for_student`) uint8 tensors ``[N, 3, S, S]`` decoded once."""
 
-    supports: list
+    supports: Images
     support_labels: list[int]
-    queries: list
+    queries: Images
     query_labels: list[int]
-    distilled: dict[str, tuple[list, list[int]]]  # method -> (images, label of the class each stands for)
+    distilled: dict[str, tuple[Images, list[int]]]  # method -> (images, label of the class each stands for)
+
+    def for_student(self, config: DistillationConfig) -> EpisodeData:
+        """The images decoded once into what a student reads (:func:`student_canvas`): its training
+        images at ``config.canvas_size``, the queries at ``config.image_size``. Compact to ship to a
+        worker, and no image is decoded again while the student trains."""
+        return EpisodeData(
+            student_canvas(self.supports, config.canvas_size), self.support_labels,
+            student_canvas(self.queries, config.image_size), self.query_labels,
+            {method: (student_canvas(pictures, config.canvas_size), labels)
+             for method, (pictures, labels) in self.distilled.items()})
 
 
 @dataclass(frozen=True)
@@ -138,7 +151,8 @@ class TeacherCall:
 
 def label_episode(worker: Worker, settings: TeacherSettings, data: EpisodeData) -> dict[str, torch.Tensor]:
     """The teacher's logits on an episode's queries and on each method's images."""
-    backbone = worker.keep(("teacher", settings), partial(create_teacher, settings))
+    backbone = worker.keep(("teacher", settings), partial(load_teacher, settings))
+    worker.uses(backbone.device)
     classifier = PrototypeClassifier(temperature=settings.temperature, finetune_steps=settings.finetune_steps)
     classifier.fit(extract_features(backbone, data.supports, settings.batch_size), data.support_labels)
     outputs = {"query_logits": teacher_logits(backbone, classifier, data.queries, settings.batch_size),
@@ -191,7 +205,7 @@ def plan_students(source: EpisodeSource, teacher_outputs: Mapping[str, Stored], 
         for method in methods:
             units.append(Unit(PartitionKey(episode, method=method.name).format(),
                               fingerprint(DISTILLATION_VERSION, method.name, kept, method.name in student.keep_weights,
-                                          _weights_key(weights), dataclasses.asdict(config),
+                                          _weights_key(weights), computation_key(config),
                                           teacher_outputs[key].fingerprint),
                               StudentTask(method, episode)))
     weights = str(Path(weights).resolve()) if weights else weights  # as workers in other folders read it
@@ -211,8 +225,9 @@ class StudentCall:
     def __call__(self, tasks: list[StudentTask]) -> Call:
         (task,) = tasks
         targets = self.teacher_outputs[PartitionKey(task.episode).format()]()
-        return Call(train_one, (task.method.name, task.episode, self.student, self.weights, self.config,
-                                self.source.load(task.episode, [task.method]), targets), single=True)
+        data = self.source.load(task.episode, [task.method]).for_student(self.config)
+        return Call(train_one, (task.method.name, task.episode, self.student, self.weights, self.config, data, targets),
+                    single=True)
 
 
 def train_one(worker: Worker, method: str, episode: int, student: StudentSettings, weights: str | None,
@@ -223,11 +238,13 @@ def train_one(worker: Worker, method: str, episode: int, student: StudentSetting
     model = create_student(student.name, num_classes=n_way, image_size=config.image_size, pretrained_weights=weights,
                            seed=config.seed + episode)
     pictures, logits = None, None
-    if method in data.distilled and data.distilled[method][0]:
+    if method in data.distilled and len(data.distilled[method][0]):
         pictures, logits = data.distilled[method][0], targets[f"{method}.logits"]
-    logger.info("Training the %s student of episode %d on %d unlabeled images", method, episode, len(pictures or []))
+    n_unlabeled = 0 if pictures is None else len(pictures)
+    logger.info("Training the %s student of episode %d on %d unlabeled images", method, episode, n_unlabeled)
     history = train_student(model, pictures, logits, data.supports, data.support_labels, config)
-    query_logits = predict(model, data.queries, config.image_size) if data.queries else None
+    worker.uses(next(model.parameters()).device)
+    query_logits = predict(model, data.queries, config.image_size) if len(data.queries) else None
     agreement = None
     if pictures is not None:  # how often the teacher's label matches the class an image stands for
         intended = targets[f"{method}.class_labels"]
@@ -236,16 +253,16 @@ def train_one(worker: Worker, method: str, episode: int, student: StudentSetting
     return {
         "method": method,
         "episode": episode,
-        "accuracy": accuracy(query_logits, data.query_labels) if data.queries else None,
+        "accuracy": accuracy(query_logits, data.query_labels) if query_logits is not None else None,
         "n_queries": len(data.query_labels),
         "query_predictions": [] if query_logits is None else query_logits.argmax(1).tolist(),
         "n_way": n_way,
-        "n_unlabeled": len(pictures or []),
+        "n_unlabeled": n_unlabeled,
         "teacher_agreement_on_unlabeled": agreement,
         "history": history,
         "student": student.name,
         "image_size": config.image_size,
-        **({WEIGHTS_KEY: model.state_dict()} if method in student.keep_weights else {}),
+        **({WEIGHTS_KEY: portable_state_dict(model)} if method in student.keep_weights else {}),
     }
 
 
@@ -286,7 +303,8 @@ class EmbedCall:
 
 
 def embed(worker: Worker, settings: TeacherSettings, pictures: list) -> dict[str, torch.Tensor]:
-    backbone = worker.keep(("teacher", settings), partial(create_teacher, settings))
+    backbone = worker.keep(("teacher", settings), partial(load_teacher, settings))
+    worker.uses(backbone.device)
     return {"features": extract_features(backbone, pictures, settings.batch_size)}
 
 
@@ -306,7 +324,7 @@ def mine(images: ImageCollection, image_index: pd.DataFrame, episodes: pd.DataFr
     ids = [i for name in candidates for i in candidates[name]]
     sources = [name for name in candidates for _ in candidates[name]]
     features = torch.cat([candidate_features[slug(name)]()["features"] for name in candidates])
-    backbone = create_teacher(settings)
+    backbone = load_teacher(settings)
     rows = []
     for episode in sorted(int(e) for e in episodes["episode"].unique()):
         for (label, name), support_ids in episode_images(episodes, episode, "support").items():

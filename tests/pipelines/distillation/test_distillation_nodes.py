@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -84,6 +85,28 @@ def test_teacher_outputs_are_recomputed_when_a_query_image_changes(embedded_root
                                not_mined(images, index, episodes), LOCAL)
     assert after.units["episode_0000"].fingerprint == before.units["episode_0000"].fingerprint
     assert after.units["episode_0001"].fingerprint != before.units["episode_0001"].fingerprint
+
+
+def test_where_the_teacher_and_students_run_does_not_change_their_keys(embedded_root: Path, tmp_path: Path):
+    """A result computed on a CPU is reused on a GPU and the other way round; bf16 is computed apart."""
+    images, index, episodes = setup(copy_classes(embedded_root, tmp_path / "images"))
+    mined = not_mined(images, index, episodes)
+
+    def teacher_keys(**settings) -> dict[str, str]:
+        work = label_with_teacher(images, episodes, index, {}, dataclasses.replace(TEACHER, **settings), METHODS,
+                                  REAL_UNLABELED, mined, LOCAL)
+        return {key: unit.fingerprint for key, unit in work.units.items()}
+
+    def student_keys(**settings) -> dict[str, str]:
+        outputs = {key: Stored(fingerprint, dict) for key, fingerprint in teacher_keys().items()}
+        work = train_students(images, episodes, index, {}, outputs, METHODS, StudentSettings(init="scratch"),
+                              DistillationConfig(**settings), REAL_UNLABELED, mined, None, LOCAL)
+        return {key: unit.fingerprint for key, unit in work.units.items()}
+
+    assert teacher_keys(device="cpu") == teacher_keys(device="auto") == teacher_keys(device="cuda")
+    assert set(teacher_keys(precision="bf16").values()).isdisjoint(teacher_keys().values())
+    assert student_keys(device="cpu") == student_keys(device="auto") == student_keys(device="cuda")
+    assert set(student_keys(precision="bf16").values()).isdisjoint(student_keys().values())
 
 
 @pytest.mark.slow  # over 10 s on the 2-core machine
