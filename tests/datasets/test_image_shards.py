@@ -84,6 +84,15 @@ def test_a_partition_is_one_shard_and_a_preview_and_round_trips_exactly(embedded
         dataset.save(images[:2] + [images[2].resize((16, 16))])
 
 
+def test_a_batch_joins_with_other_images_as_the_task_pipeline_adds_its_unlabeled_ones(embedded_root: Path):
+    images = drawings(embedded_root, "fish", 3)
+    batch, user_image = ImageBatch.of(images), drawings(embedded_root, "clock", 1, side=50)[0]
+    assert batch + [] is batch and (batch[:2] + batch[2:]) == batch, "one size: still one batch"
+    joined = batch + [user_image]  # another size: a list of PIL images, the batch's made from its pixels
+    assert isinstance(joined, list) and same_pixels(joined, images + [user_image])
+    assert same_pixels([user_image] + batch, [user_image] + images)
+
+
 def _saved_again(images: list[Image.Image], folder: Path) -> bytes:
     ImageSetDataset(filepath=str(folder)).save(images)
     return (folder / "images.safetensors").read_bytes()

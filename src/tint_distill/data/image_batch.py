@@ -44,11 +44,6 @@ class ImageBatch(Sequence[Image.Image]):
         """The batches one after the other (they must have one image size)."""
         return ImageBatch(torch.cat([part.pixels for part in parts]))
 
-    @property
-    def size(self) -> tuple[int, int]:
-        """``(width, height)`` of every image, as PIL says it."""
-        return int(self.pixels.shape[3]), int(self.pixels.shape[2])
-
     def __len__(self) -> int:
         return int(self.pixels.shape[0])
 
