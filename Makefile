@@ -13,7 +13,7 @@ export KEDRO_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export MLFLOW_SERVER_ENABLE_JOB_EXECUTION := false
 
-.PHONY: setup run test test-quick bench viz viz-build mlflow-ui lock data clean-outputs
+.PHONY: setup run test test-quick bench bench-gpu gpu-wheels viz viz-build mlflow-ui lock data clean-outputs
 
 setup: $(STAMP)
 
@@ -47,6 +47,25 @@ bench: setup  ## TINT engine, execution engines, predict, NTI reconstruction, re
 	$(BIN)/python benchmarks/bench_reconstruction.py --threads 2 --output data/08_reporting/benchmark_reconstruction.json
 	$(BIN)/python benchmarks/bench_reliability.py --output data/08_reporting/benchmark_reliability.json
 	$(BIN)/python benchmarks/bench_storage.py --output data/08_reporting/benchmark_storage.json
+
+# The prepared GPU check (benchmarks/README.md, "GPU check"): under 8 minutes on one H100 ->
+# benchmarks/results/<device>.json. No `setup` first: a GPU machine may have no package index; the
+# script installs from requirements.lock only what its Python lacks (offline from .whl/ if there).
+BENCH_GPU_ARGS ?= --budget-s 360
+
+bench-gpu:  ## on a GPU: SD 1.5 generation, TINT, teacher, students (random weights) -> benchmarks/results/<device>.json
+	bash benchmarks/bench_gpu.sh $(BENCH_GPU_ARGS)
+
+# Here (with a package index), for a GPU machine without one: the lock's wheels of
+# benchmarks/gpu-packages.txt into .whl/ (git-ignored), for CPython 3.12 on x86-64 Linux.
+GPU_WHEEL_PLATFORMS := $(foreach n,manylinux_2_28 manylinux_2_27 manylinux_2_17 manylinux2014 manylinux1,--platform $(n)_x86_64)
+
+gpu-wheels:  ## download the GPU check's missing packages (requirements.lock versions) into .whl/
+	@mkdir -p .whl
+	$(PYTHON) benchmarks/gpu_pins.py > .whl/requirements-gpu.txt
+	$(PYTHON) -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+		--python-version 3.12 --implementation cp $(GPU_WHEEL_PLATFORMS) -d .whl -r .whl/requirements-gpu.txt
+	@du -sh .whl
 
 viz: setup  ## Kedro-Viz on http://127.0.0.1:4141
 	$(BIN)/kedro viz run

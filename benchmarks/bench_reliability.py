@@ -312,7 +312,7 @@ def crafted_cifar_pickle(project: Project, rng: random.Random) -> tuple[bool, st
     split.mkdir(parents=True)
     for name in ("train", "val", "test"):
         (split / f"{name}.txt").write_text("a\n")
-    run = project.kedro("run", "--env", "cifar_fs", "--pipeline", "data_episodes", "--params", f"raw_path={root}")
+    run = project.kedro("run", "--pipeline", "data_episodes", "--params", f"data_source=cifar_fs,raw_path={root}")
     return (run.returncode != 0 and not ran.exists() and "refused" in log_of(run),
             f"crafted meta file refused naming it: {'meta' in log_of(run)}; its code ran: {ran.exists()}")
 

@@ -15,9 +15,7 @@ Per-class paths:
   after each step, one class at a time. It learns the same embedding (reported).
 - ``per_class``: the grouped engine with groups of one class.
 
-On a CUDA machine it also times a Stable-Diffusion-1.5-sized model with random weights (512 px):
-generation images/s, grouped TI steps/s, NTI seconds per support, peak memory, and the
-specialisation time per class they imply at the reference settings.
+The Stable-Diffusion-1.5-sized timings on a GPU are ``bench_gpu.py``'s (``make bench-gpu``).
 """
 
 from __future__ import annotations
@@ -28,7 +26,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -102,14 +99,6 @@ def support_sets(classes: int, shots: int, resolution: int) -> tuple[list[str], 
                 images.append(image.copy())
         sets.append(to_model_tensor(images, resolution))
     return names, sets
-
-
-def random_supports(classes: int, shots: int, resolution: int, seed: int = 0) -> list[torch.Tensor]:
-    """Smooth random colour fields in [-1, 1] (for random-weight models: timings do not depend on content)."""
-    generator = torch.Generator().manual_seed(seed)
-    coarse = torch.rand(classes * shots, 3, 6, 6, generator=generator) * 2 - 1
-    images = torch.nn.functional.interpolate(coarse, size=(resolution, resolution), mode="bicubic").clamp(-1, 1)
-    return list(images.split(shots))
 
 
 def reference_textual_inversion(components, images: torch.Tensor, token: str,
@@ -323,79 +312,6 @@ def bench_generation(components, inverted, nulls, prompt: str, n_images: int, ba
     }
 
 
-def bench_sd15(device: torch.device, *, precision: str = "bf16", config=None, ti_steps: int = 20,
-               nti_supports: int = 10, nti_timesteps: int = 2, generation_batches=(16, 32),
-               generation_precisions=("bf16", "fp16"), generation_images: int = 64) -> dict:
-    """SD-1.5-sized random-weight model at 512 px: the figures the reference settings need.
-
-    ``config`` and the sizes exist to smoke-test this function with a small model on a CPU.
-    """
-    from tint_distill.tint import TinySDConfig
-    from tint_distill.tint.models import build_sd_modules, components_from_modules
-    from tint_distill.tint.tokenizer import build_clip_tokenizer
-
-    config = config or TinySDConfig.sd15()
-    with tempfile.TemporaryDirectory() as scratch:
-        tokenizer = build_clip_tokenizer(scratch)
-    components = components_from_modules(build_sd_modules(config, seed=0), tokenizer, device=device)
-    components.set_precision(precision)
-    classes, shots = 5, 5
-    supports = random_supports(classes, shots, config.resolution)
-    tokens = [f"<bench-{g}>" for g in range(classes)]
-    fresh_tokens(components, tokens)
-
-    def peak_reset():
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-
-    def peak() -> float | None:
-        return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-
-    report = {"model": "SD 1.5 architecture, random weights", "resolution": config.resolution,
-              "unet_parameters": sum(p.numel() for p in components.unet.parameters()), "precision": precision}
-    ti = TextualInversionConfig(num_steps=ti_steps, log_every=max(ti_steps, 1))
-    train_textual_inversion_group(components, supports, tokens, config=dataclasses.replace(ti, num_steps=2))
-    peak_reset()
-    _, ti_s = timed(lambda: train_textual_inversion_group(components, supports, tokens, config=ti), device, 1)
-    report["textual_inversion"] = {"classes": classes, "steps": ti_steps, "grouped_steps_per_s": ti_steps / ti_s,
-                                   "peak_memory_gib": peak()}
-    nti = NullTextConfig(num_steps=nti_timesteps, inner_steps=10, early_stop_mse=0.0)  # every inner step runs
-    images = torch.cat(supports)[:nti_supports]
-    prompt = ti.prompt_template.format(token=tokens[0])
-    null_text_invert(components, images[:1], prompt, config=dataclasses.replace(nti, num_steps=1, inner_steps=1))
-    peak_reset()
-    result, nti_s = timed(lambda: null_text_invert(components, images, prompt, config=nti), device, 1)
-    per_support_timestep = nti_s / (nti_supports * nti_timesteps)
-    report["null_text_inversion"] = {"supports_in_one_batch": nti_supports, "timesteps": nti_timesteps,
-                                     "inner_steps": 10, "seconds_per_support_per_timestep": per_support_timestep,
-                                     "seconds_per_support_at_25_timesteps": 25 * per_support_timestep,
-                                     "peak_memory_gib": peak()}
-    grouped_step_s = ti_s / ti_steps
-    report["specialisation_per_class_at_reference_settings_s"] = {
-        "textual_inversion": 5000 * grouped_step_s / classes,
-        "null_text": shots * 25 * per_support_timestep,
-        "total": 5000 * grouped_step_s / classes + shots * 25 * per_support_timestep,
-        "how": "5000 TI steps grouped 5 classes per UNet batch; 25 DDIM steps x 10 inner steps (no early stop) "
-               "for 5 supports, the NTI rate including its DDIM inversion and encoding (an upper bound); "
-               "measured rates extrapolated",
-    }
-    latents = torch.randn(nti_supports, *components.latent_shape, generator=torch.Generator().manual_seed(0))
-    nulls = result.null_embeddings[:, :1].expand(-1, 25, -1, -1)
-    generation = {}
-    for gen_precision in generation_precisions:
-        components.set_precision(gen_precision)
-        for batch in generation_batches:
-            run = lambda count: tint_sample(components, latents, nulls, prompt, n_images=count,  # noqa: E731
-                                            batch_size=batch, guidance_scale=7.5, output_type="uint8")
-            run(batch)
-            peak_reset()
-            _, seconds = timed(lambda: run(generation_images), device, 1)
-            generation[f"{gen_precision}_batch{batch}"] = {"images_per_s": generation_images / seconds,
-                                                           "peak_memory_gib": peak()}
-    report["generation"] = {"num_steps": 25, "guidance_scale": 7.5, "images": generation_images, **generation}
-    return report
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", type=Path, default=None, help="where to write the JSON report")
@@ -411,7 +327,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--inner-steps", type=int, default=1, help="NTI inner steps of the episode (reference: 10)")
     parser.add_argument("--images", type=int, default=32, help="images generated per path")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--skip", nargs="*", default=[], choices=["precision", "attention", "generation", "sd15"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["precision", "attention", "generation"])
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=1, help="report the best of this many timed runs")
@@ -452,12 +368,6 @@ def main(argv: list[str] | None = None) -> dict:
         inverted = null_text_invert(components, supports[0], prompt, config=nti)
         report["generation"] = bench_generation(components, inverted.inverted_latents, inverted.null_embeddings,
                                                 prompt, args.images, args.batch_size)
-    if "sd15" in args.skip:
-        report["sd15"] = {"skipped": "asked to"}
-    elif device.type == "cuda":
-        report["sd15"] = bench_sd15(device)
-    else:
-        report["sd15"] = {"skipped": "no CUDA device: the SD-1.5-sized timing needs a GPU"}
     report["load_average"] = {"before": load_before, "after": os.getloadavg()}
     text = json.dumps(report, indent=2)
     print(text)

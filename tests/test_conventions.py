@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import copy
+import functools
+import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from kedro.config import OmegaConfigLoader
 from kedro.framework.project import pipelines
 from kedro.framework.startup import bootstrap_project
 
+from tint_distill.config_loader import DataSourceConfigLoader, data_sources
 from tint_distill.settings import CONFIG_LOADER_ARGS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-ENVS = sorted(p.name for p in (PROJECT_ROOT / "conf").iterdir() if p.is_dir() and p.name not in ("base", "local"))
+ENVS = sorted(p.name for p in (PROJECT_ROOT / "conf").iterdir()
+              if p.is_dir() and p.name not in ("base", "local", "data_sources"))
+SOURCES = data_sources(PROJECT_ROOT / "conf")
+# Every configuration a run can see: the default environment or one of ENVS, with each data source.
+CONFIGURATIONS = [(env, source) for env in (None, *ENVS) for source in SOURCES]
 
 
 @pytest.fixture(scope="module")
@@ -21,9 +29,28 @@ def registered():
     return dict(pipelines)
 
 
-def config(env: str | None = None) -> OmegaConfigLoader:
-    """The configuration as `kedro run --env <env>` sees it (base plus that environment)."""
-    return OmegaConfigLoader(str(PROJECT_ROOT / "conf"), env=env or "local", **CONFIG_LOADER_ARGS)
+def config(env: str | None = None, source: str | None = None, **runtime_params) -> "Configuration":
+    """The configuration as `kedro run --env <env> --params data_source=<source>` sees it (base, that
+    data source's folder, that environment, the runtime parameters)."""
+    params = {**({"data_source": source} if source else {}), **runtime_params}
+    return Configuration(env or "local", json.dumps(params, sort_keys=True))
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """``config(...)[key]``: a fresh copy of what the project's loader resolves for ``key``."""
+
+    env: str
+    runtime_params: str  # JSON: the cache's key
+
+    def __getitem__(self, key: str) -> dict:
+        return copy.deepcopy(_resolved(self.env, self.runtime_params, key))
+
+
+@functools.cache  # each configuration resolved once per session: the tests only read it
+def _resolved(env: str, runtime_params: str, key: str) -> dict:
+    return DataSourceConfigLoader(str(PROJECT_ROOT / "conf"), env=env, runtime_params=json.loads(runtime_params),
+                                  **CONFIG_LOADER_ARGS)[key]
 
 
 def leaf_paths(tree: dict, prefix: str = "") -> set[str]:
@@ -61,22 +88,25 @@ def test_every_node_is_named_explicitly(registered):
         assert ":" not in node.name and "(" not in node.name, f"node {node.name!r} has no explicit name"
 
 
-@pytest.mark.parametrize("env", [None, *ENVS])
-def test_every_parameter_is_used_by_some_node(registered, env):
+@pytest.mark.parametrize(("env", "source"), CONFIGURATIONS)
+def test_every_parameter_is_used_by_some_node(registered, env, source):
+    from tint_distill.pipelines.parameters import CONFIGURATION_CHOICES
+
     used = {i.removeprefix("params:") for n in every_node(registered) for i in n.inputs if i.startswith("params:")}
-    declared = leaf_paths(config(env)["parameters"])
+    used |= set(CONFIGURATION_CHOICES)  # read by the configuration loader
+    declared = leaf_paths(config(env, source)["parameters"])
     unused = sorted(p for p in declared if not any(p == u or p.startswith(f"{u}.") for u in used))
-    assert not unused, f"parameters no node reads (env {env or 'base'}): {unused}"
+    assert not unused, f"parameters no node reads (env {env or 'base'}, data source {source}): {unused}"
 
 
-@pytest.mark.parametrize("env", [None, *ENVS])
-def test_environments_only_override_existing_parameters(env):
+@pytest.mark.parametrize(("env", "source"), CONFIGURATIONS)
+def test_environments_and_data_sources_only_override_existing_parameters(env, source):
     base = leaf_paths(config()["parameters"])
     overrides = {
-        path for path in (leaf_paths(config(env)["parameters"]) if env else set())
+        path for path in leaf_paths(config(env, source)["parameters"])
         if path not in base and not any(b.startswith(f"{path}.") for b in base)  # a block set to null is fine
     }
-    assert not overrides, f"conf/{env} sets parameters that base does not declare: {sorted(overrides)}"
+    assert not overrides, f"conf/{env} with {source} sets parameters that base does not declare: {sorted(overrides)}"
 
 
 def test_no_dataset_is_an_accidental_memory_dataset(registered):
@@ -86,17 +116,19 @@ def test_no_dataset_is_an_accidental_memory_dataset(registered):
     assert not implicit, f"datasets missing from conf/base/catalog*.yml: {implicit}"
 
 
+@pytest.mark.parametrize("env", [None, *ENVS])
 @pytest.mark.parametrize(
-    ("env", "dataset_type"),
-    [(None, "ImageFolderDataset"), ("mini_imagenet", "MiniImageNetDataset"), ("cub", "CUBDataset"), ("cifar_fs", "CIFARFSDataset")],
+    ("source", "dataset_type"),
+    [("drawings", "ImageFolderDataset"), ("folder", "ImageFolderDataset"), ("mini_imagenet", "MiniImageNetDataset"),
+     ("cub", "CUBDataset"), ("cifar_fs", "CIFARFSDataset")],
 )
-def test_environment_selects_the_data_source(env, dataset_type):
+def test_the_data_source_selects_the_reader_whatever_the_environment(env, source, dataset_type):
     from kedro.io import DataCatalog
 
-    catalog = DataCatalog.from_config(config(env)["catalog"])
+    catalog = DataCatalog.from_config(config(env, source)["catalog"])
     assert type(catalog.get("raw_images")).__name__ == dataset_type
-    if env:
-        assert config(env)["parameters"]["data_episodes"]["class_splits"] is None
+    if source != "drawings":
+        assert config(env, source)["parameters"]["data_episodes"]["class_splits"] is None
 
 
 def test_gpu_environment_reads_a_users_model_read_only_with_the_grouped_engine():
@@ -109,12 +141,12 @@ def test_gpu_environment_reads_a_users_model_read_only_with_the_grouped_engine()
     assert parameters["inversion"]["precision"] == parameters["synthesis"]["precision"] == "bf16"
 
 
-@pytest.mark.parametrize("env", [None, *ENVS])
-def test_every_dataset_has_a_kedro_viz_layer(env):
-    catalog = config(env)["catalog"]
+@pytest.mark.parametrize(("env", "source"), CONFIGURATIONS)
+def test_every_dataset_has_a_kedro_viz_layer(env, source):
+    catalog = config(env, source)["catalog"]
     missing = sorted(name for name, entry in catalog.items()
                      if not (entry.get("metadata") or {}).get("kedro-viz", {}).get("layer"))
-    assert not missing, f"datasets without a layer in Kedro-Viz (env {env or 'base'}): {missing}"
+    assert not missing, f"datasets without a layer in Kedro-Viz (env {env or 'base'}, {source}): {missing}"
 
 
 # Parameters that are data of a run, not defaults of a setting (no default could be right).

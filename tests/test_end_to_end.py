@@ -222,7 +222,7 @@ def test_mlflow_metrics_are_the_summarys(run: Run, evaluation_run, tracking):
 
 def test_the_mlflow_run_says_what_it_was(run: Run, evaluation_run, tracking):
     """Name, tags, description, input dataset, time per stage, artefacts."""
-    assert evaluation_run["tags.mlflow.runName"].startswith("distillation+evaluation · test · 3-way 2-shot · 3 episodes · "), evaluation_run["tags.mlflow.runName"]
+    assert evaluation_run["tags.mlflow.runName"].startswith("distillation+evaluation · drawings · test · 3-way 2-shot · 3 episodes · "), evaluation_run["tags.mlflow.runName"]
     assert (evaluation_run["tags.env"], evaluation_run["tags.pipeline"], evaluation_run["tags.runner"]) == ("test", "distillation+evaluation", "SequentialRunner")
     assert evaluation_run["tags.git_commit"] == run.head and evaluation_run["tags.git_dirty"] == "false"
     note = evaluation_run["tags.mlflow.note.content"]

@@ -8,16 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_conventions import ENVS, PROJECT_ROOT, config
+from tests.test_conventions import CONFIGURATIONS, PROJECT_ROOT, config
 from tint_distill.params import ParameterError
-from tint_distill.pipelines.parameters import BLOCKS, RUNTIME_ONLY, check_parameters
+from tint_distill.pipelines.parameters import BLOCKS, CONFIGURATION_CHOICES, RUNTIME_ONLY, check_parameters
 from tint_distill.tint import ModelFolderError, check_model_folder
 
 
-@pytest.mark.parametrize("env", [None, *ENVS])
-def test_every_environment_passes_the_start_of_run_check(env):
-    params = config(env)["parameters"]
-    assert set(params) <= set(BLOCKS), "every declared block has a check"
+@pytest.mark.parametrize(("env", "source"), CONFIGURATIONS)
+def test_every_environment_and_data_source_passes_the_start_of_run_check(env, source):
+    params = config(env, source)["parameters"]
+    assert set(params) <= set(BLOCKS) | set(CONFIGURATION_CHOICES), "every declared block has a check"
     check_parameters(params)
 
 

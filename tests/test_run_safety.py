@@ -147,7 +147,8 @@ def test_the_gpu_environment_runs_on_a_cpu_with_a_model_folder_as_downloaded(pro
     assert len(saved) == 2
     assert all(s["diagnostics"]["precision"] == "bf16" and s["diagnostics"]["group_size"] == 2 for s in saved), \
         "one group, in bf16"
-    assert all(s["textual_inversion"]["prompt_template"] == "A photo of a {token}" for s in saved)
+    # conf/gpu is compute only: the words are the data source's (here the drawings')
+    assert all(s["textual_inversion"]["prompt_template"] == "a drawing of a {token}" for s in saved)
     assert sum(len(ImageSetDataset(filepath=str(shard.parent)).load())
                for shard in (project / SYNTHETIC).rglob("images.safetensors")) >= 4
 
@@ -183,8 +184,10 @@ def test_the_run_view_times_the_work_of_each_node(full_run: Path):
 @pytest.mark.slow
 def test_test_and_benchmark_environments_leave_the_shipped_models_untouched(full_run: Path, tmp_path: Path,
                                                                            embedded_root: Path):
-    """Finding 1: `kedro run --env test` (and --env cub / mini_imagenet / cifar_fs) retrained the
-    generator and the base student into the shipped files, and the replaced generator was deleted."""
+    """Finding 1: `kedro run --env test` (and the benchmarks, then environments) retrained the
+    generator and the base student into the shipped files, and the replaced generator was deleted.
+    A benchmark (`--params data_source=cifar_fs`) trains its own, in the default environment and
+    under --env test, each apart."""
     from tests.data.test_sources import write_cifar_fs
 
     project = tmp_path / "project"
@@ -193,14 +196,15 @@ def test_test_and_benchmark_environments_leave_the_shipped_models_untouched(full
     pretraining = ["--pipelines", "generator_pretraining,student_pretraining"]
     write_cifar_fs(project / "data" / "01_raw" / "cifar_fs", embedded_root)
     for name in ("parameters_generator_pretraining.yml", "parameters_student_pretraining.yml"):  # tiny steps
-        shutil.copy(project / "conf" / "test" / name, project / "conf" / "cifar_fs" / name)
-    kedro(project, "run", "--env", "cifar_fs", *pretraining)
+        shutil.copy(project / "conf" / "test" / name, project / "conf" / "local" / name)
+    kedro(project, "run", *pretraining, "--params", "data_source=cifar_fs")
+    kedro(project, "run", "--env", "test", *pretraining, "--params", "data_source=cifar_fs")
 
     status = subprocess.run(["git", "status", "--porcelain", "--ignored", "data/06_models"], cwd=project,
                             capture_output=True, text=True, check=True).stdout.splitlines()
     assert not [line for line in status if not line.startswith("!!")], f"shipped models changed: {status}"
-    for env in ("test", "cifar_fs"):  # each trained its own, apart
-        assert (models / env / "generator" / "training_record.json").is_file()
-        assert (models / env / "base_student.safetensors").is_file()
+    for folder in ("test", "cifar_fs", "test/cifar_fs"):  # each trained its own, apart
+        assert (models / folder / "generator" / "training_record.json").is_file()
+        assert (models / folder / "base_student.safetensors").is_file()
     classes = json.loads((models / "cifar_fs" / "generator" / "training_record.json").read_text())["history"]["classes"]
     assert classes == ["fish", "fruit"], "the benchmark's generator learnt its base classes"

@@ -9,9 +9,11 @@
 - ``distillation`` -> ``evaluation``: teacher soft labels, a student per (method, episode),
   accuracies with confidence intervals, comparisons, speed;
 - ``tint``: ``data_episodes`` + ``inversion`` + ``synthesis``;
-- ``experiment``: everything after the generator, with whatever generator the catalog names
-  (the offline default, or your Stable Diffusion folder in the ``gpu`` environment);
-- ``__default__``: ``generator_pretraining``, ``student_pretraining`` and ``experiment``;
+- ``experiment``: everything after the generator, with whatever generator the catalog names (the
+  data source's offline generator, or your Stable Diffusion folder in the ``gpu`` environment),
+  including ``student_pretraining``: the data source's base student is trained, or reused while
+  up to date (the log says which);
+- ``__default__``: ``generator_pretraining`` and ``experiment``;
 - ``task``: a user's own classes (``--params task_path=...``) through ``inversion``, ``synthesis``
   and ``distillation`` to an exported, measured, registered student; its datasets are ``task.*``;
 - ``predict``: a folder of new images classified by the task's exported model.
@@ -64,9 +66,9 @@ def register_pipelines() -> dict[str, Pipeline]:
     pipelines = {**stages, "generator_pretraining": index + stages["generator_pretraining"],
                  "student_pretraining": base_split + stages["student_pretraining"]}
     pipelines["tint"] = pipelines["data_episodes"] + pipelines["inversion"] + pipelines["synthesis"]
-    pipelines["experiment"] = pipelines["tint"] + pipelines["distillation"] + pipelines["evaluation"]
-    pipelines["__default__"] = (pipelines["generator_pretraining"] + pipelines["student_pretraining"]
-                                + pipelines["experiment"])
+    pipelines["experiment"] = (pipelines["student_pretraining"] + pipelines["tint"] + pipelines["distillation"]
+                               + pipelines["evaluation"])
+    pipelines["__default__"] = pipelines["generator_pretraining"] + pipelines["experiment"]
     pipelines["task"] = task_pipeline(stages)
     with warnings.catch_warnings():  # Kedro warns of the dot in the task's dataset name
         warnings.filterwarnings("ignore", message="One or more dataset names contain '.'")

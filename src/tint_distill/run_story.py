@@ -12,9 +12,10 @@ from typing import Any
 
 def run_name(pipelines: Sequence[str] | None, env: str | None, params: Mapping[str, Any],
              reads: set[str], started: datetime) -> str:
-    """``experiment · test · 3-way 2-shot · 3 episodes · alpha 0.5 · 11-22 05:42``: what ran, with
-    which data and settings. Episode and synthesis settings appear only when the run reads them."""
-    parts = ["+".join(pipelines or ["__default__"]), env or "local"]
+    """``experiment · mini_imagenet · test · 3-way 2-shot · 3 episodes · alpha 0.5 · 11-22 05:42``: what
+    ran, on which data source, with which settings. Episode and synthesis settings appear only when
+    the run reads them."""
+    parts = ["+".join(pipelines or ["__default__"]), params.get("data_source") or "drawings", env or "local"]
     sampling = (params.get("data_episodes") or {}).get("sampling") or {}
     if "data_episodes" in reads and sampling:
         parts.append(f"{sampling.get('n_way')}-way {sampling.get('n_shot')}-shot")

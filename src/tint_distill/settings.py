@@ -1,14 +1,14 @@
 """Kedro project settings: https://docs.kedro.org/en/stable/kedro_project_setup/settings.html"""
 
-from kedro.config import OmegaConfigLoader
-
+from tint_distill.config_loader import DataSourceConfigLoader
 from tint_distill.hooks import MlflowRunStory, NodeClock, PlainParameters, RunGuard
 
-CONFIG_LOADER_CLASS = OmegaConfigLoader
+# base < conf/data_sources/<data_source>/ (--params data_source=...) < the environment (--env) < --params
+CONFIG_LOADER_CLASS = DataSourceConfigLoader
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
-    # An environment (conf/test, conf/gpu, ...) states only the values it changes.
+    # A data source or an environment (conf/test, conf/gpu, ...) states only the values it changes.
     "merge_strategy": {"parameters": "soft", "catalog": "soft"},
 }
 

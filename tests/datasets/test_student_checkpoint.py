@@ -89,12 +89,12 @@ def test_a_run_that_needs_the_base_student_and_lacks_it_stops_before_any_work(tm
     missing = StudentCheckpointDataset(filepath=str(tmp_path / "base_student.safetensors"))
     assert missing.load() is None  # a run whose students start otherwise does not need it
     pipeline = Pipeline([Node(lambda weights: weights, "base_student", "students")])
-    run_params = {"env": "cub", "project_path": str(tmp_path), "pipeline_names": ["distillation"]}
+    run_params = {"env": "test", "project_path": str(tmp_path), "pipeline_names": ["distillation"]}
     for init, fails in (("base_classes", True), ("scratch", False)):
-        catalog = DataCatalog({"base_student": missing, "parameters": MemoryDataset({"student": {"init": init}})})
+        catalog = DataCatalog({"base_student": missing, "parameters": MemoryDataset({"student": {"init": init}, "data_source": "cub"})})
         guard = RunGuard()
-        if fails:  # the command to run names the run's environment, so it makes the student this run reads
-            with pytest.raises(ParameterError, match="student_pretraining --env cub"):
+        if fails:  # the command to run names the run's environment and data source: it makes the student this run reads
+            with pytest.raises(ParameterError, match="student_pretraining --env test --params data_source=cub`"):
                 guard.before_pipeline_run(run_params=run_params, pipeline=pipeline, catalog=catalog)
             assert guard._run_lock is None, "stopped before the run took the project's lock"
         else:

@@ -66,15 +66,18 @@ class StudentCheckpointDataset(AbstractDataset[Any, Path]):
         stored = read_checkpoint_record(self._filepath).get("fingerprint")
         if isinstance(data, Deferred):
             if not data.force and stored == data.fingerprint:
-                logger.info("%s is up to date (fingerprint %s): not retraining it.", self._filepath, stored)
+                logger.info("Base student: reusing %s (up to date, fingerprint %s).", self._filepath, stored)
                 return
             kept = previous_path(self._filepath, data.fingerprint)
             if not data.force and _record_or_none(kept).get("fingerprint") == data.fingerprint:
                 keep_aside(self._filepath, stored)
                 os.replace(kept, self._filepath)
-                logger.info("%s: restored the checkpoint kept for fingerprint %s instead of retraining it.",
+                logger.info("Base student: reusing %s (restored the checkpoint kept for fingerprint %s).",
                             self._filepath, data.fingerprint)
                 return
+            logger.info("Base student: training %s (%s).", self._filepath,
+                        "retrain requested" if data.force else "no checkpoint yet" if stored is None
+                        else f"its data or settings changed: fingerprint {data.fingerprint}, saved {stored}")
             data = data()
         state_dict, record = data
         keep_aside(self._filepath, stored)

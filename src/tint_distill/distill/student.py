@@ -15,8 +15,10 @@ from torch import nn
 
 from tint_distill.params import SettingError, Settings
 
+from . import resnet12 as _resnet12  # noqa: F401 - registers 'resnet12' in timm wherever a student is built
 from .distillation import DistillationConfig, accuracy, count_parameters, predict, train_student
 from .errors import WeightsFileNotFoundError, WeightsMismatchError
+from .weights import classifier_prefixes, load_exactly, read_state_dict, unknown_model_problem
 
 logger = logging.getLogger(__name__)
 
@@ -41,12 +43,15 @@ class StudentSettings(Settings):
     """The ``student`` parameter block: the architecture, where its weights start, and which
     methods' trained students are kept (the method names are checked by :mod:`tint_distill.methods`)."""
 
-    name: str = DEFAULT_STUDENT           # a timm model name or a preset of STUDENT_PRESETS
+    name: str = DEFAULT_STUDENT           # a timm model name (resnet12 included) or a preset of STUDENT_PRESETS
     init: str = "base_classes"            # base_classes (the student_pretraining pipeline's) | scratch | file
     pretrained_weights: str | None = None  # init: file: a local state dict of the same architecture
     keep_weights: tuple[str, ...] = ("tint",)  # methods whose trained students are saved (safetensors)
 
     def check(self) -> None:
+        problem = unknown_model_problem(self.name, STUDENT_PRESETS)
+        if problem:
+            raise SettingError("name", problem)
         SettingError.unless_one_of("init", self.init, STUDENT_INITS)
         if (self.init == "file") != bool(self.pretrained_weights):
             raise SettingError("pretrained_weights", "is the file of init: file, and only then: set both (init: file "
@@ -54,26 +59,6 @@ class StudentSettings(Settings):
                                                      f"pretrained_weights {self.pretrained_weights!r}")
         if isinstance(self.keep_weights, str):
             raise SettingError("keep_weights", f"must be a list of methods, got {self.keep_weights!r}")
-
-
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("state_dict", "model"):
-        if isinstance(state, Mapping) and key in state and isinstance(state[key], Mapping):
-            state = state[key]
-    if not isinstance(state, Mapping):
-        raise WeightsMismatchError(f"{path}: expected a state dict, found {type(state).__name__}")
-    return dict(state)
-
-
-def _head_prefixes(model: nn.Module) -> tuple[str, ...]:
-    names = model.pretrained_cfg.get("classifier", "fc") if hasattr(model, "pretrained_cfg") else "fc"
-    names = (names,) if isinstance(names, str) else tuple(names)
-    return tuple(f"{name}." for name in names)
 
 
 def load_backbone_weights(model: nn.Module, weights_file: str | Path) -> None:
@@ -86,18 +71,8 @@ def load_backbone_weights(model: nn.Module, weights_file: str | Path) -> None:
             "Put there the state dict of the same timm architecture trained on the base classes "
             "(torch.save(model.state_dict(), path)), or set pretrained_weights to null for random init.",
         )
-    heads = _head_prefixes(model)
-    state = {k: v for k, v in _read_state_dict(path).items() if not k.startswith(heads)}
-    try:
-        result = model.load_state_dict(state, strict=False)
-    except RuntimeError as error:  # shape mismatch
-        raise WeightsMismatchError(f"{path}: does not fit this student ({error})") from error
-    missing = [k for k in result.missing_keys if not k.startswith(heads)]
-    if missing or result.unexpected_keys:
-        raise WeightsMismatchError(
-            f"{path}: does not fit this student: missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
-            f"unexpected {result.unexpected_keys[:5]}{'...' if len(result.unexpected_keys) > 5 else ''}"
-        )
+    load_exactly(model, read_state_dict(path), path, f"this student ({type(model).__name__})",
+                 skipped=classifier_prefixes(model))
 
 
 def create_student(name: str = DEFAULT_STUDENT, num_classes: int = 5, image_size: int = 32,

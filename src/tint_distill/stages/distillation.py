@@ -117,7 +117,7 @@ def plan_teacher_labels(source: EpisodeSource, methods: Sequence[Method], settin
     every method's images (the soft targets)."""
     weights = _weights_key(settings.weights())
     units = [Unit(PartitionKey(episode).format(),
-                  fingerprint(TEACHER_VERSION, dataclasses.asdict(settings), weights, source.key(episode, methods)),
+                  fingerprint(TEACHER_VERSION, settings.key(), weights, source.key(episode, methods)),
                   episode)
              for episode in source.episode_numbers()]
     return Work.of(units, TeacherCall(source, tuple(methods), _absolute(settings)), engine)
@@ -159,16 +159,17 @@ class StudentTask:
     episode: int
 
 
-def student_start(settings: StudentSettings, base_student: Path | None, env: str | None = None,
+def student_start(settings: StudentSettings, base_student: Path | None, options: str = "",
                   where: str = "") -> str | None:
     """The weights every student starts from: the base-class student, none (scratch), or a file.
-    ``env`` and ``where`` (the run's environment, the checkpoint's path) make a missing base student's
-    error name the exact command and file."""
+    ``options`` and ``where`` (the run's command-line options such as `` --env test --params
+    data_source=cub``, the checkpoint's path) make a missing base student's error name the exact
+    command and file."""
     if settings.init == "base_classes":
         if base_student is None:
             raise ParameterError(
                 f"student.init is base_classes, but there is no base-class student{f' at {where}' if where else ''}: "
-                f"run `kedro run --pipeline student_pretraining{f' --env {env}' if env else ''}` first (or a "
+                f"run `kedro run --pipeline student_pretraining{options}` first (or a "
                 "pipeline that includes it, such as the default), or set student.init: scratch.")
         return str(base_student)
     return settings.pretrained_weights
@@ -266,7 +267,7 @@ def plan_candidate_features(images: ImageCollection, image_index: pd.DataFrame, 
     """The teacher's features of every candidate image, one unit per class (key: teacher, weights,
     ids and pixels)."""
     weights = _weights_key(settings.weights())
-    units = [Unit(slug(name), fingerprint(TEACHER_VERSION, "features", dataclasses.asdict(settings), weights, ids,
+    units = [Unit(slug(name), fingerprint(TEACHER_VERSION, "features", settings.key(), weights, ids,
                                           images.content_hashes(ids)), tuple(ids))
              for name, ids in candidate_ids(image_index, mined).items()]
     return Work.of(units, EmbedCall(_absolute(settings), images), engine)
