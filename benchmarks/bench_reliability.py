@@ -134,7 +134,7 @@ def kill_during(stage: str, seed: int) -> Callable[[Project, random.Random], tup
 
 def deleted_png_recomputed(project: Project, rng: random.Random) -> tuple[bool, str]:
     assert project.kedro(*experiment(project)).returncode == 0
-    victim = rng.choice(sorted(rng.choice(in_use(project, STORES["synthesis"])).with_suffix("").glob("*.png")))
+    victim = rng.choice(sorted(rng.choice(in_use(project, STORES["synthesis"])).with_suffix("").glob("*.*")))
     victim.unlink()
     rerun = project.kedro(*experiment(project))
     log = log_of(rerun)
@@ -159,7 +159,7 @@ def truncated_safetensors_refused_then_recomputed(project: Project, rng: random.
 
 
 def changed_bytes_found_by_verify(project: Project, rng: random.Random) -> tuple[bool, str]:
-    victim = rng.choice(sorted(rng.choice(in_use(project, STORES["synthesis"])).with_suffix("").glob("*.png")))
+    victim = rng.choice(sorted(rng.choice(in_use(project, STORES["synthesis"])).with_suffix("").glob("*.*")))
     data = bytearray(victim.read_bytes())
     data[len(data) // 2] ^= 0xFF
     victim.write_bytes(bytes(data))

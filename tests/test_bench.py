@@ -131,3 +131,14 @@ def test_the_reliability_benchmark_replays_the_quick_scenarios(tmp_path):
     assert [row["scenario"] for row in report["scenarios"]] == quick
     failed = [row for row in report["scenarios"] if not row["held"]]
     assert not failed, failed
+
+
+def test_the_storage_benchmark_writes_both_ways_and_counts_them(tmp_path):
+    report = _bench("bench_storage").main(["--images-per-class", "3", "--image-size", "16", "--classes", "2",
+                                           "--repeats", "1", "--output", str(tmp_path / "storage.json")])
+    assert json.loads((tmp_path / "storage.json").read_text()) == report
+    for content in ("drawings", "noise"):
+        before, after = report[content]["png_per_image"], report[content]["shard_and_preview"]
+        assert before["files"] == 2 * 2 * 3 and after["files"] == 2 * 2 * 2, "per partition: 3 PNGs, or shard + preview"
+        assert after["files_at_reference"] == after["files"] * 600
+        assert before["load_one_partition_s"] > 0 and after["load_one_partition_s"] > 0

@@ -22,6 +22,8 @@ from nbclient import NotebookClient
 import pandas as pd
 import pytest
 
+from tint_distill.datasets import ImageSetDataset
+
 from tests.conftest import PROJECT_ROOT, copy_pretrained, kedro
 
 pytestmark = pytest.mark.slow
@@ -123,7 +125,8 @@ def test_synthesis_writes_the_images_of_every_episode_class_and_a_preview(run: R
     synthetic = run.project / "data" / "05_model_input" / "synthetic_images"
     for sampler in ("tint", "textual_inversion"):
         folders = [p.parent / p.name[: -len(".done")] for p in markers(synthetic / sampler)]
-        counts = [len(list(folder.glob("*.png"))) for folder in folders]
+        assert all((folder / "images.safetensors").is_file() and (folder / "preview.png").is_file() for folder in folders)
+        counts = [len(ImageSetDataset(filepath=str(folder)).load()) for folder in folders]
         assert counts == [4] * run.n_classes, f"images_per_class {sampler} images for every (episode, class)"
     assert (run.reporting / "synthesis_preview.png").is_file()
 

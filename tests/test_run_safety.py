@@ -14,6 +14,8 @@ from pathlib import Path
 import mlflow
 import pytest
 
+from tint_distill.datasets import ImageSetDataset
+
 from tests.conftest import PROJECT_ROOT, copy_project, kedro
 
 SPECIALISATIONS = Path("data/06_models/class_specialisations")
@@ -111,7 +113,8 @@ def test_two_runs_at_once_one_is_refused_and_no_partition_is_corrupt(project: Pa
     for sampler in ("tint", "textual_inversion"):
         versions = [p for p in (project / SYNTHETIC / sampler).rglob("*") if p.is_dir() and len(p.name) == 16]
         assert versions and all(v.with_name(v.name + ".done").is_file() for v in versions)
-        assert all(len(list(v.glob("*.png"))) == 4 for v in versions), "every finished partition is complete"
+        assert all(len(ImageSetDataset(filepath=str(v)).load()) == 4 for v in versions), \
+            "every finished partition is complete"
     assert not [p for p in (project / "data").rglob("*.tmp")], "no staging leftovers"
     again = tint(project)
     assert "saved partition" not in again.stdout + again.stderr, "the finished run's work is trusted and complete"
@@ -146,7 +149,8 @@ def test_the_gpu_environment_runs_on_a_cpu_with_a_model_folder_as_downloaded(pro
         "one group, in bf16"
     # conf/gpu is compute only: the words are the data source's (here the drawings')
     assert all(s["textual_inversion"]["prompt_template"] == "a drawing of a {token}" for s in saved)
-    assert len(list((project / SYNTHETIC).rglob("*.png"))) >= 4
+    assert sum(len(ImageSetDataset(filepath=str(shard.parent)).load())
+               for shard in (project / SYNTHETIC).rglob("images.safetensors")) >= 4
 
 
 @pytest.fixture(scope="module")

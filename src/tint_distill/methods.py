@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from tint_distill.data.collection import ImageCollection
+from tint_distill.data.image_batch import ImageBatch
 from tint_distill.keys import PartitionKey
 from tint_distill.params import ParameterError, SettingError, Settings
 
@@ -78,7 +79,7 @@ class DistilledImages:
     """A method's images for one episode: ``load() -> (images, label of the class each stands for)``
     and ``key``, a JSON-able identity of exactly those images (ids and pixels, or upstream fingerprints)."""
 
-    load: Callable[[], tuple[list, list[int]]]
+    load: Callable[[], tuple[Sequence, list[int]]]  # a list of PIL images or an ImageBatch
     key: Any
 
 
@@ -113,16 +114,16 @@ def _synthetic(sampler: str) -> Callable[[EpisodeInputs], DistilledImages]:
     def images(inputs: EpisodeInputs) -> DistilledImages:
         keys = [(label, name, PartitionKey.of(inputs.episode, name, sampler).format()) for label, name in inputs.classes]
 
-        def load() -> tuple[list, list[int]]:
-            pictures, labels = [], []
+        def load() -> tuple[ImageBatch, list[int]]:  # the classes' shards as one uint8 batch, no PIL
+            parts, labels = [], []
             for label, name, key in keys:
                 if key not in inputs.synthetic_images:
                     raise KeyError(f"no '{sampler}' synthetic images for episode {inputs.episode}, class '{name}' "
                                    f"({key}): run the synthesis pipeline with this sampler.")
-                generated = inputs.synthetic_images[key]()
-                pictures += generated
+                generated = ImageBatch.of(inputs.synthetic_images[key]())
+                parts.append(generated)
                 labels += [label] * len(generated)
-            return pictures, labels
+            return ImageBatch.join(parts), labels
 
         return DistilledImages(load, [(key, getattr(inputs.synthetic_images.get(key), "fingerprint", None))
                                       for _, _, key in keys])

@@ -224,11 +224,14 @@ def outcomes_of(units: Sequence[Unit], results: Sequence[Any] | BaseException, s
 @dataclass(frozen=True)
 class Stored:
     """A finished partition read back from its store: its fingerprint (what later stages chain on),
-    its completion marker (``record``: seconds, host, device) and ``load()`` (also ``stored()``)."""
+    its completion marker (``record``: seconds, host, device) and ``load()`` (also ``stored()``).
+    ``sidecar()``, where its dataset has one, reads only the partition's small description (a
+    specialisation's JSON), not its heavy files: for reports."""
 
     fingerprint: str
     load: Callable[[], Any]
     record: dict | None = field(default=None, compare=False)
+    sidecar: Callable[[], Any] | None = field(default=None, compare=False)
 
     def __call__(self) -> Any:
         return self.load()

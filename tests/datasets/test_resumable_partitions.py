@@ -111,7 +111,8 @@ def test_a_partition_that_fails_while_saving_leaves_nothing_that_looks_finished(
     with pytest.raises(DatasetError):
         store.save(units({"episode_0000/fish": ("v1", lambda: broken)}))
     assert not list((tmp_path / "images").rglob("*.done"))
-    assert not list((tmp_path / "images").rglob("*.png")), "the half-written images were staged and removed"
+    written = [p.name for p in (tmp_path / "images").rglob("*") if p.is_file() and not p.name.startswith("_")]
+    assert not written, "the half-written partition was staged and removed"
     with pytest.raises(DatasetError, match="No finished partitions"):
         store.load()
     store.save(units({"episode_0000/fish": ("v1", lambda: good)}))
@@ -346,7 +347,7 @@ def drawn_images(n: int, shade: int = 0) -> list:
 
 def test_a_finished_partition_missing_a_file_is_recomputed_never_used_short(tmp_path: Path, caplog):
     """Finding 2: a PNG deleted from a finished partition used to be reused, and the student trained
-    on 15 of 16 images under the intact result's fingerprint."""
+    on 15 of 16 images under the intact result's fingerprint. The same holds for a partition's shard."""
     calls = []
 
     def work():
@@ -356,24 +357,24 @@ def test_a_finished_partition_missing_a_file_is_recomputed_never_used_short(tmp_
     store = image_store(tmp_path / "images")
     store.save(units({"episode_0000/fish": ("v1", work)}))
     folder = version_dir(tmp_path / "images", "episode_0000/fish")
-    (folder / "00002.png").unlink()
-    with pytest.raises(DatasetError, match=r"episode_0000/fish \(missing: 00002.png\).*kedro run"):
+    (folder / "images.safetensors").unlink()
+    with pytest.raises(DatasetError, match=r"episode_0000/fish \(missing: images.safetensors\).*kedro run"):
         store.load()  # a stage reading it refuses, naming it and the fix
 
     store.save(units({"episode_0000/fish": ("v1", work)}))  # the stage that makes it, run again
     assert len(calls) == 2, "the damaged partition was recomputed"
-    assert "episode_0000/fish (version v1) is damaged (missing: 00002.png): it is recomputed" in caplog.text
+    assert "episode_0000/fish (version v1) is damaged (missing: images.safetensors): it is recomputed" in caplog.text
     assert len(store.load()["episode_0000/fish"]()) == 4
 
-    with (folder / "00001.png").open("r+b") as handle:  # truncated by a full disk, say
-        handle.truncate(10)
-    with pytest.raises(DatasetError, match="of another size: 00001.png"):
+    with (folder / "images.safetensors").open("r+b") as handle:  # truncated by a full disk, say
+        handle.truncate(100)
+    with pytest.raises(DatasetError, match="of another size: images.safetensors"):
         store.load()
-    (folder / "00001.png").unlink()
+    (folder / "images.safetensors").unlink()
     store.save(units({"episode_0000/fish": ("v1", work)}))
     (folder / ".DS_Store").write_bytes(b"a file browser was here")  # litter, never read: still intact
     assert len(store.load()["episode_0000/fish"]()) == 4
-    (folder / "extra.png").write_bytes((folder / "00000.png").read_bytes())
+    (folder / "extra.png").write_bytes((folder / "preview.png").read_bytes())
     with pytest.raises(DatasetError, match="not recorded: extra.png"):
         store.load()
 
@@ -388,13 +389,13 @@ def test_verify_finds_changed_contents_and_repair_has_them_recomputed(tmp_path: 
     store = image_store(tmp_path / "images")
     store.save(units({"a": ("v1", work), "b": ("v1", work)}))
     assert store.verify() == {"checked": 2, "unrecorded": 0, "damaged": []}
-    png = version_dir(tmp_path / "images", "a") / "00001.png"
-    data = bytearray(png.read_bytes())
-    data[-20] ^= 0xFF  # same size, other bytes: only a hash sees it
-    png.write_bytes(bytes(data))
+    shard = version_dir(tmp_path / "images", "a") / "images.safetensors"
+    data = bytearray(shard.read_bytes())
+    data[-20] ^= 0xFF  # same size, other pixels: only a hash sees it
+    shard.write_bytes(bytes(data))
     store.save(units({"a": ("v1", work), "b": ("v1", work)}))
     assert len(calls) == 2, "a run checks sizes only"
-    assert store.verify()["damaged"] == [("a", "changed: 00001.png")]
+    assert store.verify()["damaged"] == [("a", "changed: images.safetensors")]
     store.verify(repair=True)
     store.save(units({"a": ("v1", work), "b": ("v1", work)}))
     assert len(calls) == 3 and store.verify()["damaged"] == [], "the repaired partition was recomputed, alone"

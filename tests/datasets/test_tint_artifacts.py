@@ -83,7 +83,7 @@ def test_incomplete_and_hub_id_model_folders(tiny_generator: Path, tmp_path: Pat
 def test_image_set_round_trip(embedded_root: Path, tmp_path: Path):
     from PIL import Image
 
-    images = [Image.open(p).convert("RGB") for p in sorted((embedded_root / "fish").glob("*.png"))[:3]]
+    images = [Image.open(p).convert("RGB").resize((40, 30)) for p in sorted((embedded_root / "fish").glob("*.png"))[:3]]
     dataset = ImageSetDataset(filepath=str(tmp_path / "set"))
     dataset.save(images)
     dataset.save(images[:2])  # a new save replaces the folder

@@ -20,6 +20,7 @@ from PIL import Image
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
+from .image_batch import ImageBatch
 from .images import flatten_to_rgb
 
 BACKGROUND = (255, 255, 255)
@@ -30,7 +31,8 @@ INPUT_POLICY = ("RGB (transparency on white), padded to a square on white with t
                 "image_size x image_size (bilinear, antialiased), float32 in [0, 1]")
 
 Images = Sequence[Image.Image] | torch.Tensor
-"""A list of PIL images, or a tensor ``[N, 3, H, W]`` (uint8 0-255, or float in [0, 1])."""
+"""A list of PIL images, an :class:`ImageBatch` (its uint8 pixels are used as they are), or a
+tensor ``[N, 3, H, W]`` (uint8 0-255, or float in [0, 1])."""
 
 
 def square_image(image: Image.Image) -> Image.Image:
@@ -75,6 +77,8 @@ def _resize(batch: torch.Tensor, size: int) -> torch.Tensor:
 
 def images_to_tensor(images: Images, size: int) -> torch.Tensor:
     """Every image under the policy, stacked: ``[N, 3, size, size]`` float in [0, 1]."""
+    if isinstance(images, ImageBatch):
+        images = images.pixels
     if isinstance(images, torch.Tensor) and images.dim() == 4:
         batch = TF.to_dtype(images, torch.float32, scale=True) if images.dtype == torch.uint8 else images.float()
         if batch.shape[-2] != batch.shape[-1]:

@@ -237,16 +237,21 @@ class ResumablePartitionedDataset(PartitionedDataset):
                 "interrupted?); using the %d finished ones. Rerun the pipeline that produces them to complete it.",
                 self._path, len(current) - len(done), len(current), len(done),
             )
-        return {key: Stored(version, self._loader(key, version), record=markers[key])
-                for key, version in sorted(done.items())}
+        return {key: self._stored(key, version, markers[key]) for key, version in sorted(done.items())}
 
-    def _loader(self, key: str, version: str):
-        """Loads a finished version; a file that cannot be read is an error naming it and the fix."""
+    def _stored(self, key: str, version: str, record: dict) -> Stored:
+        """A finished version as later stages read it: ``load`` and, where its dataset has one,
+        ``load_sidecar`` (its small description alone); a file that cannot be read is an error
+        naming it and the fix."""
         dataset = self._version_dataset(key, version)
+        sidecar = getattr(dataset, "load_sidecar", None)
+        return Stored(version, self._reader(dataset.load, key, version), record=record,
+                      sidecar=None if sidecar is None else self._reader(sidecar, key, version))
 
+    def _reader(self, read, key: str, version: str):
         def load() -> Any:
             try:
-                return dataset.load()
+                return read()
             except Exception as error:  # noqa: BLE001 - any decoding error of a stored file
                 raise DamagedPartitionError(
                     f"{self._path}: finished partition {key} (version {version}) cannot be read: {error}. Run "

@@ -1,5 +1,5 @@
 """Catalog datasets for TINT's artefacts: the generator folder, class specialisations and
-folders of generated images."""
+shards of generated images."""
 
 from __future__ import annotations
 
@@ -8,14 +8,21 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from kedro.io import AbstractDataset, DatasetError
 from PIL import Image
+from safetensors.torch import load_file
+from torchvision.utils import make_grid
+
+from tint_distill.data.image_batch import ImageBatch
 
 from tint_distill.datasets.kept_models import keep_aside, previous_path
-from tint_distill.tint import ClassSpecialisation, check_model_folder, load_specialisation, save_specialisation
+from tint_distill.tint import (ClassSpecialisation, check_model_folder, load_specialisation,
+                               read_specialisation_sidecar, save_specialisation)
+from tint_distill.tensor_files import save_tensors
 from tint_distill.tint.models import TRAINING_RECORD, read_training_record
 from tint_distill.work import Deferred
 
@@ -141,6 +148,11 @@ class SpecialisationDataset(AbstractDataset[ClassSpecialisation, ClassSpecialisa
     def load(self) -> ClassSpecialisation:
         return load_specialisation(self._filepath)
 
+    def load_sidecar(self) -> dict[str, Any]:
+        """The JSON sidecar alone (token, settings, diagnostics such as the reconstruction errors),
+        for reports: the tensors (at SD size ~30 MB of null embeddings) are not read."""
+        return read_specialisation_sidecar(self._filepath)
+
     def save(self, data: ClassSpecialisation) -> None:
         save_specialisation(data, self._filepath)
 
@@ -151,32 +163,50 @@ class SpecialisationDataset(AbstractDataset[ClassSpecialisation, ClassSpecialisa
         return {"filepath": str(self._filepath)}
 
 
-class ImageSetDataset(AbstractDataset[list, list]):
-    """A folder of PNGs ``00000.png, 00001.png, ...`` saved from and loaded as a list of images."""
+class ImageSetDataset(AbstractDataset[Sequence, ImageBatch]):
+    """A partition's generated images (one size) saved as one shard, loaded as an :class:`ImageBatch`.
+
+    The folder holds ``images.safetensors`` (the tensor ``images``: uint8 ``[N, 3, H, W]``, RGB)
+    and ``preview.png``, a grid of the first images for people and Kedro-Viz. A folder written
+    before shards (``00000.png, 00001.png, ...``) loads as before, to the same pixels.
+    """
+
+    SHARD = "images.safetensors"
+    PREVIEW = "preview.png"
+    PREVIEW_IMAGES = 16  # two rows of eight
 
     def __init__(self, *, filepath: str, metadata: dict | None = None):
         self._filepath = Path(filepath)
         self.metadata = metadata
 
-    def load(self) -> list[Image.Image]:
-        files = sorted(self._filepath.glob("*.png"))
+    def _legacy_files(self) -> list[Path]:
+        return sorted(self._filepath.glob("[0-9]*.png"))
+
+    def load(self) -> ImageBatch:
+        shard = self._filepath / self.SHARD
+        if shard.is_file():
+            return ImageBatch(load_file(str(shard))["images"])
+        files = self._legacy_files()  # a partition saved as one PNG per image
         if not files:
             raise DatasetError(f"{self._filepath}: no generated images here.")
         images = []
         for file in files:
             with Image.open(file) as image:
                 images.append(image.convert("RGB"))
-        return images
+        return ImageBatch.of(images)
 
-    def save(self, data: list[Image.Image]) -> None:
+    def save(self, data: Sequence[Image.Image]) -> None:
+        batch = ImageBatch.of(data)
         if self._filepath.exists():
             shutil.rmtree(self._filepath)
         self._filepath.mkdir(parents=True)
-        for index, image in enumerate(data):
-            image.save(self._filepath / f"{index:05d}.png")
+        save_tensors({"images": batch.pixels}, self._filepath / self.SHARD,
+                     metadata={"format": "tint-image-shard", "layout": "uint8 N,3,H,W RGB"})
+        grid = make_grid(batch.pixels[:self.PREVIEW_IMAGES], nrow=8, padding=2, pad_value=255)
+        Image.fromarray(grid.permute(1, 2, 0).contiguous().numpy()).save(self._filepath / self.PREVIEW)
 
     def _exists(self) -> bool:
-        return any(self._filepath.glob("*.png"))
+        return (self._filepath / self.SHARD).is_file() or bool(self._legacy_files())
 
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self._filepath)}

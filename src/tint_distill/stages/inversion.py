@@ -134,10 +134,11 @@ def specialise(worker: Worker, model: DiffusionModel, settings: InversionSetting
 def reconstruction_report(class_specialisations: Mapping[str, Stored]) -> tuple[dict, dict]:
     """How faithfully the null-text inversion holds the supports: per (episode, class) the pixel MSE
     of the supports rebuilt from their inversion and the VAE round trip's (the bound), and the
-    run's means. Returns the report and its MLflow metrics (``inversion.reconstruction_*``)."""
+    run's means. Returns the report and its MLflow metrics (``inversion.reconstruction_*``).
+    Reads each specialisation's JSON sidecar alone (``Stored.sidecar``), never its tensors."""
     per_class, missing = {}, []
-    for key, load in sorted(class_specialisations.items()):
-        measured = load().reconstruction
+    for key, stored in sorted(class_specialisations.items()):
+        measured = stored.sidecar()["diagnostics"].get("reconstruction")
         if measured is None:
             missing.append(key)
             continue

@@ -13,6 +13,7 @@ from PIL import Image
 
 from tint_distill.data.collection import ImageCollection
 from tint_distill.data.episodes import episode_images
+from tint_distill.data.image_batch import ImageBatch
 from tint_distill.data.grids import image_grid
 
 from tint_distill.fingerprints import fingerprint, folder_fingerprint
@@ -109,18 +110,19 @@ class GenerationCall:
 
 
 def generate(worker: Worker, model: DiffusionModel, spec, settings: SynthesisSettings,
-             task: ClassSamples) -> list[Image.Image]:
-    """``settings.images_per_class`` images of one specialised class with ``task.sampler``."""
+             task: ClassSamples) -> ImageBatch:
+    """``settings.images_per_class`` images of one specialised class with ``task.sampler``, as one
+    uint8 batch (what the partition's shard holds; compact for a Ray worker to send back)."""
     components = model.on(worker)
     apply_specialisation(components, spec)
     logger.info("Generating %d %s images for %s", settings.images_per_class, task.sampler, task.key)
     common = dict(n_images=settings.images_per_class, seed=settings.seed, batch_size=settings.batch_size,
-                  output_size=settings.output_size, progress=True)
+                  output_size=settings.output_size, output_type="uint8", progress=True)
     if task.sampler == "tint":
-        return sample_class(components, spec, alpha=settings.alpha, alpha_mode=settings.alpha_mode, **common)
-    return textual_inversion_sample(  # the baseline: pure noise, TI prompt, plain "" null embedding
+        return ImageBatch(sample_class(components, spec, alpha=settings.alpha, alpha_mode=settings.alpha_mode, **common))
+    return ImageBatch(textual_inversion_sample(  # the baseline: pure noise, TI prompt, plain "" null embedding
         components, spec.prompt, guidance_scale=spec.null_text.guidance_scale, num_steps=spec.num_steps,
-        timestep_spacing=spec.null_text.timestep_spacing, **common)
+        timestep_spacing=spec.null_text.timestep_spacing, **common))
 
 
 def preview_grids(model: DiffusionModel, images: ImageCollection, episodes: pd.DataFrame,
@@ -142,7 +144,7 @@ def preview_grids(model: DiffusionModel, images: ImageCollection, episodes: pd.D
                 key = partition_key(episode, name, sampler)
                 if key in synthetic_images:
                     label_text = f"{label}: {name} ({sampler.replace('textual_inversion', 'TI')})"
-                    rows.append((label_text, supports + synthetic_images[key]()[:n_images]))
+                    rows.append((label_text, [*supports, *synthetic_images[key]()[:n_images]]))
             load = class_specialisations.get(partition_key(episode, name))
             spec = load() if load is not None else None
             if spec is not None and spec.reconstructed_latents is not None:

@@ -24,7 +24,7 @@ from .null_text_inversion import (NullTextConfig, NullTextResult, ddim_invert, n
                                   reconstruct_latents)
 from .sampling import blend_with_noise, textual_inversion_sample, tint_sample
 from .specialisation import (ClassSpecialisation, ClassToSpecialise, apply_specialisation, load_specialisation,
-                             sample_class, save_specialisation, specialise_class, specialise_group)
+                             read_specialisation_sidecar, sample_class, save_specialisation, specialise_class, specialise_group)
 from .textual_inversion import (TextualInversionConfig, add_class_token, train_textual_inversion,
                                 train_textual_inversion_group)
 from .tokenizer import write_clip_tokenizer_files
@@ -34,7 +34,7 @@ __all__ = [
     "NullTextResult", "SDComponents", "SpecialisationError", "TextualInversionConfig", "TinySDConfig", "TintError",
     "add_class_token", "apply_specialisation", "blend_with_noise", "build_tiny_stable_diffusion",
     "check_model_folder", "ddim_invert", "load_specialisation", "load_stable_diffusion", "null_text_invert",
-    "null_text_invert_group", "null_text_invert_sequential", "reconstruct", "reconstruct_latents", "sample_class",
+    "null_text_invert_group", "null_text_invert_sequential", "reconstruct", "reconstruct_latents", "read_specialisation_sidecar", "sample_class",
     "save_specialisation", "specialise_class", "specialise_group", "textual_inversion_sample", "tint_sample", "train_textual_inversion",
     "train_textual_inversion_group", "write_clip_tokenizer_files",
 ]

@@ -105,20 +105,14 @@ def save_specialisation(spec: ClassSpecialisation, path: str | Path) -> Path:
     return path
 
 
-def load_specialisation(path: str | Path) -> ClassSpecialisation:
-    """Read a specialisation written by :func:`save_specialisation`."""
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    sidecar_path = path.with_suffix(".json")
-    for needed in (path, sidecar_path):
-        if not needed.is_file():
-            raise SpecialisationError(f"specialisation file {needed} is missing (need both .safetensors and .json)")
-    tensors = load_file(str(path))
+def read_specialisation_sidecar(path: str | Path) -> dict[str, Any]:
+    """What a specialisation's JSON sidecar holds, without reading its tensors: ``token``,
+    ``init_word``, ``support_ids``, ``textual_inversion``, ``null_text`` (settings as saved) and
+    ``diagnostics`` (losses, reconstruction, timings), in the current format whatever it was saved in."""
+    sidecar_path = Path(path).with_suffix(".json")
+    if not sidecar_path.is_file():
+        raise SpecialisationError(f"specialisation file {sidecar_path} is missing (need both .safetensors and .json)")
     sidecar = json.loads(sidecar_path.read_text(encoding="utf-8"))
-    missing = [name for name in _TENSORS if name not in tensors]
-    if missing:
-        raise SpecialisationError(f"{path} lacks tensors {missing}")
     if sidecar.get("format_version") not in (1, 2, FORMAT_VERSION):  # 1: without reconstructions
         raise SpecialisationError(f"{sidecar_path}: unsupported format_version {sidecar.get('format_version')}")
     if "settings" in sidecar:  # formats 1 and 2: one free-form block
@@ -128,9 +122,27 @@ def load_specialisation(path: str | Path) -> ClassSpecialisation:
             diagnostics.pop(legacy, None)  # copies of the null-text and textual-inversion settings
     else:
         ti, nti, diagnostics = sidecar["textual_inversion"], sidecar["null_text"], sidecar["diagnostics"]
+    return {"token": sidecar["token"], "init_word": sidecar["init_word"], "support_ids": list(sidecar["support_ids"]),
+            "textual_inversion": ti, "null_text": nti, "diagnostics": diagnostics}
+
+
+def load_specialisation(path: str | Path) -> ClassSpecialisation:
+    """Read a specialisation written by :func:`save_specialisation`."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise SpecialisationError(f"specialisation file {path} is missing (need both .safetensors and .json)")
+    sidecar = read_specialisation_sidecar(path)
+    tensors = load_file(str(path))
+    missing = [name for name in _TENSORS if name not in tensors]
+    if missing:
+        raise SpecialisationError(f"{path} lacks tensors {missing}")
     return ClassSpecialisation(token=sidecar["token"], init_word=sidecar["init_word"],
-                               support_ids=list(sidecar["support_ids"]), textual_inversion=_config(TextualInversionConfig, ti),
-                               null_text=_config(NullTextConfig, nti), diagnostics=diagnostics,
+                               support_ids=sidecar["support_ids"],
+                               textual_inversion=_config(TextualInversionConfig, sidecar["textual_inversion"]),
+                               null_text=_config(NullTextConfig, sidecar["null_text"]),
+                               diagnostics=sidecar["diagnostics"],
                                **{name: tensors[name] for name in _TENSORS},
                                reconstructed_latents=tensors.get("reconstructed_latents"))
 
