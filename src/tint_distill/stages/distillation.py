@@ -182,6 +182,7 @@ def plan_students(source: EpisodeSource, teacher_outputs: Mapping[str, Stored], 
     weights = student_start(student, base_student)
     kept = {k: v for k, v in dataclasses.asdict(student).items()
             if k not in ("keep_weights", "pretrained_weights")}  # the weights count by content
+    weights_key, config_key = _weights_key(weights), dataclasses.asdict(config)  # once, not per student
     units = []
     for episode in source.episode_numbers():
         key = PartitionKey(episode).format()
@@ -190,7 +191,7 @@ def plan_students(source: EpisodeSource, teacher_outputs: Mapping[str, Stored], 
         for method in methods:
             units.append(Unit(PartitionKey(episode, method=method.name).format(),
                               fingerprint(DISTILLATION_VERSION, method.name, kept, method.name in student.keep_weights,
-                                          _weights_key(weights), dataclasses.asdict(config),
+                                          weights_key, config_key,
                                           teacher_outputs[key].fingerprint),
                               StudentTask(method, episode)))
     weights = str(Path(weights).resolve()) if weights else weights  # as workers in other folders read it
