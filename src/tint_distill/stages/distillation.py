@@ -19,7 +19,6 @@ import pandas as pd
 import torch
 
 from tint_distill.data.collection import ImageCollection
-from tint_distill.data.episodes import episode_images
 from tint_distill.distill.distillation import DISTILLATION_VERSION, DistillationConfig, accuracy, predict, train_student
 from tint_distill.distill.mining import nearest_to_supports
 from tint_distill.distill.student import WEIGHTS_KEY, StudentSettings, create_student
@@ -290,6 +289,18 @@ def embed(worker: Worker, settings: TeacherSettings, pictures: list) -> dict[str
     return {"features": extract_features(backbone, pictures, settings.batch_size)}
 
 
+def _features_by_id(backbone, images: ImageCollection, image_ids, batch_size: int,
+                    chunk: int = 256) -> dict[str, torch.Tensor]:
+    """The teacher's features of each distinct image once (episodes share supports), decoded
+    ``chunk`` images at a time."""
+    distinct = sorted(set(image_ids))
+    found = {}
+    for start in range(0, len(distinct), chunk):
+        part = distinct[start:start + chunk]
+        found |= dict(zip(part, extract_features(backbone, [images.load(i) for i in part], batch_size)))
+    return found
+
+
 MINED_COLUMNS = ["episode", "label", "class_name", "rank", "image_id", "source_class", "similarity"]
 
 
@@ -306,14 +317,14 @@ def mine(images: ImageCollection, image_index: pd.DataFrame, episodes: pd.DataFr
     ids = [i for name in candidates for i in candidates[name]]
     sources = [name for name in candidates for _ in candidates[name]]
     features = torch.cat([candidate_features[slug(name)]()["features"] for name in candidates])
-    backbone = create_teacher(settings)
+    supports = episodes[episodes["role"] == "support"]
+    support_features = _features_by_id(create_teacher(settings), images, supports["image_id"], settings.batch_size)
     rows = []
-    for episode in sorted(int(e) for e in episodes["episode"].unique()):
-        for (label, name), support_ids in episode_images(episodes, episode, "support").items():
-            supports = extract_features(backbone, [images.load(i) for i in support_ids], settings.batch_size)
-            index, similarity = nearest_to_supports(supports, features, count)
-            rows += [(episode, int(label), name, rank, ids[i], sources[i], float(s))
-                     for rank, (i, s) in enumerate(zip(index.tolist(), similarity.tolist()))]
+    for (episode, label, name), group in supports.groupby(["episode", "label", "class_name"], sort=True):
+        chosen = torch.stack([support_features[i] for i in group["image_id"]])
+        index, similarity = nearest_to_supports(chosen, features, count)
+        rows += [(int(episode), int(label), name, rank, ids[i], sources[i], float(s))
+                 for rank, (i, s) in enumerate(zip(index.tolist(), similarity.tolist()))]
     table = pd.DataFrame(rows, columns=MINED_COLUMNS)
     logger.info("Mined %d real images per class from the '%s' split (%d candidates) for %d episodes",
                 count, mined.split, len(ids), table["episode"].nunique())
