@@ -40,12 +40,13 @@ test-quick: setup  ## the tests not marked slow (no `kedro run` subprocess): the
 # One torch thread: on a shared 2-core machine the ratios are then steady (see benchmarks/README.md).
 BENCH_ARGS ?= --threads 1 --repeats 2
 
-bench: setup  ## TINT engine, execution engines, predict, NTI reconstruction, reliability -> data/08_reporting/benchmark*.json
+bench: setup  ## TINT engine, execution engines, predict, NTI reconstruction, reliability, scale -> data/08_reporting/benchmark*.json
 	$(BIN)/python benchmarks/bench_tint.py $(BENCH_ARGS) --output data/08_reporting/benchmark.json
 	$(BIN)/python benchmarks/bench_execution.py --repeats 2 --output data/08_reporting/benchmark_execution.json
 	$(BIN)/python benchmarks/bench_predict.py --output data/08_reporting/benchmark_predict.json
 	$(BIN)/python benchmarks/bench_reconstruction.py --threads 2 --output data/08_reporting/benchmark_reconstruction.json
 	$(BIN)/python benchmarks/bench_reliability.py --output data/08_reporting/benchmark_reliability.json
+	$(BIN)/python benchmarks/bench_scale.py --episodes 20,100,400 --output data/08_reporting/benchmark_scale.json
 
 viz: setup  ## Kedro-Viz on http://127.0.0.1:4141
 	$(BIN)/kedro viz run

@@ -93,3 +93,21 @@ def test_the_reliability_benchmark_replays_the_quick_scenarios(tmp_path):
     assert [row["scenario"] for row in report["scenarios"]] == quick
     failed = [row for row in report["scenarios"] if not row["held"]]
     assert not failed, failed
+
+
+@pytest.mark.slow  # two episode counts, each run twice through `kedro` (about a minute on 2 cores)
+def test_the_scale_rehearsal_reports_the_drivers_share_per_episode(tmp_path):
+    report = _bench("bench_scale").main(["--episodes", "2,1", "--output", str(tmp_path / "scale.json")])
+    assert json.loads((tmp_path / "scale.json").read_text()) == report
+    smallest, largest = report["per_episode_count"]
+    assert (smallest["episodes"], largest["episodes"]) == (1, 2)
+    for row in report["per_episode_count"]:
+        run = row["run"]
+        assert 0 < run["unit_s"] < run["node_s"] <= run["pipeline_s"] < run["wall_s"], "units inside nodes inside the run"
+        assert row["driver_s_per_episode"] == pytest.approx((run["node_s"] - run["unit_s"]) / row["episodes"], abs=0.02)
+        assert run["partitions_computed"] > 0 and run["peak_rss_mib"] > 100
+        assert row["written_under_data"]["files"] > 0 and row["written_under_data"]["bytes"] > 0
+        assert row["noop_rerun"]["partitions_computed"] == 0 and row["noop_rerun"]["unit_s"] == 0, "everything reused"
+    assert largest["written_under_data"]["files"] > smallest["written_under_data"]["files"]
+    assert report["overhead_growth"] == pytest.approx(largest["driver_s_per_episode"] / smallest["driver_s_per_episode"], rel=0.01)
+    assert report["noop_rerun_s_per_episode"] == largest["noop_rerun_s_per_episode"]
