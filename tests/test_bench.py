@@ -111,3 +111,6 @@ def test_the_scale_rehearsal_reports_the_drivers_share_per_episode(tmp_path):
     assert largest["written_under_data"]["files"] > smallest["written_under_data"]["files"]
     assert report["overhead_growth"] == pytest.approx(largest["driver_s_per_episode"] / smallest["driver_s_per_episode"], rel=0.01)
     assert report["noop_rerun_s_per_episode"] == largest["noop_rerun_s_per_episode"]
+    (added,) = report["marginal_driver_s_per_episode"]
+    assert added["episodes"] == [1, 2]
+    assert added["driver_s_per_episode"] == pytest.approx(largest["run"]["driver_s"] - smallest["run"]["driver_s"], abs=0.02)
