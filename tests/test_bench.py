@@ -95,7 +95,7 @@ def test_the_reliability_benchmark_replays_the_quick_scenarios(tmp_path):
     assert not failed, failed
 
 
-@pytest.mark.slow  # two episode counts, each run twice through `kedro` (about a minute on 2 cores)
+@pytest.mark.slow  # two episode counts, each run twice through `kedro` (about 2 minutes on 2 cores)
 def test_the_scale_rehearsal_reports_the_drivers_share_per_episode(tmp_path):
     report = _bench("bench_scale").main(["--episodes", "2,1", "--output", str(tmp_path / "scale.json")])
     assert json.loads((tmp_path / "scale.json").read_text()) == report
