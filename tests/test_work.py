@@ -4,11 +4,12 @@ engine), a group's call and what becomes of each of its units, run by the local 
 from __future__ import annotations
 
 import random
+import time
 
 import pytest
 
 from tint_distill.errors import NonFiniteLossError
-from tint_distill.execution import LocalEngine
+from tint_distill.execution import UNIT_CLOCK, LocalEngine
 from tint_distill.work import (Call, Deferred, Outcome, Stored, Unit, UnitFailed, Work, Worker, is_unit_failure,
                                outcomes_of, plan_groups)
 
@@ -183,6 +184,25 @@ def test_a_group_whose_inputs_cannot_be_read_fails_alone():
     outcomes = {o.key: o for o in work.engine.run(work, units)}
     assert outcomes["a"].value == "A" and outcomes["c"].value == "C"
     assert isinstance(outcomes["broken"].error, UnitFailed) and outcomes["broken"].value is None
+
+
+def _pause(worker: Worker, tasks: list, seconds: float) -> list:
+    time.sleep(seconds)
+    return list(tasks)
+
+
+def test_the_unit_clock_counts_the_units_computation_and_not_the_reading_of_their_inputs():
+    def call(tasks: list) -> Call:
+        time.sleep(0.2)  # reading a group's inputs, on the driver: the driver's time
+        return Call(_pause, (tasks, 0.05))
+
+    units = [Unit(f"k{i}", "fp", i) for i in range(4)]
+    work = Work.of(units, call, LocalEngine(), group_size=2)
+    seconds, counted = UNIT_CLOCK.seconds, UNIT_CLOCK.units
+    outcomes = list(work.engine.run(work, units))
+    assert UNIT_CLOCK.units - counted == 4
+    assert 2 * 0.05 <= UNIT_CLOCK.seconds - seconds < 2 * 0.2, "two groups computed, their reading left out"
+    assert sum(o.seconds for o in outcomes) >= 2 * 0.25, "a unit's recorded seconds still include its reading"
 
 
 def test_work_of_functions_is_one_unit_per_function_run_here():

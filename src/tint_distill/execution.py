@@ -94,6 +94,24 @@ def engine_for(execution: ExecutionSettings | Mapping | None, stage: str | None 
     return RayEngine(settings) if settings.engine == "ray" else LocalEngine()
 
 
+@dataclass
+class UnitClock:
+    """The units' own computation (:meth:`Call.run`, on whichever worker) that this process's engines
+    have seen, summed: a node's time less what this clock gained during it is the driver's (planning,
+    reading inputs, saving, bookkeeping). On Ray the workers' seconds overlap, so the sum can exceed
+    the node's wall time."""
+
+    seconds: float = 0.0
+    units: int = 0
+
+    def add(self, seconds: float, units: int) -> None:
+        self.seconds += seconds
+        self.units += units
+
+
+UNIT_CLOCK = UnitClock()  # read by the MLflow run story around each node (unit_s.<node>)
+
+
 class LocalEngine:
     """Groups computed one after another in this process: the default engine."""
 
@@ -106,9 +124,13 @@ class LocalEngine:
         for group in work.groups(units):
             started = time.perf_counter()
             try:
-                results = work.call([unit.task for unit in group]).run(self.worker)  # reads the inputs, computes
+                call = work.call([unit.task for unit in group])  # reads the inputs
             except UnitFailed as error:  # an input of the group cannot be read, say
                 results = error
+            else:
+                computing = time.perf_counter()
+                results = call.run(self.worker)
+                UNIT_CLOCK.add(time.perf_counter() - computing, len(group))
             yield from outcomes_of(group, results, time.perf_counter() - started, self.worker.where())
 
 
@@ -267,6 +289,7 @@ class RayEngine:
                     continue
                 on_worker[worker].remove(ref)
                 free.append(worker)
+                UNIT_CLOCK.add(seconds, len(task))
                 seconds += reading  # the inputs' reading too, as the local engine counts it
                 try:
                     yield from outcomes_of(task, value, seconds, where)

@@ -10,6 +10,8 @@ from tint_distill.data.episodes import (
     EpisodeConfigError,
     EpisodeSpec,
     assign_class_splits,
+    episode_images,
+    images_by_episode,
     sample_episodes,
 )
 
@@ -39,6 +41,14 @@ def test_episode_does_not_depend_on_how_many_are_drawn(index):
     few = sample_episodes(index, EpisodeSpec(n_way=2, n_shot=1, n_query=2, n_episodes=3, seed=0))
     many = sample_episodes(index, EpisodeSpec(n_way=2, n_shot=1, n_query=2, n_episodes=9, seed=0))
     pd.testing.assert_frame_equal(few, many[many["episode"] < 3].reset_index(drop=True))
+
+
+def test_every_episodes_images_in_one_pass_are_each_episodes_own(index):
+    episodes = sample_episodes(index, EpisodeSpec(n_way=3, n_shot=2, n_query=3, n_episodes=5, seed=4))
+    for role in ("support", "query"):
+        together = images_by_episode(episodes, role)
+        assert together == {e: episode_images(episodes, e, role) for e in range(5)}
+        assert list(together) == list(range(5)) and all(len(classes) == 3 for classes in together.values())
 
 
 def test_episode_structure(index):

@@ -11,6 +11,7 @@ from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
+from tint_distill.execution import UNIT_CLOCK
 from tint_distill.run_story import git_state, run_description, run_name
 
 logger = logging.getLogger(__name__)
@@ -22,7 +23,8 @@ class MlflowRunStory:
     """Makes each MLflow run readable: a name that says what ran (pipeline, data source, env, N-way
     K-shot, episodes, alpha, time), tags for the pipeline, data source, env, runner and git commit, a description with
     the headline accuracies, the episodes table as the run's input dataset, the wall time of
-    every stage (including the work a resumable output does while it is saved) and the
+    every stage (including the work a resumable output does while it is saved) with the seconds its
+    units computed (``unit_s.<node>``; the rest is the driver's) and the
     generator's training record. Works inside the run kedro-mlflow opens, so it does nothing when
     MLflow tracking is off."""
 
@@ -32,6 +34,7 @@ class MlflowRunStory:
     def _reset(self) -> None:
         self._started: dict[str, float] = {}
         self._finished: dict[str, float] = {}
+        self._unit_seconds: dict[str, tuple[float, float]] = {}  # node -> the unit clock at its start, at its end
         self._summary: dict | None = None
         self._episodes_logged = False
         self._run_started = time.perf_counter()
@@ -70,10 +73,12 @@ class MlflowRunStory:
     @hook_impl
     def before_node_run(self, node: Any) -> None:
         self._started[node.name] = time.perf_counter()
+        self._unit_seconds[node.name] = (UNIT_CLOCK.seconds, UNIT_CLOCK.seconds)
 
     @hook_impl
     def after_node_run(self, node: Any) -> None:
         self._finished[node.name] = time.perf_counter()
+        self._unit_seconds[node.name] = (self._unit_seconds[node.name][0], UNIT_CLOCK.seconds)
 
     @hook_impl
     def after_dataset_saved(self, dataset_name: str, data: Any, node: Any) -> None:
@@ -113,6 +118,8 @@ class MlflowRunStory:
         durations = {f"duration_s.{name}": end - self._started[name]
                      for name, end in self._finished.items() if name in self._started}
         durations["duration_s.total"] = time.perf_counter() - self._run_started
+        # the units' own computation within each node that ran any (the rest of its time is the driver's)
+        durations |= {f"unit_s.{name}": end - start for name, (start, end) in self._unit_seconds.items() if end > start}
         mlflow.log_metrics(durations)
         if self._summary:
             mlflow.set_tag("mlflow.note.content", run_description(self._summary))

@@ -19,7 +19,6 @@ import pandas as pd
 import torch
 
 from tint_distill.data.collection import ImageCollection
-from tint_distill.data.episodes import episode_images
 from tint_distill.distill.distillation import (DISTILLATION_VERSION, DistillationConfig, accuracy, portable_state_dict,
                                                predict, student_canvas, train_student)
 from tint_distill.distill.images import Images
@@ -197,6 +196,7 @@ def plan_students(source: EpisodeSource, teacher_outputs: Mapping[str, Stored], 
     weights = student_start(student, base_student)
     kept = {k: v for k, v in dataclasses.asdict(student).items()
             if k not in ("keep_weights", "pretrained_weights")}  # the weights count by content
+    weights_key, config_key = _weights_key(weights), computation_key(config)  # once, not per student
     units = []
     for episode in source.episode_numbers():
         key = PartitionKey(episode).format()
@@ -205,7 +205,7 @@ def plan_students(source: EpisodeSource, teacher_outputs: Mapping[str, Stored], 
         for method in methods:
             units.append(Unit(PartitionKey(episode, method=method.name).format(),
                               fingerprint(DISTILLATION_VERSION, method.name, kept, method.name in student.keep_weights,
-                                          _weights_key(weights), computation_key(config),
+                                          weights_key, config_key,
                                           teacher_outputs[key].fingerprint),
                               StudentTask(method, episode)))
     weights = str(Path(weights).resolve()) if weights else weights  # as workers in other folders read it
@@ -308,6 +308,18 @@ def embed(worker: Worker, settings: TeacherSettings, pictures: list) -> dict[str
     return {"features": extract_features(backbone, pictures, settings.batch_size)}
 
 
+def _features_by_id(backbone, images: ImageCollection, image_ids, batch_size: int,
+                    chunk: int = 256) -> dict[str, torch.Tensor]:
+    """The teacher's features of each distinct image once (episodes share supports), decoded
+    ``chunk`` images at a time."""
+    distinct = sorted(set(image_ids))
+    found = {}
+    for start in range(0, len(distinct), chunk):
+        part = distinct[start:start + chunk]
+        found |= dict(zip(part, extract_features(backbone, [images.load(i) for i in part], batch_size)))
+    return found
+
+
 MINED_COLUMNS = ["episode", "label", "class_name", "rank", "image_id", "source_class", "similarity"]
 
 
@@ -324,14 +336,14 @@ def mine(images: ImageCollection, image_index: pd.DataFrame, episodes: pd.DataFr
     ids = [i for name in candidates for i in candidates[name]]
     sources = [name for name in candidates for _ in candidates[name]]
     features = torch.cat([candidate_features[slug(name)]()["features"] for name in candidates])
-    backbone = load_teacher(settings)
+    supports = episodes[episodes["role"] == "support"]
+    support_features = _features_by_id(load_teacher(settings), images, supports["image_id"], settings.batch_size)
     rows = []
-    for episode in sorted(int(e) for e in episodes["episode"].unique()):
-        for (label, name), support_ids in episode_images(episodes, episode, "support").items():
-            supports = extract_features(backbone, [images.load(i) for i in support_ids], settings.batch_size)
-            index, similarity = nearest_to_supports(supports, features, count)
-            rows += [(episode, int(label), name, rank, ids[i], sources[i], float(s))
-                     for rank, (i, s) in enumerate(zip(index.tolist(), similarity.tolist()))]
+    for (episode, label, name), group in supports.groupby(["episode", "label", "class_name"], sort=True):
+        chosen = torch.stack([support_features[i] for i in group["image_id"]])
+        index, similarity = nearest_to_supports(chosen, features, count)
+        rows += [(int(episode), int(label), name, rank, ids[i], sources[i], float(s))
+                 for rank, (i, s) in enumerate(zip(index.tolist(), similarity.tolist()))]
     table = pd.DataFrame(rows, columns=MINED_COLUMNS)
     logger.info("Mined %d real images per class from the '%s' split (%d candidates) for %d episodes",
                 count, mined.split, len(ids), table["episode"].nunique())

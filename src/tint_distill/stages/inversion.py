@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from tint_distill.data.collection import ImageCollection
-from tint_distill.data.episodes import episode_images
+from tint_distill.data.episodes import images_by_episode
 
 from tint_distill.fingerprints import fingerprint, folder_fingerprint
 from tint_distill.keys import PartitionKey, check_class_slugs, slug
@@ -85,8 +85,8 @@ def plan_specialisations(generator: Path, images: ImageCollection, episodes: pd.
     model = DiffusionModel.checked(generator, settings.device, settings.precision)
     model_key = folder_fingerprint(generator)
     units = []
-    for episode in sorted(int(e) for e in episodes["episode"].unique()):
-        for (_, class_name), support_ids in episode_images(episodes, episode, "support").items():
+    for episode, classes in images_by_episode(episodes, "support").items():
+        for (_, class_name), support_ids in classes.items():
             task = ClassTask(episode, class_name, tuple(support_ids))
             units.append(Unit(PartitionKey.of(episode, class_name).format(),
                               specialisation_key(model_key, task, images, settings), task))

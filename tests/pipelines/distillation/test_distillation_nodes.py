@@ -6,6 +6,7 @@ import dataclasses
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from kedro.io import DatasetError
@@ -17,7 +18,7 @@ from tint_distill.distill.distillation import DistillationConfig
 from tint_distill.distill.errors import NonFiniteLossError
 from tint_distill.distill.mining import nearest_to_supports
 from tint_distill.distill.student import StudentSettings
-from tint_distill.distill.teacher import TeacherSettings
+from tint_distill.distill.teacher import TeacherSettings, create_teacher, extract_features
 from tint_distill.execution import ExecutionSettings
 from tint_distill.methods import MinedRealSettings, RealUnlabeledSettings, real_unlabeled_ids
 from tint_distill.params import ParameterError
@@ -123,7 +124,24 @@ def test_mined_real_images_come_from_the_base_split_nearest_to_the_supports_firs
     features = saved(work, tmp_path / "features", "tint_distill.datasets.TensorDictDataset", ".safetensors")
     assert sorted(features) == ["mammal"]
     mined = mine_real_images(images, index, episodes, features, TEACHER, methods, mined_real, 20)
+    decoded, decode = [], images.load
+    images.load = lambda image_id: decoded.append(image_id) or decode(image_id)
+    again = pd.concat([episodes, episodes.assign(episode=episodes["episode"] + 2)])  # episodes 2, 3: 0, 1 again
+    twice = mine_real_images(images, index, again, features, TEACHER, methods, mined_real, 20)
+    images.load = decode
+    assert sorted(decoded) == sorted(set(episodes.loc[episodes["role"] == "support", "image_id"])), \
+        "each distinct support is decoded and embedded once, however many episodes share it"
+    assert twice.assign(episode=twice["episode"] % 2).iloc[len(mined):].reset_index(drop=True).equals(mined)
     assert len(mined) == 2 * 3 * 4  # episodes x classes x images_per_class (not the synthetic volume)
+    teacher, candidates = create_teacher(TEACHER), torch.cat([features["mammal"]()["features"]])
+    for (episode, label), rows in mined.groupby(["episode", "label"]):  # as embedding each class's supports alone
+        ids = episodes.loc[(episodes["episode"] == episode) & (episodes["label"] == label)
+                           & (episodes["role"] == "support"), "image_id"]
+        alone = extract_features(teacher, [images.load(i) for i in ids], TEACHER.batch_size)
+        index_alone, similarity_alone = nearest_to_supports(alone, candidates, 4)
+        assert rows["image_id"].tolist() == [sorted(index["image_id"][index["class_name"] == "mammal"])[i]
+                                             for i in index_alone.tolist()]
+        assert rows["similarity"].tolist() == pytest.approx(similarity_alone.tolist(), abs=1e-5)
     assert set(mined["source_class"]) == {"mammal"} and mined["image_id"].str.startswith("mammal/").all()
     for _, rows in mined.groupby(["episode", "label"]):
         assert rows["rank"].tolist() == [0, 1, 2, 3]
