@@ -144,22 +144,17 @@ def test_the_storage_benchmark_writes_both_ways_and_counts_them(tmp_path):
         assert before["load_one_partition_s"] > 0 and after["load_one_partition_s"] > 0
 
 
-@pytest.mark.slow  # two episode counts, each run twice through `kedro` (about 2 minutes on 2 cores)
+@pytest.mark.slow  # one episode, run twice through `kedro` (about a minute on 2 cores); make bench runs 20,100,400
 def test_the_scale_rehearsal_reports_the_drivers_share_per_episode(tmp_path):
-    report = _bench("bench_scale").main(["--episodes", "2,1", "--output", str(tmp_path / "scale.json")])
+    report = _bench("bench_scale").main(["--episodes", "1", "--output", str(tmp_path / "scale.json")])
     assert json.loads((tmp_path / "scale.json").read_text()) == report
-    smallest, largest = report["per_episode_count"]
-    assert (smallest["episodes"], largest["episodes"]) == (1, 2)
-    for row in report["per_episode_count"]:
-        run = row["run"]
-        assert 0 < run["unit_s"] < run["node_s"] <= run["pipeline_s"] < run["wall_s"], "units inside nodes inside the run"
-        assert row["driver_s_per_episode"] == pytest.approx((run["node_s"] - run["unit_s"]) / row["episodes"], abs=0.02)
-        assert run["partitions_computed"] > 0 and run["peak_rss_mib"] > 100
-        assert row["written_under_data"]["files"] > 0 and row["written_under_data"]["bytes"] > 0
-        assert row["noop_rerun"]["partitions_computed"] == 0 and row["noop_rerun"]["unit_s"] == 0, "everything reused"
-    assert largest["written_under_data"]["files"] > smallest["written_under_data"]["files"]
-    assert report["overhead_growth"] == pytest.approx(largest["driver_s_per_episode"] / smallest["driver_s_per_episode"], rel=0.01)
-    assert report["noop_rerun_s_per_episode"] == largest["noop_rerun_s_per_episode"]
-    (added,) = report["marginal_driver_s_per_episode"]
-    assert added["episodes"] == [1, 2]
-    assert added["driver_s_per_episode"] == pytest.approx(largest["run"]["driver_s"] - smallest["run"]["driver_s"], abs=0.02)
+    (row,) = report["per_episode_count"]
+    run = row["run"]
+    assert row["episodes"] == 1
+    assert 0 < run["unit_s"] < run["node_s"] <= run["pipeline_s"] < run["wall_s"], "units inside nodes inside the run"
+    assert row["driver_s_per_episode"] == pytest.approx(run["node_s"] - run["unit_s"], abs=0.02)
+    assert run["partitions_computed"] > 0 and run["peak_rss_mib"] > 100
+    assert row["written_under_data"]["files"] > 0 and row["written_under_data"]["bytes"] > 0
+    assert row["noop_rerun"]["partitions_computed"] == 0 and row["noop_rerun"]["unit_s"] == 0, "everything reused"
+    assert report["noop_rerun_s_per_episode"] == row["noop_rerun_s_per_episode"] > 0
+    assert report["overhead_growth"] == 1.0 and report["marginal_driver_s_per_episode"] == []

@@ -4,8 +4,6 @@ brings its reader, class splits, student size, words and models; the environment
 from __future__ import annotations
 
 import hashlib
-import json
-import re
 import shutil
 from pathlib import Path
 
@@ -147,38 +145,14 @@ def digests(folder: Path) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_a_benchmark_experiment_under_the_test_environment(kedro_project: Path, embedded_root: Path, tmp_path: Path):
-    """`kedro run --env test --pipeline experiment --params data_source=mini_imagenet,raw_path=...`:
-    a mistyped source stops before any work; then the benchmark's own tiny models are used (its base
-    student trained at 84 px), its students train at 84 px, and the drawings' models stay as they are."""
+def test_a_mistyped_data_source_stops_before_any_work(kedro_project: Path, embedded_root: Path, tmp_path: Path):
+    """`kedro run --env test --pipeline experiment --params data_source=mini_imagnet,...` names the
+    valid sources and writes nothing. (The benchmark's experiment itself runs in
+    tests/test_paper_table.py, from the README's command.)"""
     project = kedro_project
-    models = project / "data" / "06_models"
-    shutil.copytree(PROJECT_ROOT / "data" / "06_models" / "generator", models / "generator")
-    shutil.copy(PROJECT_ROOT / "data" / "06_models" / "base_student.safetensors", models)
-    # the benchmark's generator under --env test (a quick stand-in for its generator_pretraining)
-    shutil.copytree(PROJECT_ROOT / "data" / "06_models" / "generator", models / "test" / "mini_imagenet" / "generator")
-    shipped = {**digests(models / "generator"), **digests(models / "base_student.safetensors")}
-    raw = write_mini_imagenet(tmp_path / "mini-imagenet", embedded_root)
-
+    raw = write_mini_imagenet(tmp_path / "mini-imagenet", embedded_root, per_class=2)
     typo = kedro(project, "run", "--env", "test", "--pipeline", "experiment", "--params",
                  f"data_source=mini_imagnet,raw_path={raw}", check=False)
     output = typo.stdout + typo.stderr
     assert typo.returncode != 0 and "use one of ['cifar_fs', 'cub', 'drawings', 'folder', 'mini_imagenet']" in output
     assert "Running node" not in output and not (project / "data" / "02_intermediate").exists()
-
-    run = kedro(project, "run", "--env", "test", "--pipeline", "experiment", "--params",
-                f"data_source=mini_imagenet,raw_path={raw},data_episodes.sampling.n_episodes=1")
-    log = run.stdout + run.stderr
-    base_student = models / "test" / "mini_imagenet" / "base_student.safetensors"
-    assert re.search(r"Base student: training \S*data/06_models/test/mini_imagenet/base_student\.safetensors", log)
-    from tint_distill.datasets.student_checkpoint import read_checkpoint_record
-
-    assert read_checkpoint_record(base_student)["recipe"]["image_size"] == 84
-    sizes = re.findall(r"student: \S+, \d+ classes, (\d+) px", log)
-    assert len(sizes) > 1 and set(sizes) == {"84"}, f"the base student and the episodes' students train at 84 px: {sizes}"
-    summary = json.loads((project / "data" / "08_reporting" / "evaluation_summary.json").read_text())
-    assert summary["methods"]["tint"]["n_episodes"] == 1
-    table = (project / "data" / "08_reporting" / "results_table.md").read_text()
-    assert re.search(r"\| mini_imagenet \| 3-way 2-shot \| 1 \|", table), table  # one row of the paper's table
-    assert {**digests(models / "generator"), **digests(models / "base_student.safetensors")} == shipped
-    assert not (models / "test" / "generator").exists(), "the drawings' test models are not this source's"

@@ -89,7 +89,8 @@ def test_other_runs_keep_finished_work_and_bad_settings_stop_before_any_work(pro
 
     # Finding 5: a missing or hub-id model folder is reported before the first stage (not after data_episodes).
     result = kedro(project, "run", "--env", "gpu", "--pipeline", "experiment", "--params",
-                   "sd_model_path=runwayml/stable-diffusion-v1-5,inversion.device=cpu,synthesis.device=cpu", check=False)
+                   "sd_model_path=runwayml/stable-diffusion-v1-5,inversion.device=cpu,synthesis.device=cpu,"
+                   "teacher.device=cpu,distillation.device=cpu", check=False)
     output = result.stdout + result.stderr
     assert result.returncode != 0 and "Running node" not in output
     assert "'runwayml/stable-diffusion-v1-5' is not a local folder; it looks like a Hugging Face Hub id" in output
