@@ -3,6 +3,7 @@ settings on the gpu profile, and the miniImageNet one runs end to end on the CPU
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -16,6 +17,7 @@ from tests.test_conventions import config
 from tests.test_data_sources import digests, write_mini_imagenet
 from tint_distill.distill import student  # noqa: F401 (registers resnet12 in timm)
 
+SPECIALISATIONS = Path("data/06_models/class_specialisations")
 SIZES = {"mini_imagenet": 84, "cub": 84, "cifar_fs": 32}  # the students' input side in the few-shot literature
 
 
@@ -87,6 +89,12 @@ def test_the_documented_mini_imagenet_command_runs_on_a_cpu(kedro_project: Path,
     shipped = {**digests(models / "generator"), **digests(models / "base_student.safetensors")}
     raw = write_mini_imagenet(tmp_path / "mini-imagenet", embedded_root, per_class=6)
     sd = build_tiny_stable_diffusion(tmp_path / "stable-diffusion-v1-5", resolution=64, seed=0)
+    index = json.loads((sd / "model_index.json").read_text())  # as downloaded: parts this project does not use
+    index.update(safety_checker=["stable_diffusion", "StableDiffusionSafetyChecker"],
+                 feature_extractor=["transformers", "CLIPImageProcessor"])
+    (sd / "model_index.json").write_text(json.dumps(index))
+    (sd / "feature_extractor").mkdir()
+    (sd / "feature_extractor" / "preprocessor_config.json").write_text("{}")
     teacher_file = tmp_path / "dinov2_vits14.safetensors"  # a ViT-S/14 built at 28 px: 2 x 2 patches
     save_file(timm.create_model("vit_small_patch14_dinov2", img_size=28, num_classes=0).state_dict(), teacher_file)
 
@@ -108,6 +116,12 @@ def test_the_documented_mini_imagenet_command_runs_on_a_cpu(kedro_project: Path,
     assert re.search(r"Base student: training \S*data/06_models/mini_imagenet/base_student\.safetensors", log)
     sizes = re.findall(r"student: (\S+), \d+ classes, (\d+) px", log)
     assert len(sizes) > 1 and set(sizes) == {("resnet12", "84")}, sizes
+    sidecars = [json.loads(p.read_text()) for p in (project / SPECIALISATIONS).rglob("*.json")
+                if not p.name.startswith("_")]
+    assert len(sidecars) == 3 and all(s["diagnostics"]["precision"] == "bf16" and s["diagnostics"]["group_size"] == 3
+                                      for s in sidecars), "the episode's classes in one group, in bf16"
+    assert all(s["textual_inversion"]["prompt_template"] == "A photo of a {token}" for s in sidecars), \
+        "conf/gpu is compute only: the words are the data source's"
     table = (project / "data" / "08_reporting" / "results_table.md").read_text()
     assert re.search(r"^\| mini_imagenet \| 3-way 1-shot \| 1 \| ", table, re.M), table
     assert {**digests(models / "generator"), **digests(models / "base_student.safetensors")} == shipped

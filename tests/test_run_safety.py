@@ -121,39 +121,6 @@ def test_two_runs_at_once_one_is_refused_and_no_partition_is_corrupt(project: Pa
     assert "saved partition" not in again.stdout + again.stderr, "the finished run's work is trusted and complete"
 
 
-@pytest.mark.slow
-def test_the_gpu_environment_runs_on_a_cpu_with_a_model_folder_as_downloaded(project: Path, tmp_path: Path):
-    """conf/gpu (grouped engine, bf16) on any SD 1.x folder, here on a CPU through --params: the
-    downloaded layout also lists parts this project does not use (safety checker, feature extractor)."""
-    from tint_distill.tint import build_tiny_stable_diffusion
-
-    model = build_tiny_stable_diffusion(tmp_path / "stable-diffusion-v1-5", resolution=64, seed=0)
-    index = json.loads((model / "model_index.json").read_text())
-    index.update(safety_checker=["stable_diffusion", "StableDiffusionSafetyChecker"],
-                 feature_extractor=["transformers", "CLIPImageProcessor"])
-    (model / "model_index.json").write_text(json.dumps(index))
-    (model / "feature_extractor").mkdir()
-    (model / "feature_extractor" / "preprocessor_config.json").write_text("{}")
-    overrides = [
-        f"sd_model_path={model}", "inversion.device=cpu", "synthesis.device=cpu",
-        "data_episodes.sampling.n_episodes=1", "data_episodes.sampling.n_way=2", "data_episodes.sampling.n_shot=2",
-        "data_episodes.sampling.n_query=2", "data_episodes.image_check=episodes",
-        "inversion.textual_inversion.num_steps=3", "inversion.null_text.num_steps=2",
-        "inversion.null_text.inner_steps=1", "synthesis.images_per_class=2", "synthesis.output_size=32",
-    ]
-    result = kedro(project, "run", "--env", "gpu", "--pipeline", "tint", "--params", ",".join(overrides))
-    assert "Specialising episode 0 class" in result.stdout + result.stderr
-    sidecars = [p for p in (project / SPECIALISATIONS).rglob("*.json") if not p.name.startswith("_")]
-    saved = [json.loads(p.read_text()) for p in sidecars]
-    assert len(saved) == 2
-    assert all(s["diagnostics"]["precision"] == "bf16" and s["diagnostics"]["group_size"] == 2 for s in saved), \
-        "one group, in bf16"
-    # conf/gpu is compute only: the words are the data source's (here the drawings')
-    assert all(s["textual_inversion"]["prompt_template"] == "a drawing of a {token}" for s in saved)
-    assert sum(len(ImageSetDataset(filepath=str(shard.parent)).load())
-               for shard in (project / SYNTHETIC).rglob("images.safetensors")) >= 4
-
-
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory) -> Path:
     """A git-committed project copy with the shipped generator and base student in their shipped
