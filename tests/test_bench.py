@@ -13,8 +13,6 @@ import torch
 from tests.conftest import PROJECT_ROOT
 from tests.tint.conftest import one_thread
 
-pytestmark = pytest.mark.xdist_group("ray")  # one Ray cluster at a time: the tests check for leftover Ray processes
-
 
 def _bench(name: str = "bench_tint"):
     spec = importlib.util.spec_from_file_location(name, PROJECT_ROOT / "benchmarks" / f"{name}.py")
@@ -86,6 +84,7 @@ def test_the_gpu_check_installs_what_it_lacks_at_the_lock_versions():
 
 
 @pytest.mark.slow  # over 10 s on the 2-core machine
+@pytest.mark.xdist_group("ray")  # one Ray cluster at a time: the Ray tests check for leftover Ray processes
 def test_the_execution_benchmark_times_the_same_students_on_each_engine(tmp_path):
     previous = torch.get_num_threads()
     try:

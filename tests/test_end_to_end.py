@@ -26,7 +26,8 @@ from tint_distill.datasets import ImageSetDataset
 
 from tests.conftest import PROJECT_ROOT, copy_pretrained, kedro
 
-pytestmark = pytest.mark.slow
+# One worker runs them all: the module's `run` fixture (a few minutes of kedro runs) is then built once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("end_to_end")]
 
 T_975_DF2 = 4.302652729911275  # Student's t, 97.5% quantile, 2 degrees of freedom (3 episodes): from tables
 METHODS = {"supports_only", "textual_inversion", "tint", "real_unlabeled", "mined_real", "teacher"}

@@ -139,6 +139,7 @@ def full_run(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("full_run")  # the module's full_run fixture, built once
 def test_the_run_view_times_the_work_of_each_node(full_run: Path):
     """Kedro-Viz's run view said the expensive nodes took 0.03 s: their work ran while their
     outputs were saved, after the node's clock had stopped."""
@@ -150,6 +151,7 @@ def test_the_run_view_times_the_work_of_each_node(full_run: Path):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("full_run")  # the module's full_run fixture, built once
 def test_test_and_benchmark_environments_leave_the_shipped_models_untouched(full_run: Path, tmp_path: Path,
                                                                            embedded_root: Path):
     """Finding 1: `kedro run --env test` (and the benchmarks, then environments) retrained the
