@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 
 from tint_distill.data.collection import ImageCollection
+from tint_distill.data.episodes import images_by_episode
 from tint_distill.distill.distillation import (DISTILLATION_VERSION, DistillationConfig, accuracy, portable_state_dict,
                                                predict, student_canvas, train_student)
 from tint_distill.distill.images import Images
@@ -336,14 +337,17 @@ def mine(images: ImageCollection, image_index: pd.DataFrame, episodes: pd.DataFr
     ids = [i for name in candidates for i in candidates[name]]
     sources = [name for name in candidates for _ in candidates[name]]
     features = torch.cat([candidate_features[slug(name)]()["features"] for name in candidates])
-    supports = episodes[episodes["role"] == "support"]
-    support_features = _features_by_id(load_teacher(settings), images, supports["image_id"], settings.batch_size)
+    supports = images_by_episode(episodes, "support")
+    support_features = _features_by_id(load_teacher(settings), images,
+                                       [i for classes in supports.values() for ids in classes.values() for i in ids],
+                                       settings.batch_size)
     rows = []
-    for (episode, label, name), group in supports.groupby(["episode", "label", "class_name"], sort=True):
-        chosen = torch.stack([support_features[i] for i in group["image_id"]])
-        index, similarity = nearest_to_supports(chosen, features, count)
-        rows += [(int(episode), int(label), name, rank, ids[i], sources[i], float(s))
-                 for rank, (i, s) in enumerate(zip(index.tolist(), similarity.tolist()))]
+    for episode, classes in supports.items():
+        for (label, name), support_ids in classes.items():
+            chosen = torch.stack([support_features[i] for i in support_ids])
+            index, similarity = nearest_to_supports(chosen, features, count)
+            rows += [(episode, int(label), name, rank, ids[i], sources[i], float(s))
+                     for rank, (i, s) in enumerate(zip(index.tolist(), similarity.tolist()))]
     table = pd.DataFrame(rows, columns=MINED_COLUMNS)
     logger.info("Mined %d real images per class from the '%s' split (%d candidates) for %d episodes",
                 count, mined.split, len(ids), table["episode"].nunique())
