@@ -211,13 +211,15 @@ def place_student(student: nn.Module, config: DistillationConfig) -> torch.devic
     """Move ``student`` to ``config.device`` (channels-last if convolutional, on a GPU); its device."""
     device = resolve_device(config.device)
     student.to(device)
-    if _channels_last(student, device):
+    if channels_last_on(student, device):
         student.to(memory_format=torch.channels_last)
     return device
 
 
-def _channels_last(student: nn.Module, device: torch.device) -> bool:
-    return device.type == "cuda" and any(isinstance(m, nn.Conv2d) for m in student.modules())
+def channels_last_on(model: nn.Module, device: torch.device) -> bool:
+    """Whether ``model`` runs channels-last on ``device``: a convolutional model on a GPU (faster
+    convolutions); the teacher and the students decide it alike."""
+    return device.type == "cuda" and any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
 def portable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -251,7 +253,7 @@ def train_student(
     if n_supports == 0 and n_synthetic == 0:
         raise ValueError("train_student needs support images or synthetic images")
     device = place_student(student, config)
-    channels_last = _channels_last(student, device)
+    channels_last = channels_last_on(student, device)
     if n_synthetic:
         if teacher_logits_for_synthetic is None or teacher_logits_for_synthetic.shape[0] != n_synthetic:
             got = None if teacher_logits_for_synthetic is None else tuple(teacher_logits_for_synthetic.shape)

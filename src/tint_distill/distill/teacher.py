@@ -28,6 +28,7 @@ from torch import nn
 from tint_distill.params import (COMPUTE_PRECISIONS, SettingError, Settings, check_device, computation_key,
                                  resolve_device)
 
+from .distillation import channels_last_on
 from .errors import NonFiniteLossError, WeightsFileNotFoundError, WeightsMismatchError
 from .images import Images, images_to_tensor, normalise
 from .weights import classifier_prefixes, load_exactly, read_state_dict, unknown_model_problem
@@ -125,7 +126,7 @@ class FeatureBackbone:
     def placed(self, device: torch.device, precision: str = "fp32") -> FeatureBackbone:
         """Moved to ``device`` (channels-last on a GPU: faster convolutions) computing in ``precision``."""
         self.model.to(device)
-        if device.type == "cuda" and any(isinstance(m, nn.Conv2d) for m in self.model.modules()):
+        if channels_last_on(self.model, device):
             self.model.to(memory_format=torch.channels_last)
         self.device, self.autocast_dtype = device, (torch.bfloat16 if precision == "bf16" else None)
         return self

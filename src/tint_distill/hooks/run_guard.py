@@ -82,9 +82,10 @@ class RunGuard:
 
         # every block was checked when the session started (after_context_created)
         check_on_this_machine(catalog.load("parameters"), blocks_read_by(pipeline.inputs()))
+        options = run_options(run_params, catalog)  # what the commands an error asks for must repeat
         if "generator" in pipeline.inputs():  # a model the run reads and does not make: check it now
-            self._check_generator(catalog.get("generator"), run_options(run_params, catalog))
-        self._check_base_student(pipeline, catalog, run_options(run_params, catalog))
+            self._check_generator(catalog.get("generator"), options)
+        self._check_base_student(pipeline, catalog, options)
         lock = FolderLock(Path(run_params["project_path"]) / RUN_LOCK)
         description = {"pipelines": run_params.get("pipeline_names"), "env": run_params.get("env")}
         if not lock.try_acquire(description):
