@@ -50,7 +50,7 @@ class DomainGeneratorSettings(Settings):
     start_from: str = "generator"            # generator: fine-tune the experiment's generator; scratch: random weights
     device: str = "auto"
     training: dict = field(default_factory=lambda: dict(
-        vae_steps=150, vae_batch_size=32, vae_learning_rate=6.0e-4, vae_time_budget=60,
+        vae_steps=150, vae_batch_size=32, vae_learning_rate=2.0e-3, vae_time_budget=60,
         unet_steps=400, unet_batch_size=32, unet_learning_rate=3.0e-4, text_encoder_learning_rate=3.0e-5,
         unet_time_budget=180, warmup_steps=20, latent_augmentations=4, log_every=50))
 

@@ -95,3 +95,14 @@ def test_without_unlabeled_images_the_card_names_the_experiment_generator_and_wh
     card = "\n".join(generator_lines(description))
     assert "## Generator" in card and str(tiny_generator) in card
     assert "unlabeled/" in card and "sd_model_path" in card
+
+
+def test_the_task_specialises_and_samples_the_generator_choose_generator_gives():
+    from tint_distill.pipeline_registry import register_pipelines
+
+    nodes_by_name = {node.name: node for node in register_pipelines()["task"].nodes}
+    specialise = nodes_by_name["task.inversion.specialise_classes"]
+    assert specialise.inputs[0] == "task.generator_for_task" and "task.inversion_settings" in specialise.inputs
+    assert nodes_by_name["task.synthesis.generate_synthetic_images"].inputs[0] == "task.generator_for_task"
+    assert set(nodes_by_name["task.generator.choose_generator"].outputs) >= {"task.generator_for_task",
+                                                                             "task.inversion_settings"}
