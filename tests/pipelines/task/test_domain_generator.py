@@ -54,7 +54,8 @@ def test_domain_generator_is_trained_in_the_task_folder_reused_and_used_with_its
                                   retrain_parameter="task.domain_generator.retrain")
     assert store.load() is None
 
-    plan, expected = nodes.pretrain_domain_generator(images, images.index, tiny_generator, task)
+    plan, described = nodes.pretrain_domain_generator(images, images.index, tiny_generator, task)
+    expected = described["fingerprint"]
     store.save(plan)
     trained = store.load()
     record = read_training_record(trained)
@@ -63,15 +64,16 @@ def test_domain_generator_is_trained_in_the_task_folder_reused_and_used_with_its
     assert record["history"]["started_from"] == str(tiny_generator)
 
     again, same = nodes.pretrain_domain_generator(images, images.index, tiny_generator, task)
+    same = same["fingerprint"]
     with caplog.at_level(logging.INFO):
         store.save(again)
     assert same == expected and "is up to date" in caplog.text and "task.domain_generator.retrain" in caplog.text
 
     other, changed = nodes.pretrain_domain_generator(images, images.index, tiny_generator,
                                                      _settings(unlabeled_prompt="a drawing"))
-    assert changed != expected  # other words: another model
+    assert changed["fingerprint"] != expected  # other words: another model
 
-    generator, inversion, description = nodes.choose_generator(tiny_generator, trained, expected, task,
+    generator, inversion, description = nodes.choose_generator(tiny_generator, trained, described, task,
                                                                InversionSettings())
     assert generator == trained and inversion.textual_inversion.prompt_template == "a photo of a {token}"
     assert description["kind"] == "domain" and description["training_images"] == 9
@@ -84,13 +86,14 @@ def test_without_unlabeled_images_the_card_names_the_experiment_generator_and_wh
     root = tmp_path / "task"
     build_example_task(embedded_root, root, ["fish", "clock"], 2)
     images = task_folder(root)
-    plan, expected = nodes.pretrain_domain_generator(images, images.index, tiny_generator, _settings())
-    assert isinstance(plan, NoModel) and expected is None
+    plan, described = nodes.pretrain_domain_generator(images, images.index, tiny_generator, _settings())
+    assert isinstance(plan, NoModel) and described == {"fingerprint": None, "none_because": plan.why}
     store = DiffusersModelDataset(path=str(tmp_path / "generator"), optional=True)
     store.save(plan)
     assert store.load() is None, "no model is written"
     inversion = InversionSettings()
-    generator, words, description = nodes.choose_generator(tiny_generator, store.load(), None, _settings(), inversion)
+    generator, words, description = nodes.choose_generator(tiny_generator, store.load(), described, _settings(),
+                                                           inversion)
     assert generator == tiny_generator and words == inversion
     card = "\n".join(generator_lines(description))
     assert "## Generator" in card and str(tiny_generator) in card

@@ -41,28 +41,29 @@ def prepare_task(images: ImageCollection, task: TaskSettings, student: StudentSe
 
 
 def pretrain_domain_generator(images: ImageCollection, index: pd.DataFrame, generator: Path,
-                              task: TaskSettings) -> tuple[Deferred | NoModel, str | None]:
+                              task: TaskSettings) -> tuple[Deferred | NoModel, dict]:
     """The task's own generator, pre-trained on its unlabeled/ and base/ images (lazily: the catalog
-    trains it only when its fingerprint changes), and that fingerprint; ``(NoModel, None)`` without
-    such images or with ``task.domain_generator.pretrain`` off."""
+    trains it only when its fingerprint changes), and the plan: ``{"fingerprint": ..., "none_because":
+    None}``, or ``{"fingerprint": None, "none_because": why}`` (a :class:`NoModel`) without such
+    images or with ``task.domain_generator.pretrain`` off."""
     rows = tasks.domain_images(index)
-    plan = domain.plan_domain_generator(images, rows["image_id"].tolist(), rows["class_name"].tolist(), generator,
-                                        task.domain_generator)
-    if isinstance(plan, NoModel):
-        logger.info("Domain generator: none (%s): the task uses %s", plan.why, generator)
-        return plan, None
-    return plan, plan.fingerprint
+    model = domain.plan_domain_generator(images, rows["image_id"].tolist(), rows["class_name"].tolist(), generator,
+                                         task.domain_generator)
+    if isinstance(model, NoModel):
+        logger.info("Domain generator: none (%s): the task uses %s", model.why, generator)
+        return model, {"fingerprint": None, "none_because": model.why}
+    return model, {"fingerprint": model.fingerprint, "none_because": None}
 
 
-def choose_generator(generator: Path, domain_generator: Path | None, domain_fingerprint: str | None,
-                     task: TaskSettings, inversion: InversionSettings) -> tuple[Path, InversionSettings, dict]:
+def choose_generator(generator: Path, domain_generator: Path | None, plan: dict, task: TaskSettings,
+                     inversion: InversionSettings) -> tuple[Path, InversionSettings, dict]:
     """The generator the task's specialisations use, their settings (the domain generator's words)
     and what the model card says of it."""
-    description = domain.describe_generator(generator, domain_generator, domain_fingerprint, task.domain_generator)
+    description = domain.describe_generator(generator, domain_generator, plan["fingerprint"], task.domain_generator)
     logger.info("Task generator: %s", description["summary"])
     if description["advice"]:
         logger.warning("Task generator: %s", description["advice"])
-    if domain_fingerprint is None:
+    if plan["fingerprint"] is None:
         return generator, inversion, description
     words = dataclasses.replace(inversion.textual_inversion, prompt_template=task.domain_generator.token_prompt)
     return domain_generator, dataclasses.replace(inversion, textual_inversion=words), description

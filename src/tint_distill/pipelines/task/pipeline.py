@@ -22,9 +22,9 @@ def create_generator() -> Pipeline:
     """Task folder's unlabeled/ and base/ images -> its domain generator (cached), or the experiment's."""
     return Pipeline([
         Node(nodes.pretrain_domain_generator, inputs=["raw_images", "image_index", "generator", "params:task"],
-             outputs=["domain_generator", "domain_generator_fingerprint"], name="pretrain_domain_generator"),
+             outputs=["domain_generator", "domain_generator_plan"], name="pretrain_domain_generator"),
         Node(nodes.choose_generator,
-             inputs=["generator", "domain_generator", "domain_generator_fingerprint", "params:task", "params:inversion"],
+             inputs=["generator", "domain_generator", "domain_generator_plan", "params:task", "params:inversion"],
              outputs=["generator_for_task", "inversion_settings", "generator_report"], name="choose_generator"),
     ])
 
