@@ -134,7 +134,8 @@ def describe_generator(generator: Path, domain_generator: Path | None, expected:
                   "sub-folders; a few hundred) and optionally other labelled classes of it under base/<class>/, "
                   "or use a real Stable Diffusion folder on a GPU (--env gpu --params sd_model_path=...)")
         if not settings.pretrain:
-            advice = "task.domain_generator.pretrain is false"
+            advice = ("task.domain_generator.pretrain is false: set it to true to pre-train a generator of your "
+                      "domain from unlabeled/ and base/ images")
         return {"kind": "experiment", "path": str(generator), "summary": what, "advice": advice,
                 "training_images": trained_on, "words": words}
     record = read_training_record(domain_generator) if domain_generator is not None else {}
@@ -144,9 +145,11 @@ def describe_generator(generator: Path, domain_generator: Path | None, expected:
     history = record.get("history", {})
     prompts = history.get("classes", [])
     seconds = history.get("total_seconds")
+    started = history.get("started_from")
+    start = "from scratch" if started == "scratch" else f"fine-tuning {started}"
     summary = (f"a domain generator pre-trained on {record.get('training_images')} of your images "
-               f"({history.get('vae_steps_done')} VAE and {history.get('unet_steps_done')} UNet steps, "
-               f"{seconds:.0f} s, from {history.get('started_from')}), fingerprint {expected}")
+               f"({history.get('vae_steps_done')} VAE and {history.get('unet_steps_done')} UNet steps in "
+               f"{seconds:.0f} s, {start}), fingerprint {expected}")
     return {"kind": "domain", "path": str(domain_generator), "summary": summary, "advice": None,
             "fingerprint": expected, "training_images": record.get("training_images"), "seconds": seconds,
             "started_from": history.get("started_from"), "prompts": prompts,
