@@ -49,6 +49,7 @@ from kedro_datasets.partitions import PartitionedDataset
 
 from tint_distill.data.grids import image_grid
 from tint_distill.datasets.png_image import png_preview
+from tint_distill.errors import UserInputError
 from tint_distill.fingerprints import fingerprint
 from tint_distill.work import Outcome, Stored, UnitFailed, Work
 
@@ -59,7 +60,7 @@ CURRENT_FILE = "_current.json"
 PENDING_FILE = "_pending.json"
 
 
-class DamagedPartitionError(DatasetError):
+class DamagedPartitionError(UserInputError, DatasetError):
     """A finished partition's files do not match what its marker recorded."""
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
+from tint_distill.errors import PriorOutputMissingError
 from tint_distill.execution import shutdown_ray
 from tint_distill.locks import FileLock, FolderLock, ProjectBusyError
 
@@ -16,6 +17,13 @@ logger = logging.getLogger(__name__)
 
 RUN_LOCK = "data/.run.lock"          # a `kedro run` locks data/ itself; this file says who holds it
 STARTUP_LOCK = "data/.startup.lock"  # held while a session sets up (MLflow creates its store then)
+
+# The user's own folders that a run reads: read before the run starts (listing files, no decoding),
+# so that a missing or empty folder stops it before MLflow opens a run.
+USER_FOLDERS = ("task.raw_images", "predict_images")
+
+# What a pipeline needs on the command line besides the run's own options (for the commands errors give).
+PIPELINE_PARAMS = {"task": "task_path=<your task folder>"}
 
 
 def run_options(run_params: dict, catalog: Any) -> str:
@@ -83,6 +91,10 @@ class RunGuard:
         # every block was checked when the session started (after_context_created)
         check_on_this_machine(catalog.load("parameters"), blocks_read_by(pipeline.inputs()))
         options = run_options(run_params, catalog)  # what the commands an error asks for must repeat
+        self._check_prior_outputs(pipeline, catalog, options)
+        for name in USER_FOLDERS:
+            if name in pipeline.inputs():
+                catalog.get(name).load()  # a missing or malformed folder: the message names it and the fix
         if "generator" in pipeline.inputs():  # a model the run reads and does not make: check it now
             self._check_generator(catalog.get("generator"), options)
         self._check_base_student(pipeline, catalog, options)
@@ -128,6 +140,31 @@ class RunGuard:
         settings = settings_from_params(StudentSettings, catalog.load("parameters").get("student"), "student")
         dataset = catalog.get("base_student")
         student_start(settings, dataset.load(), options, str(getattr(dataset, "filepath", "")))
+
+    @staticmethod
+    def _check_prior_outputs(pipeline: Any, catalog: Any, options: str) -> None:
+        """Every input that another pipeline of this project makes exists (the task's model before
+        ``predict``); else the error names the pipeline and its command. The generator and the base
+        student have checks of their own (the base student is not needed by every setting)."""
+        from kedro.framework.project import pipelines
+
+        for name in sorted(pipeline.inputs() - {"generator", "base_student"}):
+            if name.startswith("params:") or name == "parameters" or name not in catalog:
+                continue
+            makers = [key for key, made in pipelines.items() if not key.startswith("__") and name in made.all_outputs()]
+            if not makers:  # a raw input: the user's own data
+                continue
+            try:
+                missing = not catalog.get(name).exists()
+            except Exception:  # noqa: BLE001 - a dataset that cannot tell: its own load reports the problem
+                continue
+            if missing:
+                maker = min(makers, key=lambda key: len(pipelines[key].nodes))
+                extra = PIPELINE_PARAMS.get(maker)
+                command = f"kedro run --pipelines {maker}{options}" + (
+                    (("," if "--params" in options else " --params ") + extra) if extra else "")
+                raise PriorOutputMissingError(
+                    f"'{name}' does not exist yet: the {maker} pipeline makes it; run `{command}` first.")
 
     @hook_impl
     def after_pipeline_run(self, run_params: dict, run_result: Any, pipeline: Any, catalog: Any) -> None:
