@@ -14,7 +14,7 @@ import pytest
 from kedro.io import DatasetError
 
 from tint_distill.data.sources import DataLayoutError
-from tint_distill.datasets import TaskFolderDataset
+from tint_distill.datasets import ImageFilesDataset, TaskFolderDataset
 from tint_distill.params import ParameterError
 
 from tests.conftest import KEDRO
@@ -54,18 +54,18 @@ def test_predict_before_any_task_says_to_run_the_task_first_and_opens_no_mlflow_
 
 
 @pytest.mark.slow
-def test_task_folder_mistakes_are_one_line_each(kedro_project: Path, tmp_path: Path):
-    one_class = tmp_path / "one_class"
-    shutil.copytree(kedro_project / "data" / "01_raw" / "openclipart" / "fish", one_class / "fish")
-    for folder, expected in (
-        (one_class, f"Error: {one_class}: a task needs at least two class folders with labelled images"),
-        (tmp_path / "nothing", f"Error: {tmp_path / 'nothing'}: task folder not found; pass yours with --params "
-                               "task_path=/path/to/folder"),
-    ):
-        status, lines = kedro_run(kedro_project, "--pipelines", "task", "--params", f"task_path={folder}")
-        output = "\n".join(lines)
-        assert status != 0 and "Traceback" not in output, output
-        assert [line for line in lines if line.startswith("Error: ")][0].startswith(expected), output
+def test_a_task_folder_with_an_unreadable_image_stops_before_any_work(kedro_project: Path, tmp_path: Path):
+    """The task's preparation (every image decoded, class names checked) runs in the run's checks."""
+    drawings, task = kedro_project / "data" / "01_raw" / "openclipart", tmp_path / "task"
+    for name in ("fish", "clock"):
+        shutil.copytree(drawings / name, task / name)
+    (task / "clock" / "broken.png").write_bytes(b"\x89PNG but truncated")
+    status, lines = kedro_run(kedro_project, "--pipelines", "task", "--params", f"task_path={task}")
+    output = "\n".join(lines)
+    assert status != 0 and "Traceback" not in output and "Running node" not in output, output
+    error = lines.index("Error: 1 image(s) cannot be read; fix or remove them:")
+    assert lines[error + 1] == f"  {task / 'clock' / 'broken.png'}: cannot decode image (UnidentifiedImageError); " \
+                               "replace or delete this file.", output
     mlflow.set_tracking_uri(f"sqlite:///{kedro_project / 'mlflow.db'}")
     assert mlflow.search_runs(search_all_experiments=True).empty, "no (failed) MLflow run"
 
@@ -96,7 +96,16 @@ def test_the_user_error_behind_kedro_dataset_errors_is_found(tmp_path: Path):
         TaskFolderDataset(path=str(tmp_path)).load()
     found = user_input_error(raised.value)
     assert isinstance(found, DataLayoutError) and "at least two class folders" in str(found)
+    with pytest.raises(DatasetError) as raised:
+        TaskFolderDataset(path=str(tmp_path / "missing")).load()
+    assert "task folder not found; pass yours with --params task_path=" in str(user_input_error(raised.value))
     assert isinstance(ParameterError("x"), UserInputError)
+
+    for folder, expected in ((tmp_path / "missing", "folder of images to classify not found"),
+                             (tmp_path / "fish", "no files to classify in this folder")):
+        with pytest.raises(DatasetError) as raised:
+            ImageFilesDataset(path=str(folder)).load()
+        assert expected in str(user_input_error(raised.value))
 
     try:  # a bug raised while handling a user's mistake is a bug (its context is not followed)
         try:

@@ -31,7 +31,7 @@ def user_input_error(error: BaseException) -> UserInputError | None:
     return None
 
 
-class PriorOutputMissingError(UserInputError, FileNotFoundError):
+class PriorOutputMissingError(UserInputError):
     """A run reads an output that another pipeline makes, and that pipeline has not run yet (``predict``
     before any ``task``): the message gives the command that makes it."""
 

@@ -18,19 +18,24 @@ logger = logging.getLogger(__name__)
 RUN_LOCK = "data/.run.lock"          # a `kedro run` locks data/ itself; this file says who holds it
 STARTUP_LOCK = "data/.startup.lock"  # held while a session sets up (MLflow creates its store then)
 
-# The user's own folders that a run reads: read before the run starts (listing files, no decoding),
-# so that a missing or empty folder stops it before MLflow opens a run.
+# The user's own folders that a run reads: checked before the run starts (RunGuard._check_user_folder).
 USER_FOLDERS = ("task.raw_images", "predict_images")
 
 # What a pipeline needs on the command line besides the run's own options (for the commands errors give).
 PIPELINE_PARAMS = {"task": "task_path=<your task folder>"}
 
 
+def quiet_load(catalog: Any, name: str) -> Any:
+    """``catalog.load(name)`` without Kedro's "Loading data from ..." line: the checks read before the
+    run, and their reads would be most of what a stopped run prints."""
+    return catalog.get(name).load()
+
+
 def run_options(run_params: dict, catalog: Any) -> str:
     """The options that choose this run's models (`` --env test --params data_source=cub``), for the
     commands an error asks to run: those train the very models this run reads."""
     env = run_params.get("env")
-    source = (catalog.load("parameters") or {}).get("data_source") if "parameters" in catalog else None
+    source = (quiet_load(catalog, "parameters") or {}).get("data_source") if "parameters" in catalog else None
     return (f" --env {env}" if env else "") + (f" --params data_source={source}" if source and source != "drawings" else "")
 
 
@@ -89,12 +94,12 @@ class RunGuard:
         from tint_distill.pipelines.parameters import blocks_read_by, check_on_this_machine
 
         # every block was checked when the session started (after_context_created)
-        check_on_this_machine(catalog.load("parameters"), blocks_read_by(pipeline.inputs()))
+        check_on_this_machine(quiet_load(catalog, "parameters"), blocks_read_by(pipeline.inputs()))
         options = run_options(run_params, catalog)  # what the commands an error asks for must repeat
         self._check_prior_outputs(pipeline, catalog, options)
         for name in USER_FOLDERS:
             if name in pipeline.inputs():
-                catalog.get(name).load()  # a missing or malformed folder: the message names it and the fix
+                self._check_user_folder(name, pipeline, catalog)
         if "generator" in pipeline.inputs():  # a model the run reads and does not make: check it now
             self._check_generator(catalog.get("generator"), options)
         self._check_base_student(pipeline, catalog, options)
@@ -137,9 +142,20 @@ class RunGuard:
 
         if "base_student" not in pipeline.inputs():
             return
-        settings = settings_from_params(StudentSettings, catalog.load("parameters").get("student"), "student")
+        settings = settings_from_params(StudentSettings, quiet_load(catalog, "parameters").get("student"), "student")
         dataset = catalog.get("base_student")
         student_start(settings, dataset.load(), options, str(getattr(dataset, "filepath", "")))
+
+    @staticmethod
+    def _check_user_folder(name: str, pipeline: Any, catalog: Any) -> None:
+        """A user's folder, read now (a missing, empty or unreadable one: the error names it and the fix);
+        the nodes that read only it and parameters run on it once (the task's preparation decodes every
+        image and checks the class names), so that a mistake in it stops the run before MLflow opens one.
+        Their outputs are dropped: the run makes them again, at the cost of reading the folder twice."""
+        folder = quiet_load(catalog, name)
+        for node in pipeline.only_nodes_with_inputs(name).nodes:
+            if all(i == name or i.startswith("params:") for i in node.inputs):
+                node.func(*[folder if i == name else quiet_load(catalog, i) for i in node.inputs])  # inputs given as a list
 
     @staticmethod
     def _check_prior_outputs(pipeline: Any, catalog: Any, options: str) -> None:
