@@ -18,8 +18,9 @@ logger = logging.getLogger(__name__)
 RUN_LOCK = "data/.run.lock"          # a `kedro run` locks data/ itself; this file says who holds it
 STARTUP_LOCK = "data/.startup.lock"  # held while a session sets up (MLflow creates its store then)
 
-# The user's own folders that a run reads: checked before the run starts (RunGuard._check_user_folder).
-USER_FOLDERS = ("task.raw_images", "predict_images")
+# The user's own folders that a run reads, checked before the run starts (RunGuard._check_user_folder),
+# with the node that checks each one's contents, cheap enough to run twice (None: listing it is the check).
+USER_FOLDERS = {"task.raw_images": "task.prepare.prepare_task", "predict_images": None}
 
 # What a pipeline needs on the command line besides the run's own options (for the commands errors give).
 PIPELINE_PARAMS = {"task": "task_path=<your task folder>"}
@@ -97,9 +98,9 @@ class RunGuard:
         check_on_this_machine(quiet_load(catalog, "parameters"), blocks_read_by(pipeline.inputs()))
         options = run_options(run_params, catalog)  # what the commands an error asks for must repeat
         self._check_prior_outputs(pipeline, catalog, options)
-        for name in USER_FOLDERS:
+        for name, checking_node in USER_FOLDERS.items():
             if name in pipeline.inputs():
-                self._check_user_folder(name, pipeline, catalog)
+                self._check_user_folder(name, checking_node, pipeline, catalog)
         if "generator" in pipeline.inputs():  # a model the run reads and does not make: check it now
             self._check_generator(catalog.get("generator"), options)
         self._check_base_student(pipeline, catalog, options)
@@ -147,15 +148,15 @@ class RunGuard:
         student_start(settings, dataset.load(), options, str(getattr(dataset, "filepath", "")))
 
     @staticmethod
-    def _check_user_folder(name: str, pipeline: Any, catalog: Any) -> None:
-        """A user's folder, read now (a missing, empty or unreadable one: the error names it and the fix);
-        the nodes that read only it and parameters run on it once (the task's preparation decodes every
-        image and checks the class names), so that a mistake in it stops the run before MLflow opens one.
-        Their outputs are dropped: the run makes them again, at the cost of reading the folder twice."""
+    def _check_user_folder(name: str, checking_node: str | None, pipeline: Any, catalog: Any) -> None:
+        """A user's folder, read now (a missing, empty or unreadable one: the error names it and the fix),
+        and its checking node run on it once if the run has it (the task's preparation decodes every image
+        and checks the class names), so that a mistake in it stops the run before MLflow opens one. The
+        node's outputs are dropped: the run makes them again, at the cost of reading the folder twice."""
         folder = quiet_load(catalog, name)
-        for node in pipeline.only_nodes_with_inputs(name).nodes:
-            if all(i == name or i.startswith("params:") for i in node.inputs):
-                node.func(*[folder if i == name else quiet_load(catalog, i) for i in node.inputs])  # inputs given as a list
+        nodes = [node for node in pipeline.nodes if node.name == checking_node]
+        for node in nodes:  # its inputs: the folder and parameters, given as a list
+            node.func(*[folder if i == name else quiet_load(catalog, i) for i in node.inputs])
 
     @staticmethod
     def _check_prior_outputs(pipeline: Any, catalog: Any, options: str) -> None:
