@@ -39,7 +39,8 @@ def cli() -> None:
     """Commands of the tint_distill project."""
 
 
-@cli.command(name="run", params=list(kedro_run.params), help=kedro_run.help)
+@cli.command(name="run", params=list(kedro_run.params),
+             help=f"{kedro_run.help}\n\nA mistake in the parameters or inputs is printed as its message alone.")
 @click.option("--verbose", "-v", is_flag=True,
               help=f"Show the traceback of a mistake in the parameters or inputs too (as {TRACEBACK_VARIABLE}=1 does).")
 @click.pass_context

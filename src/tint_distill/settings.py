@@ -9,7 +9,8 @@ import warnings
 # plugins, so the filters are in place before either is raised. MLflow resets the warning filters
 # around its check, so that one is dropped where Kedro logs warnings (logger ``py.warnings``).
 warnings.filterwarnings("ignore", message=r"register_new_resolver\(\) is deprecated", category=UserWarning)
-logging.getLogger("py.warnings").addFilter(lambda record: "Add type hints to the `predict` method" not in record.getMessage())
+logging.getLogger("py.warnings").addFilter(
+    lambda record: "Add type hints to the `predict` method" not in record.getMessage())
 
 from tint_distill.config_loader import DataSourceConfigLoader
 from tint_distill.hooks import MlflowRunStory, NodeClock, PlainParameters, RunGuard

@@ -156,7 +156,12 @@ class RunGuard:
         folder = quiet_load(catalog, name)
         nodes = [node for node in pipeline.nodes if node.name == checking_node]
         for node in nodes:  # its inputs: the folder and parameters, given as a list
-            node.func(*[folder if i == name else quiet_load(catalog, i) for i in node.inputs])
+            inputs = [folder if i == name else quiet_load(catalog, i) for i in node.inputs]
+            logging.disable(logging.WARNING)  # what it logs, it logs again when it runs
+            try:
+                node.func(*inputs)
+            finally:
+                logging.disable(logging.NOTSET)
 
     @staticmethod
     def _check_prior_outputs(pipeline: Any, catalog: Any, options: str) -> None:
