@@ -30,7 +30,7 @@ def kedro_run(project: Path, *args: str, python: list[str] = KEDRO) -> tuple[int
 
 @pytest.mark.slow
 def test_a_parameter_mistake_is_a_few_lines_naming_it(kedro_project: Path):
-    status, lines = kedro_run(kedro_project, "--env", "test", "--params", "synthesis.alpha=2")
+    status, lines = kedro_run(kedro_project, "--params", "synthesis.alpha=2")  # the issue's own command
     output = "\n".join(lines)
     assert status != 0
     assert len(lines) < 15, output
