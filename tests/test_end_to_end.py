@@ -129,14 +129,15 @@ def test_synthesis_writes_the_images_of_every_episode_class_and_a_preview(run: R
         assert all((folder / "images.safetensors").is_file() and (folder / "preview.png").is_file() for folder in folders)
         counts = [len(ImageSetDataset(filepath=str(folder)).load()) for folder in folders]
         assert counts == [4] * run.n_classes, f"images_per_class {sampler} images for every (episode, class)"
-    assert (run.reporting / "synthesis_preview.png").is_file()
+    assert (run.reporting / "synthesis_previews" / "episode_0000.png").is_file()
+    assert not (run.reporting / "synthesis_preview.png").exists(), "no second copy of the first episode's preview"
 
 
 def test_a_second_tint_run_recomputes_nothing_and_logs_its_previews(run: Run, tracking):
     assert "saved partition" not in run.again_log, "nothing changed, so nothing is recomputed"
     assert run.again_log.count("already done and reused") == 2
     paths = {a.path for a in tracking.list_artifacts(run.tint_run["run_id"])}
-    assert {"synthesis_previews", "synthesis_preview"} <= paths
+    assert "synthesis_previews" in paths and "synthesis_preview" not in paths
     assert run.tint_run["params.inversion.null_text.guidance_scale"] == "7.5"
 
 
