@@ -14,6 +14,8 @@ from kedro_datasets.matplotlib import MatplotlibDataset
 from kedro_datasets.partitions import PartitionedDataset
 from kedro_datasets.pillow import ImageDataset
 
+from tint_distill.datasets.folder_size import FolderSize
+
 
 # Kedro-Viz's "Expand preview" fits an image to the height of a box about 1330 x 840 px on a
 # 1600 x 1000 window (1640 x 910 at 1920 x 1080) and crops what is wider. A preview is therefore
@@ -54,7 +56,7 @@ class PNGImageDataset(ImageDataset):
             return png_preview(handle.read())
 
 
-class PNGFolderDataset(PartitionedDataset):
+class PNGFolderDataset(FolderSize, PartitionedDataset):
     """A folder of PNGs (one per partition) whose first image Kedro-Viz previews."""
 
     def preview(self) -> ImagePreview:

@@ -49,6 +49,7 @@ from kedro_datasets._typing import ImagePreview, TablePreview
 from kedro_datasets.partitions import PartitionedDataset
 
 from tint_distill.data.grids import image_grid
+from tint_distill.datasets.folder_size import FolderSize
 from tint_distill.datasets.png_image import png_preview
 from tint_distill.fingerprints import fingerprint
 from tint_distill.keys import PartitionKey, episode_key
@@ -65,7 +66,7 @@ class DamagedPartitionError(DatasetError):
     """A finished partition's files do not match what its marker recorded."""
 
 
-class ResumablePartitionedDataset(PartitionedDataset):
+class ResumablePartitionedDataset(FolderSize, PartitionedDataset):
     """Partitions saved one at a time as they are computed, one immutable version per fingerprint.
 
     ``save(work)``: the units of a :class:`~tint_distill.work.Work` whose version is already
