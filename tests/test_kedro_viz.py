@@ -39,7 +39,8 @@ def test_every_pipeline_shows_every_dataset_in_a_layer_without_a_cycle(kedro_viz
             layers = data_access_manager.get_sorted_layers_for_registered_pipeline(pipeline)
         assert "circular" not in caplog.text, caplog.text
         assert layers, f"{pipeline}: Kedro-Viz disables its layers when they form a cycle"
-        datasets = [n for n in data_access_manager.get_nodes_for_registered_pipeline(pipeline) if isinstance(n, DataNode)]
+        nodes = data_access_manager.get_nodes_for_registered_pipeline(pipeline)
+        datasets = [n for n in nodes if isinstance(n, DataNode)]
         assert datasets and not [d.name for d in datasets if not d.layer], f"{pipeline}: datasets without a layer"
         layer = {d.name: d.layer for d in datasets}
         assert set(layer.values()) <= set(LAYERS), f"{pipeline}: layers the README does not list"
@@ -47,11 +48,14 @@ def test_every_pipeline_shows_every_dataset_in_a_layer_without_a_cycle(kedro_viz
                      for i in node.inputs if i in layer for o in node.outputs
                      if LAYERS.index(layer[i]) > LAYERS.index(layer[o])]
         assert not backwards, f"{pipeline}: a node's output in an earlier layer than its input: {backwards}"
-    assert {"__default__", "experiment", "task", "predict", "generator_pretraining", "student_pretraining"} <= set(kedro_viz)
+    assert {"__default__", "experiment", "task", "predict", "generator_pretraining", "student_pretraining"} <= set(
+        kedro_viz)
 
 
 def test_kedro_viz_sizes_a_partitioned_dataset_as_its_files_total(tmp_path):
-    store = ResumablePartitionedDataset(path=str(tmp_path / "parts"), dataset="json.JSONDataset", filename_suffix=".json")
-    store.save(Work.of_functions({f"tint/episode_{e:04d}": (str(e), lambda e=e: {"accuracy": e / 10}) for e in range(3)}))
+    store = ResumablePartitionedDataset(path=str(tmp_path / "parts"), dataset="json.JSONDataset",
+                                        filename_suffix=".json")
+    store.save(Work.of_functions({f"tint/episode_{e:04d}": (str(e), lambda e=e: {"accuracy": e / 10})
+                                  for e in range(3)}))
     files = sum(p.stat().st_size for p in (tmp_path / "parts").rglob("*") if p.is_file())
     assert files > 0 and compute_size("students", {"students": store}) == files, "not 0 B, not a directory entry"

@@ -458,7 +458,8 @@ def test_preview_summarises_per_method_with_the_named_ones_first(tmp_path: Path)
     """Kedro-Viz's table of students: a row per method (episodes, mean accuracy, seconds), tint on
     top although it sorts last, the methods past nrows in one row, and a total; no empty filler row."""
     store = dataset(tmp_path / "students")
-    accuracies = {"mined_real": [0.5, 0.7], "real_unlabeled": [0.4, 0.4], "supports_only": [0.3, 0.5], "tint": [0.6, 0.9]}
+    accuracies = {"mined_real": [0.5, 0.7], "real_unlabeled": [0.4, 0.4], "supports_only": [0.3, 0.5],
+                  "tint": [0.6, 0.9]}
     store.save(Work.of_functions({
         f"{method}/episode_{e:04d}": (f"{method}{e}", lambda a=a: {"accuracy": a, "history": [1.0, 0.5]})
         for method, values in accuracies.items() for e, a in enumerate(values)}))
