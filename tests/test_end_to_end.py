@@ -129,14 +129,15 @@ def test_synthesis_writes_the_images_of_every_episode_class_and_a_preview(run: R
         assert all((folder / "images.safetensors").is_file() and (folder / "preview.png").is_file() for folder in folders)
         counts = [len(ImageSetDataset(filepath=str(folder)).load()) for folder in folders]
         assert counts == [4] * run.n_classes, f"images_per_class {sampler} images for every (episode, class)"
-    assert (run.reporting / "synthesis_preview.png").is_file()
+    assert (run.reporting / "synthesis_previews" / "episode_0000.png").is_file()
+    assert not (run.reporting / "synthesis_preview.png").exists(), "no second copy of the first episode's preview"
 
 
 def test_a_second_tint_run_recomputes_nothing_and_logs_its_previews(run: Run, tracking):
     assert "saved partition" not in run.again_log, "nothing changed, so nothing is recomputed"
     assert run.again_log.count("already done and reused") == 2
     paths = {a.path for a in tracking.list_artifacts(run.tint_run["run_id"])}
-    assert {"synthesis_previews", "synthesis_preview"} <= paths
+    assert "synthesis_previews" in paths and "synthesis_preview" not in paths
     assert run.tint_run["params.inversion.null_text.guidance_scale"] == "7.5"
 
 
@@ -278,7 +279,14 @@ def test_kedro_viz_previews_show_what_the_outputs_hold_and_the_time_it_took(run:
     for name in ("synthetic_images", "episode_support_grids", "synthesis_previews"):
         assert preview(name)["preview_type"] == "ImagePreview" and len(preview(name)["preview"]) > 1000, name
     table = preview("student_results")["preview"]
-    assert table["columns"][:2] == ["partition", "seconds"] and len(table["data"]) == 5 * 3 + 1
+    assert table["columns"] == ["method", "episodes", "accuracy", "seconds"] and len(table["data"]) == 5 + 1
+    tint = run.per_episode.loc[run.per_episode["method"] == "tint", "accuracy"]
+    assert table["data"][0][:3] == ["tint", 3, pytest.approx(tint.mean(), abs=1e-4)], "tint on top, its mean accuracy"
     trained = sum(json.loads(m.read_text())["seconds"]
                   for m in (run.project / "data" / "07_model_output" / "student_results").rglob("*.done"))
-    assert table["data"][-1][1] == pytest.approx(trained, abs=0.1), "the last row sums the work's seconds"
+    assert table["data"][-1][3] == pytest.approx(trained, abs=0.1), "the last row sums the work's seconds"
+    assert None not in {cell for row in table["data"] for cell in row}, "no 'null' filler"
+
+    for pipeline in [main, *(json.loads(p.read_text()) for p in (api / "pipelines").iterdir())]:
+        assert pipeline["layers"], f"{pipeline['selected_pipeline']}: Kedro-Viz disables layers on a cycle"
+        assert all(n["layer"] for n in pipeline["nodes"] if n["type"] == "data"), pipeline["selected_pipeline"]

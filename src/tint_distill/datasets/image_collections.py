@@ -16,9 +16,10 @@ from kedro.io import AbstractDataset, DatasetError
 
 from tint_distill.data import sources, task
 from tint_distill.data.collection import ImageCollection
+from tint_distill.datasets.folder_size import FolderSize
 
 
-class _ImageCollectionDataset(AbstractDataset[None, ImageCollection]):
+class _ImageCollectionDataset(FolderSize, AbstractDataset[None, ImageCollection]):
     """Common behaviour: lists the source on load, decodes nothing, cannot be saved."""
 
     builder: Any = None
@@ -79,7 +80,7 @@ class TaskFolderDataset(_ImageCollectionDataset):
     builder = staticmethod(task.task_folder)
 
 
-class ImageFilesDataset(AbstractDataset[None, list]):
+class ImageFilesDataset(FolderSize, AbstractDataset[None, list]):
     """Every file below ``path`` (recursively, hidden ones left out), sorted, as paths: nothing is
     decoded, so that a file that cannot be read is reported by whoever reads it instead of stopping
     the load (the ``predict`` pipeline lists such files with the reason)."""
