@@ -134,12 +134,13 @@ def run_description(summary: Mapping[str, Any]) -> str:
 
 def run_page(summary: Mapping[str, Any] | None, run_id: str, experiment_id: str,
              images: Sequence[tuple[str, str]]) -> str:
-    """The run's Description (Markdown, the top of its page in the MLflow UI): the accuracy table and
-    paired differences, the charts ``images`` (``(artifact path, title)``: accuracy per method with
-    its CI, the time per stage on one scale) shown inline, and a link to the runs table's headline view."""
-    parts = [run_description(summary)] if summary else []
-    parts += [artifact_image(run_id, path, title) for path, title in images]
-    parts.append(f"[All runs, headline metrics first]({runs_table_url(experiment_id)})")
+    """The run's Description (Markdown, the top of its page in the MLflow UI, shown folded to its
+    first lines): the episodes' shape, the first of ``images`` (``(artifact path, title)``: the
+    accuracy per method with its CI) inline, the accuracy table and paired differences, the other
+    images (the time per node on one scale), and a link to the runs table's headline view."""
+    intro, _, tables = run_description(summary).partition("\n\n") if summary else ("", "", "")
+    charts = [artifact_image(run_id, path, title) for path, title in images]
+    parts = [intro, *charts[:1], tables, *charts[1:], f"[All runs, headline metrics first]({runs_table_url(experiment_id)})"]
     return "\n\n".join(part for part in parts if part)
 
 
@@ -150,7 +151,11 @@ def duration_table(started: Mapping[str, float], finished: Mapping[str, float],
     computation, from the unit clock's readings at its start and end)."""
     import pandas as pd
 
-    rows = [(name, finished[name] - start, max(0.0, unit_seconds.get(name, (0.0, 0.0))[1] - unit_seconds.get(name, (0.0, 0.0))[0]))
+    def units(name: str) -> float:
+        begin, end = unit_seconds.get(name, (0.0, 0.0))
+        return max(0.0, end - begin)
+
+    rows = [(name, finished[name] - start, units(name))
             for name, start in sorted(started.items(), key=lambda item: item[1]) if name in finished]
     return pd.DataFrame(rows, columns=["node", "seconds", "unit_seconds"])
 

@@ -47,3 +47,4 @@ def test_a_logged_model_carries_only_its_own_metrics_and_is_registered(tracking,
     assert registered.description == "The `tint` student of episode 1."
     [version] = tracking.search_model_versions("name='tiny_student'")
     assert version.run_id == run.info.run_id and version.description == registered.description
+    assert DESCRIPTION_TAG not in version.tags, "the description is the version's, not repeated in its tags"

@@ -61,11 +61,11 @@ class LoggableModel:
 
 class MlflowModelWithSignatureDataset(MlflowModelTrackingDataset):
     """kedro-mlflow's ``MlflowModelTrackingDataset`` saving a :class:`LoggableModel`: its signature,
-    input example, metadata, params, description and registered name join the catalog's
-    ``save_args``, logged at :data:`MODEL_STEP`; its ``metrics`` are then logged with its
+    input example, metadata, params and registered name join the catalog's ``save_args``, logged
+    at :data:`MODEL_STEP`; its ``metrics`` are then logged with its
     ``model_id`` at that step, so that they, and no metric of the run, are the model's; its
     ``files`` (a model card, the weights) become artifacts of the run, and its ``description`` the
-    registered model's and version's description."""
+    logged model's, the registered model's and the version's description."""
 
     def _save(self, model: LoggableModel | None) -> None:
         if model is None:  # nothing to log (switched off in the parameters)
@@ -78,7 +78,6 @@ class MlflowModelWithSignatureDataset(MlflowModelTrackingDataset):
             "metadata": {**configured.get("metadata", {}), **model.metadata},
             "step": MODEL_STEP,
             "params": {**configured.get("params", {}), **model.params},
-            "tags": {**configured.get("tags", {}), **({DESCRIPTION_TAG: model.description} if model.description else {})},
             **({"registered_model_name": model.registered_model_name} if model.registered_model_name else {}),
         }
         try:
@@ -91,6 +90,8 @@ class MlflowModelWithSignatureDataset(MlflowModelTrackingDataset):
 
         if model.metrics:
             mlflow.log_metrics(model.metrics, step=MODEL_STEP, model_id=self.model_info.model_id)
+        if model.description:  # set after the registration, which copies a model's tags to the version's tags
+            mlflow.set_logged_model_tags(self.model_info.model_id, {DESCRIPTION_TAG: model.description})
         version = getattr(self.model_info, "registered_model_version", None)
         if model.description and model.registered_model_name and version is not None:
             client = mlflow.MlflowClient()

@@ -196,7 +196,8 @@ def task_model_metrics(card: Mapping) -> dict[str, float]:
             metrics |= {f"task_model.{name}": stats["accuracy"], f"task_model.{name}_low": stats["low"],
                         f"task_model.{name}_high": stats["high"]}
     speed = card.get("speed_cpu") or {}
-    metrics |= {f"task_model.{key}": speed[key] for key in ("latency_ms_batch_1", "images_per_s_batch_64") if key in speed}
+    metrics |= {f"task_model.{key}": speed[key] for key in ("latency_ms_batch_1", "images_per_s_batch_64")
+                if key in speed}
     return {name: float(value) for name, value in metrics.items()}
 
 
