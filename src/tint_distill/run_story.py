@@ -89,7 +89,7 @@ def runs_table_view(metrics: Sequence[str] = HEADLINE_METRICS) -> dict[str, Any]
     return {
         "selectedColumns": [*columns, "attributes.`Models`", "attributes.`Dataset`"],
         "columnOrder": ["attributes.`Run Name`", *columns],
-        "columnWidths": {"attributes.`Run Name`": 420, **{column: 150 for column in columns}},
+        "columnWidths": {"attributes.`Run Name`": 440, **{column: 150 for column in columns}},
     }
 
 
