@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -284,7 +285,9 @@ def rest(address: str, path: str, body: dict | None = None, timeout: float = 180
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
                 return json.loads(response.read())
-        except (ConnectionError, urllib.error.URLError):
+        except urllib.error.HTTPError:
+            raise  # the server answered: no retry
+        except (ConnectionError, urllib.error.URLError):  # not listening yet
             if time.time() > deadline:
                 raise
             time.sleep(1)
