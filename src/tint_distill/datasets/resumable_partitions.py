@@ -51,6 +51,7 @@ from kedro_datasets.partitions import PartitionedDataset
 from tint_distill.data.grids import image_grid
 from tint_distill.datasets.folder_size import FolderSize
 from tint_distill.datasets.png_image import png_preview
+from tint_distill.errors import PriorOutputMissingError, UserInputError
 from tint_distill.fingerprints import fingerprint
 from tint_distill.keys import PartitionKey, episode_key
 from tint_distill.work import Outcome, Stored, UnitFailed, Work
@@ -62,8 +63,12 @@ CURRENT_FILE = "_current.json"
 PENDING_FILE = "_pending.json"
 
 
-class DamagedPartitionError(DatasetError):
+class DamagedPartitionError(UserInputError, DatasetError):
     """A finished partition's files do not match what its marker recorded."""
+
+
+class NoFinishedPartitionsError(PriorOutputMissingError, DatasetError):
+    """A stage's outputs are read before the pipeline that makes them has finished any."""
 
 
 class ResumablePartitionedDataset(FolderSize, PartitionedDataset):
@@ -233,7 +238,8 @@ class ResumablePartitionedDataset(FolderSize, PartitionedDataset):
                 f"Rerun the pipeline that saves '{self._path}' (a plain `kedro run` does): it recomputes them.")
         done = {key: version for key, version in current.items() if markers[key] is not None}
         if not done:
-            raise DatasetError(f"No finished partitions in '{self._path}': run the pipeline that produces them.")
+            raise NoFinishedPartitionsError(
+                f"No finished partitions in '{self._path}': run the pipeline that produces them.")
         if len(done) < len(current):
             logger.warning(
                 "%s: %d of the %d partitions of the last run that saved here are not finished (was it "
