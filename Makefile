@@ -77,7 +77,8 @@ viz-build: setup  ## static Kedro-Viz site in ./build
 mlflow-ui: setup  ## MLflow UI on http://127.0.0.1:5000 over the local SQLite store
 	@$(BIN)/python -c "import mlflow; mlflow.set_tracking_uri('sqlite:///mlflow.db'); \
 	e = mlflow.get_experiment_by_name('tint_distill'); \
-	print(f'Runs table: http://127.0.0.1:5000/#/experiments/{e.experiment_id}/runs?workflowType=machine_learning' if e else 'No runs yet: kedro run first.')"
+	from tint_distill.run_story import runs_table_url; \
+	print(f'Runs table, headline metrics first: {runs_table_url(e.experiment_id, \"http://127.0.0.1:5000/\")}' if e else 'No runs yet: kedro run first.')"
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --port 5000
 
 lock: setup  ## re-pin the whole stack after editing pyproject.toml

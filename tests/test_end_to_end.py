@@ -9,10 +9,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +51,7 @@ class Run:
     again_log: str  # `--pipeline tint` once more, nothing changed
     tint_run: pd.Series  # the MLflow run of that last tint run
     episodes: pd.DataFrame
+    mlflow_server: str  # the address of an `mlflow server` on the project's store, started during the runs
 
     @property
     def reporting(self) -> Path:
@@ -65,10 +70,24 @@ def latest_run() -> pd.Series:
     return mlflow.search_runs(experiment_names=["tint_distill"], order_by=["start_time DESC"]).iloc[0]
 
 
+def start_mlflow_server(project: Path) -> tuple[subprocess.Popen, str]:
+    """``mlflow server`` on the project's SQLite store, at a free local port (it answers once up)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{project / 'mlflow.db'}",
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        cwd=project, env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    return process, f"http://127.0.0.1:{port}/"
+
+
 @pytest.fixture(scope="module")
 def run(pretrained_project: Path, tmp_path_factory) -> Run:
     """In a git-committed copy of the pretrained project: the inversion killed mid-run, resumed
-    with synthesis, the tint pipeline once more, then distillation and evaluation."""
+    with synthesis, the tint pipeline once more, then distillation and evaluation with an override
+    (``speed.threads=1``); an ``mlflow server`` on its store starts while they run."""
     project = copy_pretrained(pretrained_project, tmp_path_factory.mktemp("end_to_end") / "project")
     (project / ".gitignore").write_text("data/\nmlflow.db\nmlruns/\n")  # outputs do not make it dirty
     git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.org"]
@@ -92,12 +111,17 @@ def run(pretrained_project: Path, tmp_path_factory) -> Run:
     finished = len(markers(specialisations))
 
     resumed = kedro(project, "run", "--env", "test", "--pipelines", "inversion,synthesis")
-    again = kedro(project, "run", "--env", "test", "--pipeline", "tint")
-    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
-    tint_run = latest_run()
-    kedro(project, "run", "--env", "test", "--pipelines", "distillation,evaluation")
-    return Run(project, head, n_classes, finished, resumed.stdout + resumed.stderr, again.stdout + again.stderr,
-               tint_run, episodes)
+    server, address = start_mlflow_server(project)  # the store exists now; the server starts while the runs go on
+    try:
+        again = kedro(project, "run", "--env", "test", "--pipeline", "tint")
+        mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+        tint_run = latest_run()
+        kedro(project, "run", "--env", "test", "--pipelines", "distillation,evaluation", "--params", "speed.threads=1")
+        yield Run(project, head, n_classes, finished, resumed.stdout + resumed.stderr, again.stdout + again.stderr,
+                  tint_run, episodes, address)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
 
 
 @pytest.fixture
@@ -129,14 +153,15 @@ def test_synthesis_writes_the_images_of_every_episode_class_and_a_preview(run: R
         assert all((folder / "images.safetensors").is_file() and (folder / "preview.png").is_file() for folder in folders)
         counts = [len(ImageSetDataset(filepath=str(folder)).load()) for folder in folders]
         assert counts == [4] * run.n_classes, f"images_per_class {sampler} images for every (episode, class)"
-    assert (run.reporting / "synthesis_preview.png").is_file()
+    assert (run.reporting / "synthesis_previews" / "episode_0000.png").is_file()
+    assert not (run.reporting / "synthesis_preview.png").exists(), "no second copy of the first episode's preview"
 
 
 def test_a_second_tint_run_recomputes_nothing_and_logs_its_previews(run: Run, tracking):
     assert "saved partition" not in run.again_log, "nothing changed, so nothing is recomputed"
     assert run.again_log.count("already done and reused") == 2
     paths = {a.path for a in tracking.list_artifacts(run.tint_run["run_id"])}
-    assert {"synthesis_previews", "synthesis_preview"} <= paths
+    assert "synthesis_previews" in paths and "synthesis_preview" not in paths
     assert run.tint_run["params.inversion.null_text.guidance_scale"] == "7.5"
 
 
@@ -223,7 +248,7 @@ def test_mlflow_metrics_are_the_summarys(run: Run, evaluation_run, tracking):
 
 def test_the_mlflow_run_says_what_it_was(run: Run, evaluation_run, tracking):
     """Name, tags, description, input dataset, time per stage, artefacts."""
-    assert evaluation_run["tags.mlflow.runName"].startswith("distillation+evaluation · drawings · test · 3-way 2-shot · 3 episodes · "), evaluation_run["tags.mlflow.runName"]
+    assert evaluation_run["tags.mlflow.runName"].startswith("distillation+evaluation · test · 3-way 2-shot · 3 episodes · speed.threads=1 · "), evaluation_run["tags.mlflow.runName"]
     assert (evaluation_run["tags.env"], evaluation_run["tags.pipeline"], evaluation_run["tags.runner"]) == ("test", "distillation+evaluation", "SequentialRunner")
     assert evaluation_run["tags.git_commit"] == run.head and evaluation_run["tags.git_dirty"] == "false"
     note = evaluation_run["tags.mlflow.note.content"]
@@ -252,6 +277,61 @@ def test_the_run_logs_its_median_tint_student_as_a_model(run: Run, evaluation_ru
     assert info.signature.outputs.input_names() == ["logits", "probabilities"] and info.saved_input_example_info
 
 
+def rest(address: str, path: str, body: dict | None = None, timeout: float = 180) -> dict:
+    """One call of the MLflow REST API (POST with a JSON body, else GET), retried while the server starts."""
+    request = urllib.request.Request(address + path, data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    deadline = time.time() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError:
+            raise  # the server answered: no retry
+        except (ConnectionError, urllib.error.URLError):  # not listening yet
+            if time.time() > deadline:
+                raise
+            time.sleep(1)
+
+
+def test_the_mlflow_server_shows_the_override_the_models_own_metrics_and_the_registry(run: Run):
+    """Through ``mlflow server``'s REST API, as the UI reads them: the run's name has its override,
+    the logged student's metrics are its own (no run metric linked to it), it is registered, the
+    runs table's headline view is saved, and the Description's charts are served."""
+    experiment = rest(run.mlflow_server, "api/2.0/mlflow/experiments/get-by-name?experiment_name=tint_distill")["experiment"]
+    runs = rest(run.mlflow_server, "api/2.0/mlflow/runs/search",
+                {"experiment_ids": [experiment["experiment_id"]], "order_by": ["attributes.start_time DESC"]})["runs"]
+    last = runs[0]
+    tags = {t["key"]: t["value"] for t in last["data"]["tags"]}
+    assert tags["mlflow.runName"].startswith("distillation+evaluation · test · 3-way 2-shot · 3 episodes · speed.threads=1 · ")
+
+    models = rest(run.mlflow_server, "api/2.0/mlflow/logged-models/search",
+                  {"experiment_ids": [experiment["experiment_id"]]})["models"]
+    [student] = [m for m in models if m["info"]["source_run_id"] == last["info"]["run_id"]]
+    own = {m["key"]: m["value"] for m in student["data"]["metrics"]}
+    assert set(own) == {"student.accuracy", "student.accuracy_low", "student.accuracy_high", "student.n_queries"}
+    per_episode = run.per_episode
+    tint = per_episode[per_episode["method"] == "tint"].sort_values(["accuracy", "episode"]).iloc[1]  # the median of 3
+    assert own["student.accuracy"] == pytest.approx(tint["accuracy"])
+    assert own["student.accuracy_low"] <= own["student.accuracy"] <= own["student.accuracy_high"]
+    params = {p["key"]: p["value"] for p in student["data"]["params"]}
+    assert (params["method"], params["episode"]) == ("tint", str(int(tint["episode"])))
+    model_tags = {t["key"]: t["value"] for t in student["info"]["tags"]}
+    assert f"episode {int(tint['episode'])}" in model_tags["mlflow.note.content"]
+
+    registered = rest(run.mlflow_server, "api/2.0/mlflow/registered-models/get?name=tint_distill_student")["registered_model"]
+    assert registered["latest_versions"][0]["run_id"] == last["info"]["run_id"] and "queries" in registered["description"]
+
+    experiment_tags = {t["key"]: t["value"] for t in experiment["tags"]}
+    view = json.loads(experiment_tags["mlflow.sharedViewState.headline"])
+    assert view["columnOrder"][1:3] == ["metrics.`accuracy.tint`", "metrics.`diff.tint_vs_supports_only`"]
+    charts = re.findall(r"!\[[^]]*\]\((get-artifact\?[^)]+)\)", tags["mlflow.note.content"])
+    assert len(charts) == 2, "accuracy per method and time per node, inline"
+    for chart in charts:
+        with urllib.request.urlopen(run.mlflow_server + chart, timeout=30) as response:
+            assert response.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
 def test_the_notebook_shows_the_runs_images_and_summary(run: Run):
     notebook = nbformat.read(PROJECT_ROOT / "notebooks" / "explore_run.ipynb", as_version=4)
     folder = run.project / "notebooks"
@@ -278,7 +358,14 @@ def test_kedro_viz_previews_show_what_the_outputs_hold_and_the_time_it_took(run:
     for name in ("synthetic_images", "episode_support_grids", "synthesis_previews"):
         assert preview(name)["preview_type"] == "ImagePreview" and len(preview(name)["preview"]) > 1000, name
     table = preview("student_results")["preview"]
-    assert table["columns"][:2] == ["partition", "seconds"] and len(table["data"]) == 5 * 3 + 1
+    assert table["columns"] == ["method", "episodes", "accuracy", "seconds"] and len(table["data"]) == 5 + 1
+    tint = run.per_episode.loc[run.per_episode["method"] == "tint", "accuracy"]
+    assert table["data"][0][:3] == ["tint", 3, pytest.approx(tint.mean(), abs=1e-4)], "tint on top, its mean accuracy"
     trained = sum(json.loads(m.read_text())["seconds"]
                   for m in (run.project / "data" / "07_model_output" / "student_results").rglob("*.done"))
-    assert table["data"][-1][1] == pytest.approx(trained, abs=0.1), "the last row sums the work's seconds"
+    assert table["data"][-1][3] == pytest.approx(trained, abs=0.1), "the last row sums the work's seconds"
+    assert None not in {cell for row in table["data"] for cell in row}, "no 'null' filler"
+
+    for pipeline in [main, *(json.loads(p.read_text()) for p in (api / "pipelines").iterdir())]:
+        assert pipeline["layers"], f"{pipeline['selected_pipeline']}: Kedro-Viz disables layers on a cycle"
+        assert all(n["layer"] for n in pipeline["nodes"] if n["type"] == "data"), pipeline["selected_pipeline"]

@@ -67,6 +67,12 @@ def test_task_gives_a_carded_registered_model_and_predict_lists_bad_files(kedro_
     assert info.signature is not None and info.saved_input_example_info is not None
     assert [a.path for a in client.list_artifacts(versions[0].run_id, "task_model")] == [
         "task_model/model_card.json", "task_model/model_card.md", "task_model/student.safetensors"]
+    [logged] = [m for m in mlflow.search_logged_models(experiment_ids=[client.get_run(versions[0].run_id).info.experiment_id],
+                                                       output_format="list") if m.name == "task_student"]
+    own = {m.key: m.value for m in logged.metrics}  # its own numbers, none of the run's (task.*, duration_s.*)
+    assert all(key.startswith("task_model.") for key in own) and own["task_model.accuracy"] == pytest.approx(tint["accuracy"])
+    assert own["task_model.accuracy_low"] == pytest.approx(tint["low"]) and "task_model.test_accuracy" in own
+    assert logged.params["method"] == "tint" and logged.params["classes"] == "01, None, fish"
 
     predict_folder = kedro_project / "data" / "01_raw" / "predict"
     (predict_folder / "broken.png").write_bytes(b"\x89PNG but truncated")

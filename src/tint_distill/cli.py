@@ -1,5 +1,10 @@
 """Project commands added to ``kedro`` (Kedro loads ``<package>.cli`` automatically).
 
+``kedro run``: Kedro's own command, except that a mistake in what the user gave (a
+:class:`~tint_distill.errors.UserInputError`, also when a Kedro dataset error wraps it) is printed as
+its message alone, with where to look, and exits with status 1; any other error keeps its traceback.
+``--verbose`` (or ``TINT_TRACEBACK=1``) shows the traceback of a user's mistake too.
+
 ``kedro prune``: cached work that the last run of each stage does not use (other episodes,
 settings, data or environments) is kept on disk so that going back costs nothing. This command
 lists it, and removes it with ``--yes``.
@@ -10,9 +15,15 @@ lists it, and removes it with ``--yes``.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
+from kedro.framework.cli.project import run as kedro_run
+
+from tint_distill.errors import user_input_error
+
+TRACEBACK_VARIABLE = "TINT_TRACEBACK"  # set to 1: a user's mistake is shown with its traceback too
 
 
 def _size(n_bytes: int) -> str:
@@ -26,6 +37,30 @@ def _size(n_bytes: int) -> str:
 @click.group(name="tint_distill")
 def cli() -> None:
     """Commands of the tint_distill project."""
+
+
+@cli.command(name="run", params=list(kedro_run.params),
+             help=f"{kedro_run.help}\n\nA mistake in the parameters or inputs is printed as its message alone.")
+@click.option("--verbose", "-v", is_flag=True,
+              help=f"Show the traceback of a mistake in the parameters or inputs too (as {TRACEBACK_VARIABLE}=1 does).")
+@click.pass_context
+def run(ctx: click.Context, verbose: bool, **options) -> dict:
+    try:
+        return ctx.invoke(kedro_run, **options)
+    except Exception as error:
+        mistake = user_input_error(error)
+        if mistake is None or verbose or os.environ.get(TRACEBACK_VARIABLE, "") not in ("", "0"):
+            raise
+        raise UserMistake(mistake) from error
+
+
+class UserMistake(click.ClickException):
+    """A user's mistake as the command line prints it: ``Error: <message>``, then where to look and how
+    to see the traceback; exit status 1."""
+
+    def __init__(self, mistake: Exception) -> None:
+        where = f"Where to look: {mistake.where_to_look}. " if getattr(mistake, "where_to_look", "") else ""
+        super().__init__(f"{mistake}\n{where}(`kedro run ... --verbose` shows the traceback.)")
 
 
 @cli.command()

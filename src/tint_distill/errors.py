@@ -1,10 +1,40 @@
 """Errors shared by every part of the project (no Kedro, no torch: importable from anywhere).
 
+A mistake in what a user gave (parameters, folders, files, a busy project, outputs of a pipeline
+not run yet) is a :class:`UserInputError`: its message says what is wrong and what to do, and
+``kedro run`` prints that message alone (``cli.py``). Anything else is a bug and keeps its traceback.
+
 A diverging optimisation is signalled one way, whatever trains: :class:`NonFiniteLossError`,
 a :class:`FloatingPointError` that names the stage, the step and what to try.
 """
 
 from __future__ import annotations
+
+class UserInputError(Exception):
+    """Base of every error caused by what the user gave rather than by the code: its message is the
+    whole story (what is wrong, where, what to do), so the command line shows it without traceback.
+    ``where_to_look`` says where such mistakes are made (printed under the message)."""
+
+    where_to_look = ""
+
+
+def user_input_error(error: BaseException) -> UserInputError | None:
+    """The :class:`UserInputError` behind ``error``: itself or the first one down its chain of explicit
+    causes (``raise ... from``: Kedro wraps a dataset's error in its ``DatasetError`` so), else None. A
+    bug raised while handling a user's mistake (an implicit ``__context__``) stays a bug."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, UserInputError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__
+    return None
+
+
+class PriorOutputMissingError(UserInputError):
+    """A run reads an output that another pipeline makes, and that pipeline has not run yet (``predict``
+    before any ``task``): the message gives the command that makes it."""
+
 
 # stage -> (what diverged, in words; what to try). The stage names are the project's words for
 # its optimisations; the advice names the parameters that set them.

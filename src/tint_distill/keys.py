@@ -7,6 +7,8 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
+from tint_distill.errors import UserInputError
+
 
 _KEY = re.compile(r"^(?:(?P<method>[a-z_]+)/)?episode_(?P<episode>\d{4,})(?:/(?P<class_slug>[^/]+))?$")
 
@@ -72,7 +74,7 @@ def slug(name: str) -> str:
     return f"{readable}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
 
-class ClassNameCollisionError(ValueError):
+class ClassNameCollisionError(UserInputError, ValueError):
     """Two class names would share one place on disk."""
 
 

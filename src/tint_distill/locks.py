@@ -14,13 +14,15 @@ import os
 import time
 from pathlib import Path
 
+from tint_distill.errors import UserInputError
+
 try:
     import fcntl
 except ImportError:  # Windows: no flock; runs are then not guarded
     fcntl = None
 
 
-class ProjectBusyError(RuntimeError):
+class ProjectBusyError(UserInputError, RuntimeError):
     """Another process holds the project's run lock."""
 
 

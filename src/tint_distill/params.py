@@ -12,16 +12,23 @@ from typing import TYPE_CHECKING, Any, TypeVar
 if TYPE_CHECKING:
     import torch
 
+from tint_distill.errors import UserInputError
+
 T = TypeVar("T")
 
 
-class ParameterError(ValueError):
+class ParameterError(UserInputError, ValueError):
     """A parameter block has unknown keys or values of the wrong kind."""
 
+    where_to_look = ("conf/base/parameters*.yml, the environment's conf/<env>/, the data source's "
+                     "conf/data_sources/<name>/, and the --params of the command")
 
-class SettingError(ValueError):
+
+class SettingError(UserInputError, ValueError):
     """One setting of a settings dataclass is invalid: raised by ``__post_init__`` checks so that
     :func:`settings_from_params` can name the parameter (``synthesis.alpha``)."""
+
+    where_to_look = ParameterError.where_to_look
 
     def __init__(self, field: str, problem: str):
         self.field, self.problem = field, problem

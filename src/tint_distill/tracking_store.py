@@ -6,8 +6,10 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from tint_distill.errors import UserInputError
 
-class TrackingStoreError(RuntimeError):
+
+class TrackingStoreError(UserInputError, RuntimeError):
     """The MLflow tracking store cannot be used as it is."""
 
 

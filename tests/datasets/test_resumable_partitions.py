@@ -452,3 +452,28 @@ def test_prune_after_an_aborted_run_keeps_the_last_complete_run(tmp_path: Path):
     (tmp_path / "parts" / "_current.json").write_text("{ half written")
     with pytest.raises(DatasetError, match=r"_current.json is unreadable.*no partition was removed"):
         store.prune(dry_run=False)
+
+
+def test_preview_summarises_per_method_with_the_named_ones_first(tmp_path: Path):
+    """Kedro-Viz's table of students: a row per method (episodes, mean accuracy, seconds), tint on
+    top although it sorts last, the methods past nrows in one row, and a total; no empty filler row."""
+    store = dataset(tmp_path / "students")
+    accuracies = {"mined_real": [0.5, 0.7], "real_unlabeled": [0.4, 0.4], "supports_only": [0.3, 0.5],
+                  "tint": [0.6, 0.9]}
+    store.save(Work.of_functions({
+        f"{method}/episode_{e:04d}": (f"{method}{e}", lambda a=a: {"accuracy": a, "history": [1.0, 0.5]})
+        for method, values in accuracies.items() for e, a in enumerate(values)}))
+    seconds = sum(json.loads(m.read_text())["seconds"] for m in (tmp_path / "students").rglob("*.done"))
+
+    table = store.preview(by="method", first=["tint", "supports_only"], count="episodes",
+                          mean_of={"accuracy": "accuracy"}, nrows=3)
+    assert table["columns"] == ["method", "episodes", "accuracy", "seconds"]
+    assert [row[:3] for row in table["data"]] == [
+        ["tint", 2, 0.75], ["supports_only", 2, 0.4], ["mined_real", 2, 0.6], ["1 more", 2, 0.4], ["all", 8, ""]]
+    assert table["data"][-1][3] == pytest.approx(seconds, abs=0.1)
+    assert all(cell is not None for row in table["data"] for cell in row), "no null cells"
+
+    per_partition = store.preview(count="students")
+    assert per_partition["columns"] == ["partition", "seconds"]
+    assert [row[0] for row in per_partition["data"]][:2] == ["mined_real/episode_0000", "mined_real/episode_0001"]
+    assert per_partition["data"][-1][0] == "all (8 students)"

@@ -141,3 +141,22 @@ def test_results_table_is_one_row_of_the_papers_table_with_its_cost():
     assert row.endswith(f"| +20.0 [{20 - half:+.1f}, {20 + half:+.1f}] |")
     episodes = summary["cost_plan"]["targets"][0]["episodes"]
     assert f"needs {episodes} episodes: {episodes * 36 / 3600:.3g} device-hours" in text and "(cuda)" in text
+
+
+def test_cost_plan_title_fits_in_its_figure_with_every_stage():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from tint_distill.evaluation.reports import plot_cost_plan
+
+    stages = ("specialisation", "synthesis", "teacher", "students", "mined_real_features", "mined_real_search")
+    costs = pd.DataFrame([{"stage": stage, "partition": f"tint/episode_{e:04d}", "episode": e, "seconds": 1234.5,
+                           "device": "cuda", "host": "h"} for stage in stages for e in range(3)])
+    summary = scoring.summarise(table(), {"student_speedup": 1.0}, costs, [["tint", "supports_only"]],
+                                PlannerSettings(methods=("tint",), target_half_widths=(0.01, 0.02)))
+    figure = plot_cost_plan(summary)
+    renderer = FigureCanvasAgg(figure).get_renderer()
+    figure.draw(renderer)  # constrained layout places the title as the saved PNG has it
+    title = figure.axes[0].title
+    box, page = title.get_window_extent(renderer), figure.bbox
+    assert "mined_real_search 1234.5" in title.get_text()
+    assert page.x0 <= box.x0 and box.x1 <= page.x1 and box.y1 <= page.y1, "the whole title is on the figure"

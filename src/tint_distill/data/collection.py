@@ -204,7 +204,8 @@ def check_decodable(images: ImageCollection, image_ids, min_side: int, progress_
         try:
             size = images.load(image_id).size
         except (ImageReadError, OSError) as error:
-            unreadable.append(f"{images.location(image_id)}: {error}")
+            location, message = str(images.location(image_id)), str(error)
+            unreadable.append(message if message.startswith(location) else f"{location}: {message}")
             size = (0, 0)
         else:
             if min(size) < min_side:

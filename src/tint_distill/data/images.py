@@ -13,6 +13,8 @@ from pathlib import Path
 
 from PIL import Image, ImageFile, ImageOps
 
+from tint_distill.errors import UserInputError
+
 # Refuse decompression bombs instead of swapping the machine to death. Some real drawings
 # are 13000 x 13000 px (170 M px, 680 MB as RGBA); PIL itself refuses above 179 M px.
 MAX_PIXELS = 175_000_000
@@ -24,7 +26,7 @@ DECODE_VERSION = 2
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
 
-class ImageReadError(ValueError):
+class ImageReadError(UserInputError, ValueError):
     """An image file exists but cannot be decoded (corrupt, truncated, not an image)."""
 
 

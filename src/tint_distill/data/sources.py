@@ -26,12 +26,13 @@ from tint_distill.data.collection import (
     load_cifar_batch,
 )
 from tint_distill.data.images import is_image_file
+from tint_distill.errors import UserInputError
 
 # Benchmark split files name the splits train/val/test; the project says base/val/novel.
 BENCHMARK_SPLIT_NAMES = {"train": "base", "val": "val", "test": "novel"}
 
 
-class DataLayoutError(ValueError):
+class DataLayoutError(UserInputError, ValueError):
     """A data folder does not have the layout its loader expects."""
 
 

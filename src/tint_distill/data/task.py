@@ -38,7 +38,7 @@ import pandas as pd
 from tint_distill.data.collection import FileReader, ImageCollection, check_decodable
 from tint_distill.data.episodes import EPISODE_COLUMNS
 from tint_distill.data.images import is_image_file
-from tint_distill.data.sources import DataLayoutError, _require_dir
+from tint_distill.data.sources import DataLayoutError
 from tint_distill.methods import METHODS, samplers_for
 from tint_distill.params import SettingError, Settings
 from tint_distill.pretraining.domain import DomainGeneratorSettings
@@ -92,7 +92,10 @@ def task_folder(root: str | Path, max_side: int | None = None, test_folder: str 
     """A task folder (see the module docstring) as an image collection: ``split`` is ``task`` for
     labelled images, ``test`` for test images, ``base`` for the images of other classes and
     ``unlabeled`` for unlabeled ones (with an empty class name); ids are paths relative to ``root``."""
-    root = _require_dir(Path(root), "task")
+    root = Path(root)
+    if not root.is_dir():
+        raise DataLayoutError(f"{root}: task folder not found; pass yours with --params task_path=/path/to/folder "
+                              "(<folder>/<class>/<image>), or make an example with `kedro example-task`.")
     rows = []
     reserved = {test_folder, unlabeled_folder, base_folder}
     class_dirs = sorted(p for p in root.iterdir()

@@ -9,7 +9,7 @@ from tint_distill.datasets.image_collections import (
     TaskFolderDataset,
 )
 from tint_distill.datasets.mlflow_models import LoggableModel, MlflowModelWithSignatureDataset
-from tint_distill.datasets.png_image import PNGFolderDataset, PNGImageDataset
+from tint_distill.datasets.png_image import MatplotlibPNGDataset, PNGFolderDataset, PNGImageDataset
 from tint_distill.datasets.resumable_partitions import ResumableImageSetsDataset, ResumablePartitionedDataset
 from tint_distill.datasets.student_checkpoint import StudentCheckpointDataset
 from tint_distill.datasets.student_results import StudentResultDataset
@@ -23,6 +23,7 @@ __all__ = [
     "ImageFilesDataset",
     "ImageFolderDataset",
     "LoggableModel",
+    "MatplotlibPNGDataset",
     "MlflowModelWithSignatureDataset",
     "ImageSetDataset",
     "MiniImageNetDataset",

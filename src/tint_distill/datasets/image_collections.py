@@ -16,9 +16,10 @@ from kedro.io import AbstractDataset, DatasetError
 
 from tint_distill.data import sources, task
 from tint_distill.data.collection import ImageCollection
+from tint_distill.datasets.folder_size import FolderSize
 
 
-class _ImageCollectionDataset(AbstractDataset[None, ImageCollection]):
+class _ImageCollectionDataset(FolderSize, AbstractDataset[None, ImageCollection]):
     """Common behaviour: lists the source on load, decodes nothing, cannot be saved."""
 
     builder: Any = None
@@ -30,7 +31,11 @@ class _ImageCollectionDataset(AbstractDataset[None, ImageCollection]):
         self.metadata = metadata
 
     def load(self) -> ImageCollection:
-        return type(self).builder(self._path, max_side=self._max_side, **self._options)
+        try:
+            return type(self).builder(self._path, max_side=self._max_side, **self._options)
+        except PermissionError as error:  # a folder or file of the user's that this user cannot read
+            raise sources.DataLayoutError(f"{error.filename or self._path}: cannot be read ({error.strerror}); "
+                                          "check its permissions.") from error
 
     def save(self, data: ImageCollection) -> None:
         raise DatasetError(f"{type(self).__name__} is read-only: raw images are never overwritten.")
@@ -76,7 +81,7 @@ class TaskFolderDataset(_ImageCollectionDataset):
     builder = staticmethod(task.task_folder)
 
 
-class ImageFilesDataset(AbstractDataset[None, list]):
+class ImageFilesDataset(FolderSize, AbstractDataset[None, list]):
     """Every file below ``path`` (recursively, hidden ones left out), sorted, as paths: nothing is
     decoded, so that a file that cannot be read is reported by whoever reads it instead of stopping
     the load (the ``predict`` pipeline lists such files with the reason)."""
@@ -87,10 +92,18 @@ class ImageFilesDataset(AbstractDataset[None, list]):
 
     def load(self) -> list[Path]:
         if not self._path.is_dir():
-            raise DatasetError(f"{self._path}: folder of images to classify not found; pass it with "
-                               "--params predict_path=/path/to/images.")
-        return sorted(p for p in self._path.rglob("*") if p.is_file()
-                      and not any(part.startswith(".") for part in p.relative_to(self._path).parts))
+            raise sources.DataLayoutError(f"{self._path}: folder of images to classify not found; pass yours with "
+                                          "--params predict_path=/path/to/images.")
+        try:
+            files = sorted(p for p in self._path.rglob("*") if p.is_file()
+                           and not any(part.startswith(".") for part in p.relative_to(self._path).parts))
+        except PermissionError as error:
+            raise sources.DataLayoutError(f"{error.filename or self._path}: cannot be read ({error.strerror}); "
+                                          "check its permissions.") from error
+        if not files:
+            raise sources.DataLayoutError(f"{self._path}: no files to classify in this folder; pass the folder of "
+                                          "your images with --params predict_path=/path/to/images.")
+        return files
 
     def save(self, data: list) -> None:
         raise DatasetError("ImageFilesDataset is read-only: the images to classify are never overwritten.")

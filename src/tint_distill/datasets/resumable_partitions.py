@@ -39,6 +39,7 @@ import os
 import posixpath
 import socket
 import uuid
+from collections.abc import Sequence
 from copy import deepcopy
 from datetime import datetime, timezone
 from typing import Any
@@ -48,8 +49,11 @@ from kedro_datasets._typing import ImagePreview, TablePreview
 from kedro_datasets.partitions import PartitionedDataset
 
 from tint_distill.data.grids import image_grid
+from tint_distill.datasets.folder_size import FolderSize
 from tint_distill.datasets.png_image import png_preview
+from tint_distill.errors import PriorOutputMissingError, UserInputError
 from tint_distill.fingerprints import fingerprint
+from tint_distill.keys import PartitionKey, episode_key
 from tint_distill.work import Outcome, Stored, UnitFailed, Work
 
 logger = logging.getLogger(__name__)
@@ -59,11 +63,15 @@ CURRENT_FILE = "_current.json"
 PENDING_FILE = "_pending.json"
 
 
-class DamagedPartitionError(DatasetError):
+class DamagedPartitionError(UserInputError, DatasetError):
     """A finished partition's files do not match what its marker recorded."""
 
 
-class ResumablePartitionedDataset(PartitionedDataset):
+class NoFinishedPartitionsError(PriorOutputMissingError, DatasetError):
+    """A stage's outputs are read before the pipeline that makes them has finished any."""
+
+
+class ResumablePartitionedDataset(FolderSize, PartitionedDataset):
     """Partitions saved one at a time as they are computed, one immutable version per fingerprint.
 
     ``save(work)``: the units of a :class:`~tint_distill.work.Work` whose version is already
@@ -230,7 +238,8 @@ class ResumablePartitionedDataset(PartitionedDataset):
                 f"Rerun the pipeline that saves '{self._path}' (a plain `kedro run` does): it recomputes them.")
         done = {key: version for key, version in current.items() if markers[key] is not None}
         if not done:
-            raise DatasetError(f"No finished partitions in '{self._path}': run the pipeline that produces them.")
+            raise NoFinishedPartitionsError(
+                f"No finished partitions in '{self._path}': run the pipeline that produces them.")
         if len(done) < len(current):
             logger.warning(
                 "%s: %d of the %d partitions of the last run that saved here are not finished (was it "
@@ -359,17 +368,43 @@ class ResumablePartitionedDataset(PartitionedDataset):
                              "saved_at": marker.get("saved_at")})
         return rows
 
-    def preview(self, nrows: int = 20) -> TablePreview:
-        """The last run's partitions with the seconds each took (Kedro-Viz times only the planning
-        node; the work happens while this dataset saves)."""
-        rows = self.finished()
-        total = sum(r["seconds"] or 0 for r in rows)
-        data = [[r["partition"], r["seconds"], r["fingerprint"], r["saved_at"]] for r in rows[:nrows]]
-        if len(rows) > nrows:
-            data.append([f"... {len(rows) - nrows} more", None, None, None])
-        data.append([f"total ({len(rows)} partitions)", round(total, 1), None, None])
-        return TablePreview({"index": list(range(len(data))), "columns": ["partition", "seconds", "fingerprint", "saved_at"],
-                             "data": data})
+    def preview(self, by: str | None = None, first: Sequence[str] = (), mean_of: dict[str, str] | None = None,
+                count: str = "partitions", nrows: int = 30) -> TablePreview:
+        """The last run's partitions as Kedro-Viz's table, what matters on top: one row per group of
+        partitions (``by``: ``method``, ``episode`` or ``class`` of their keys; each partition alone
+        without it), the groups named in ``first`` before the others; per group, how many partitions
+        (``count`` names them), the mean of each ``mean_of`` field (``{column: dotted.path}`` in each
+        partition's description, e.g. a student's ``accuracy``) and the seconds their work took
+        (Kedro-Viz times only the planning node; the work happens while this dataset saves). Groups
+        past ``nrows`` share one row; the last row sums them all."""
+        mean_of = dict(mean_of or {})
+        groups: dict[str, list[dict]] = {}
+        for row in self.finished():
+            groups.setdefault(_group_of(row["partition"], by), []).append(row)
+        order = [g for g in first if g in groups] + sorted(g for g in groups if g not in first)
+        shown, rest = order[:nrows], order[nrows:]
+        summaries = [(name, groups[name]) for name in shown]
+        if rest:
+            summaries.append((f"{len(rest)} more", [row for name in rest for row in groups[name]]))
+        everything = [row for rows in groups.values() for row in rows]
+        columns = [by or "partition", *([count] if by else []), *mean_of, "seconds"]
+        data = [self._summary_row(name, rows, by, mean_of) for name, rows in summaries]
+        total = ["all", len(everything)] if by else [f"all ({len(everything)} {count})"]
+        data.append([*total, *[""] * len(mean_of), _seconds(everything)])
+        return TablePreview({"index": list(range(len(data))), "columns": columns, "data": data})
+
+    def _summary_row(self, name: str, rows: list[dict], by: str | None, mean_of: dict[str, str]) -> list:
+        descriptions = [self._description(r) for r in rows] if mean_of else []
+        means = []
+        for path in mean_of.values():
+            values = [v for v in (_field(d, path) for d in descriptions) if isinstance(v, (int, float))]
+            means.append(round(sum(values) / len(values), 4) if values else "")
+        return [name, *([len(rows)] if by else []), *means, _seconds(rows)]
+
+    def _description(self, row: dict) -> Any:
+        """A finished partition's small description: its sidecar where its dataset has one, else what it loads."""
+        stored = self._stored(row["partition"], row["fingerprint"], {})
+        return (stored.sidecar or stored.load)()
 
     # --- explicit checks and clean-up ------------------------------------------------------------
 
@@ -452,6 +487,33 @@ class ResumablePartitionedDataset(PartitionedDataset):
 
 def _browser_litter(name: str) -> bool:
     return name.startswith(".") or name in ("Thumbs.db", "desktop.ini")
+
+
+def _group_of(key: str, by: str | None) -> str:
+    """The ``method``, ``episode`` or ``class`` part of a partition key (the key itself without ``by``,
+    or when it is no episode key)."""
+    if by is None:
+        return key
+    if by not in ("method", "episode", "class"):
+        raise ValueError(f"preview by '{by}': must be method, episode or class")
+    try:
+        parsed = PartitionKey.parse(key)
+    except ValueError:
+        return key
+    part = {"method": parsed.method, "episode": episode_key(parsed.episode), "class": parsed.class_slug}[by]
+    return key if part is None else part
+
+
+def _field(description: Any, path: str) -> Any:
+    for name in path.split("."):
+        if not isinstance(description, dict):
+            return None
+        description = description.get(name)
+    return description
+
+
+def _seconds(rows: list[dict]) -> float:
+    return round(sum(r["seconds"] or 0 for r in rows), 1)
 
 
 def _now() -> str:

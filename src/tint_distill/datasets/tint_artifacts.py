@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from torchvision.utils import make_grid
 
 from tint_distill.data.image_batch import ImageBatch
-
+from tint_distill.datasets.folder_size import FolderSize
 from tint_distill.datasets.kept_models import keep_aside, previous_path
 from tint_distill.tint import (ClassSpecialisation, check_model_folder, load_specialisation,
                                read_specialisation_sidecar, save_specialisation)
@@ -37,7 +37,7 @@ def _compact_tokenizer_file(folder: Path) -> None:
                                    separators=(",", ":")), encoding="utf-8")
 
 
-class DiffusersModelDataset(AbstractDataset[Any, Path]):
+class DiffusersModelDataset(FolderSize, AbstractDataset[Any, Path]):
     """A Stable Diffusion 1.x diffusers folder (``model_index.json``, ``unet/``, ``vae/``, ...).
 
     ``load()`` checks the folder and returns its path (nodes load the weights on the device

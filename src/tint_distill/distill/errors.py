@@ -4,13 +4,14 @@ from __future__ import annotations
 
 # The project's one error for a diverging optimisation (stage "student" or "teacher_finetune"
 # here), importable from this module as before.
-from tint_distill.errors import NonFiniteLossError
+from tint_distill.errors import NonFiniteLossError, UserInputError
 
 __all__ = ["DistillError", "NonFiniteLossError", "WeightsFileNotFoundError", "WeightsMismatchError"]
 
 
-class DistillError(Exception):
-    """Base class of every error raised on purpose by :mod:`tint_distill.distill`."""
+class DistillError(UserInputError):
+    """Base class of every error raised on purpose by :mod:`tint_distill.distill`: a weights file that
+    is missing or does not fit, a user's to fix (the command line shows the message alone)."""
 
 
 class WeightsFileNotFoundError(DistillError, FileNotFoundError):

@@ -25,7 +25,7 @@ class LoggedModelSettings(Settings):
 
     method: str | None = "tint"          # whose student the run logs as an MLflow model; null: none
     episode: int | str = "median"        # an episode number, or the episode of the median accuracy
-    registered_model_name: str | None = None  # also register it under this name
+    registered_model_name: str | None = "tint_distill_student"  # also register it under this name; null: log only
 
     def check(self) -> None:
         if self.method is not None and self.method not in METHODS:
@@ -44,6 +44,8 @@ class ModelPackage:
     metadata: dict = field(default_factory=dict)
     files: dict[str, str | bytes] = field(default_factory=dict)
     description: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)  # the model's own (its accuracy and CI)
+    params: dict[str, Any] = field(default_factory=dict)     # what it is (method, episode, classes)
 
     def arguments(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -62,7 +64,7 @@ def logged_episode(episode_accuracies: pd.DataFrame, settings: LoggedModelSettin
     accuracy (the lower of an even count); None (with a warning) when the method has no students."""
     if settings.method is None:
         return None
-    scores = episode_accuracies[episode_accuracies["method"] == settings.method].sort_values(["accuracy", "episode"])
+    scores = scores_of(episode_accuracies, settings.method)
     if scores.empty:  # a finished experiment must not fail over the model it shows: say why there is none
         logger.warning("No MLflow model logged: '%s' has no students in this run (parameter 'methods'); set "
                        "'evaluation.logged_model.method' to one of its methods, or to null.", settings.method)
@@ -94,14 +96,54 @@ def package_logged_student(episode_accuracies: pd.DataFrame, student_results: Ma
         logger.warning("No MLflow model logged: the %s students were not kept; add '%s' to 'student.keep_weights' "
                        "(or set 'evaluation.logged_model.method' to null).", settings.method, settings.method)
         return None
+    classes = episode_classes(episodes, episode)
     about = {"method": settings.method, "episode": episode}
-    onnx_model = student_onnx(result, episode_classes(episodes, episode), metadata=about)
+    onnx_model = student_onnx(result, classes, metadata=about)
     logger.info("Logging the %s student of episode %d (query accuracy %.3f) as an MLflow model", settings.method,
                 episode, row["accuracy"])
     supports = episodes.loc[(episodes["episode"] == episode) & (episodes["role"] == "support"), "image_id"]
+    metrics = student_metrics(row)
+    n_episodes = len(scores_of(episode_accuracies, settings.method))
     return ModelPackage(onnx_model, example_images=[load_image(supports.iloc[0])],
                         registered_model_name=settings.registered_model_name,
-                        metadata={**about, "query_accuracy": float(row["accuracy"])})
+                        metadata={**about, "query_accuracy": float(row["accuracy"])},
+                        description=student_description(settings, row, classes, metrics, n_episodes),
+                        metrics=metrics,
+                        params={**about, "classes": ", ".join(classes), "n_way": len(classes),
+                                "n_shot": len(supports) // len(classes)})
+
+
+def scores_of(episode_accuracies: pd.DataFrame, method: str) -> pd.DataFrame:
+    """The accuracy-table rows of one method, lowest accuracy first."""
+    return episode_accuracies[episode_accuracies["method"] == method].sort_values(["accuracy", "episode"])
+
+
+def student_metrics(row: pd.Series) -> dict[str, float]:
+    """A logged student's own numbers: its accuracy on its episode's queries with the Wilson 95%
+    interval over them (``student.accuracy``, ``.accuracy_low``, ``.accuracy_high``, ``.n_queries``)."""
+    from tint_distill.distill.statistics import binomial_ci95
+
+    n = int(row["n_queries"])
+    low, high = binomial_ci95(round(float(row["accuracy"]) * n), n)
+    return {"student.accuracy": float(row["accuracy"]), "student.accuracy_low": low, "student.accuracy_high": high,
+            "student.n_queries": float(n)}
+
+
+def student_description(settings: LoggedModelSettings, row: pd.Series, classes: list[str], metrics: dict[str, float],
+                        n_episodes: int) -> str:
+    """Markdown for the logged student's page: which student it is, its accuracy and interval, its classes."""
+    which = (f"the episode of the median accuracy among {n_episodes}" if settings.episode == "median"
+             else "the episode asked for (`evaluation.logged_model.episode`)")
+    return "\n".join([
+        f"The `{settings.method}` student of episode {int(row['episode'])} ({which}), exported to ONNX "
+        "(images in [0, 1], normalisation inside).",
+        "",
+        f"- Accuracy on its episode's {int(metrics['student.n_queries'])} queries: "
+        f"**{100 * metrics['student.accuracy']:.1f}%** (Wilson 95% interval "
+        f"{100 * metrics['student.accuracy_low']:.1f}–{100 * metrics['student.accuracy_high']:.1f}%)",
+        f"- Classes ({len(classes)}): {', '.join(classes)}",
+        f"- The run's mean over episodes is its `accuracy.{settings.method}` and `ci95.{settings.method}`.",
+    ])
 
 
 def export_task_student(result: Mapping, classes: list[str], method: str) -> tuple[bytes, bytes]:
@@ -136,7 +178,27 @@ def package_task_model(student_onnx_model: bytes, student_safetensors: bytes, ca
         files={"task_model/model_card.md": card_markdown, "task_model/model_card.json": json.dumps(card, indent=2),
                "task_model/student.safetensors": student_safetensors},
         description=card_markdown,
+        metrics=task_model_metrics(card),
+        params={"method": card["accuracy"]["export"], "classes": ", ".join(card["classes"]),
+                "n_classes": len(card["classes"]), "image_size": card["input"]["image_size"]},
     )
+
+
+def task_model_metrics(card: Mapping) -> dict[str, float]:
+    """The exported model's own numbers, from its card: the leave-out accuracy of its method with the
+    Wilson 95% interval (``task_model.accuracy``, ``.accuracy_low``, ``.accuracy_high``), the same
+    on the test folder where there is one (``task_model.test_accuracy``...), and its CPU latency and
+    throughput."""
+    method, metrics = card["accuracy"]["export"], {}
+    for estimate, name in (("leave_out", "accuracy"), ("test", "test_accuracy")):
+        if card["accuracy"].get(estimate):
+            stats = card["accuracy"][estimate]["methods"][method]
+            metrics |= {f"task_model.{name}": stats["accuracy"], f"task_model.{name}_low": stats["low"],
+                        f"task_model.{name}_high": stats["high"]}
+    speed = card.get("speed_cpu") or {}
+    metrics |= {f"task_model.{key}": speed[key] for key in ("latency_ms_batch_1", "images_per_s_batch_64")
+                if key in speed}
+    return {name: float(value) for name, value in metrics.items()}
 
 
 def student_parameters(result: Mapping, n_classes: int) -> int:

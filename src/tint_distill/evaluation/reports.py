@@ -4,6 +4,7 @@ figure registry to touch)."""
 
 from __future__ import annotations
 
+import textwrap
 from datetime import datetime, timezone
 
 from matplotlib.figure import Figure
@@ -192,7 +193,9 @@ def plot_cost_plan(summary: dict) -> Figure:
     axis.set_xlabel(f"95% CI half-width of {plan['method']} accuracy (points)")
     axis.set_ylabel("wall hours (log)")
     stages = ", ".join(f"{stage} {seconds:.1f}" for stage, seconds in plan["per_episode_s"].items() if stage != "total")
-    axis.set_title(f"Cost plan: {plan['per_episode_s']['total']:.1f} device-s per episode ({stages})", fontsize=9)
+    # The stages on their own lines, wrapped to the figure's width: one line of every stage was cut at the edges.
+    axis.set_title(f"Cost plan: {plan['per_episode_s']['total']:.1f} device-s per episode\n"
+                   + textwrap.fill(f"by stage: {stages}", width=90), fontsize=9)
     axis.legend(fontsize=8)
     axis.grid(alpha=0.3, which="both")
     return figure

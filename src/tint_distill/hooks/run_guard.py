@@ -9,6 +9,7 @@ from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
+from tint_distill.errors import PriorOutputMissingError
 from tint_distill.execution import shutdown_ray
 from tint_distill.locks import FileLock, FolderLock, ProjectBusyError
 
@@ -17,12 +18,25 @@ logger = logging.getLogger(__name__)
 RUN_LOCK = "data/.run.lock"          # a `kedro run` locks data/ itself; this file says who holds it
 STARTUP_LOCK = "data/.startup.lock"  # held while a session sets up (MLflow creates its store then)
 
+# The user's own folders that a run reads, checked before the run starts (RunGuard._check_user_folder),
+# with the node that checks each one's contents, cheap enough to run twice (None: listing it is the check).
+USER_FOLDERS = {"task.raw_images": "task.prepare.prepare_task", "predict_images": None}
+
+# What a pipeline needs on the command line besides the run's own options (for the commands errors give).
+PIPELINE_PARAMS = {"task": "task_path=<your task folder>"}
+
+
+def quiet_load(catalog: Any, name: str) -> Any:
+    """``catalog.load(name)`` without Kedro's "Loading data from ..." line: the checks read before the
+    run, and their reads would be most of what a stopped run prints."""
+    return catalog.get(name).load()
+
 
 def run_options(run_params: dict, catalog: Any) -> str:
     """The options that choose this run's models (`` --env test --params data_source=cub``), for the
     commands an error asks to run: those train the very models this run reads."""
     env = run_params.get("env")
-    source = (catalog.load("parameters") or {}).get("data_source") if "parameters" in catalog else None
+    source = (quiet_load(catalog, "parameters") or {}).get("data_source") if "parameters" in catalog else None
     return (f" --env {env}" if env else "") + (f" --params data_source={source}" if source and source != "drawings" else "")
 
 
@@ -81,8 +95,12 @@ class RunGuard:
         from tint_distill.pipelines.parameters import blocks_read_by, check_on_this_machine
 
         # every block was checked when the session started (after_context_created)
-        check_on_this_machine(catalog.load("parameters"), blocks_read_by(pipeline.inputs()))
+        check_on_this_machine(quiet_load(catalog, "parameters"), blocks_read_by(pipeline.inputs()))
         options = run_options(run_params, catalog)  # what the commands an error asks for must repeat
+        self._check_prior_outputs(pipeline, catalog, options)
+        for name, checking_node in USER_FOLDERS.items():
+            if name in pipeline.inputs():
+                self._check_user_folder(name, checking_node, pipeline, catalog)
         if "generator" in pipeline.inputs():  # a model the run reads and does not make: check it now
             self._check_generator(catalog.get("generator"), options)
         self._check_base_student(pipeline, catalog, options)
@@ -125,9 +143,50 @@ class RunGuard:
 
         if "base_student" not in pipeline.inputs():
             return
-        settings = settings_from_params(StudentSettings, catalog.load("parameters").get("student"), "student")
+        settings = settings_from_params(StudentSettings, quiet_load(catalog, "parameters").get("student"), "student")
         dataset = catalog.get("base_student")
         student_start(settings, dataset.load(), options, str(getattr(dataset, "filepath", "")))
+
+    @staticmethod
+    def _check_user_folder(name: str, checking_node: str | None, pipeline: Any, catalog: Any) -> None:
+        """A user's folder, read now (a missing, empty or unreadable one: the error names it and the fix),
+        and its checking node run on it once if the run has it (the task's preparation decodes every image
+        and checks the class names), so that a mistake in it stops the run before MLflow opens one. The
+        node's outputs are dropped: the run makes them again, at the cost of reading the folder twice."""
+        folder = quiet_load(catalog, name)
+        nodes = [node for node in pipeline.nodes if node.name == checking_node]
+        for node in nodes:  # its inputs: the folder and parameters, given as a list
+            inputs = [folder if i == name else quiet_load(catalog, i) for i in node.inputs]
+            logging.disable(logging.WARNING)  # what it logs, it logs again when it runs
+            try:
+                node.func(*inputs)
+            finally:
+                logging.disable(logging.NOTSET)
+
+    @staticmethod
+    def _check_prior_outputs(pipeline: Any, catalog: Any, options: str) -> None:
+        """Every input that another pipeline of this project makes exists (the task's model before
+        ``predict``); else the error names the pipeline and its command. The generator and the base
+        student have checks of their own (the base student is not needed by every setting)."""
+        from kedro.framework.project import pipelines
+
+        for name in sorted(pipeline.inputs() - {"generator", "base_student"}):
+            if name.startswith("params:") or name == "parameters" or name not in catalog:
+                continue
+            makers = [key for key, made in pipelines.items() if not key.startswith("__") and name in made.all_outputs()]
+            if not makers:  # a raw input: the user's own data
+                continue
+            try:
+                missing = not catalog.get(name).exists()
+            except Exception:  # noqa: BLE001 - a dataset that cannot tell: its own load reports the problem
+                continue
+            if missing:
+                maker = min(makers, key=lambda key: len(pipelines[key].nodes))
+                extra = PIPELINE_PARAMS.get(maker)
+                command = f"kedro run --pipelines {maker}{options}" + (
+                    (("," if "--params" in options else " --params ") + extra) if extra else "")
+                raise PriorOutputMissingError(
+                    f"'{name}' does not exist yet: the {maker} pipeline makes it; run `{command}` first.")
 
     @hook_impl
     def after_pipeline_run(self, run_params: dict, run_result: Any, pipeline: Any, catalog: Any) -> None:

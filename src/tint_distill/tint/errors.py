@@ -4,13 +4,14 @@ from __future__ import annotations
 
 # The project's one error for a diverging optimisation (stage "textual_inversion" or
 # "null_text_inversion" here), importable from this module as before.
-from tint_distill.errors import NonFiniteLossError
+from tint_distill.errors import NonFiniteLossError, UserInputError
 
 __all__ = ["ModelFolderError", "NonFiniteLossError", "SpecialisationError", "TintError"]
 
 
-class TintError(Exception):
-    """Base class of every error raised on purpose by :mod:`tint_distill.tint`."""
+class TintError(UserInputError):
+    """Base class of every error raised on purpose by :mod:`tint_distill.tint`: a model folder or a
+    saved file that does not fit, a user's to fix (the command line shows the message alone)."""
 
 
 class ModelFolderError(TintError, FileNotFoundError):

@@ -32,9 +32,8 @@ def generate_synthetic_images(generator: Path, class_specialisations: dict, synt
 
 def draw_synthesis_previews(generator: Path, images: ImageCollection, episodes: pd.DataFrame,
                             class_specialisations: dict, synthetic_images: dict, synthesis: SynthesisSettings,
-                            synthesis_preview: PreviewSettings) -> tuple[dict[str, Image.Image], Image.Image]:
+                            synthesis_preview: PreviewSettings) -> dict[str, Image.Image]:
     """Per episode: a grid of each class's supports, its synthetic images per sampler, and the supports
-    rebuilt from their null-text inversion; also the first episode's grid alone (Kedro-Viz's preview)."""
+    rebuilt from their null-text inversion (Kedro-Viz previews the first episode's)."""
     model = DiffusionModel.checked(generator, synthesis.device, synthesis.precision)
-    grids = preview_grids(model, images, episodes, class_specialisations, synthetic_images, synthesis_preview)
-    return grids, grids[min(grids)]
+    return preview_grids(model, images, episodes, class_specialisations, synthetic_images, synthesis_preview)

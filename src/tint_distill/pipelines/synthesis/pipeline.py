@@ -28,7 +28,7 @@ def create_pipeline(only_for_methods: bool = False, **kwargs) -> Pipeline:
                     "params:synthesis",
                     "params:synthesis_preview",
                 ],
-                outputs=["synthesis_previews", "synthesis_preview"],
+                outputs="synthesis_previews",
                 name="draw_synthesis_previews",
             ),
         ]
