@@ -5,6 +5,7 @@ holds a corrupt file."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -53,6 +54,7 @@ def test_task_gives_a_carded_registered_model_and_predict_lists_bad_files(kedro_
     markdown = _only_version(models / "model_card.md").read_text()
     assert "tint student:" in markdown and "held-out images (2 leave-out splits)" in markdown
     assert "3 unlabeled real images" in markdown
+    assert card["generator"]["kind"] == "domain" and card["generator"]["fingerprint"] in markdown
 
     classifier = OnnxClassifier(_only_version(models / "student.onnx"))
     assert classifier.classes == card["classes"]
@@ -82,3 +84,41 @@ def test_task_gives_a_carded_registered_model_and_predict_lists_bad_files(kedro_
     assert "cannot decode image" in broken["error"] and broken["predicted_class"] == ""
     good = table[table["error"] == ""]
     assert len(good) == 6 and set(good["predicted_class"]) <= set(card["classes"])
+
+
+def _hashes(folder: Path) -> dict[str, str]:
+    import hashlib
+
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.slow
+def test_task_with_unlabeled_images_trains_its_own_generator_reuses_it_and_leaves_the_shipped_one(
+        kedro_project: Path):
+    shipped = PROJECT_ROOT / "data" / "06_models" / "generator"
+    models = kedro_project / "data" / "06_models" / "test"  # the experiment generator of the test environment
+    shutil.copytree(shipped, models / "generator")
+    shutil.copy(PROJECT_ROOT / "data" / "06_models" / "base_student.safetensors", models)
+    before = {"shipped": _hashes(shipped), "experiment": _hashes(models / "generator")}
+    kedro(kedro_project, "example-task", "--classes", "fish,clock", "--images", "2", "--test", "1",
+          "--unlabeled", "2", "--predict", "0")
+    params = "task_path=data/01_raw/task,task.max_repeats=0"
+    run = kedro(kedro_project, "run", "--pipeline", "task", "--env", "test", "--params", params,
+                "--to-nodes", "task.inversion.specialise_classes")  # the card's part: the test above
+    log = run.stdout + run.stderr
+    domain = kedro_project / "data" / "06_models" / "task" / "generator"
+    record = json.loads((domain / "training_record.json").read_text())
+    assert record["training_images"] == 4 and record["history"]["classes"] == ["a photo"]
+    assert re.search(r"loaded SD model \S*data/06_models/task/generator \(", log), "the domain generator is loaded"
+    sidecars = list((kedro_project / "data" / "06_models" / "task" / "class_specialisations").rglob("*.json"))
+    words = {json.loads(p.read_text())["textual_inversion"]["prompt_template"] for p in sidecars
+             if "textual_inversion" in p.read_text()}
+    assert words == {"a photo of a {token}"}
+    assert f"fingerprint {record['fingerprint']}" in log  # the node saying which generator the task uses
+
+    again = kedro(kedro_project, "run", "--pipeline", "task", "--env", "test", "--params", params,
+                  "--to-nodes", "task.generator.choose_generator")
+    assert "data/06_models/task/generator is up to date" in again.stdout + again.stderr
+    assert json.loads((domain / "training_record.json").read_text()) == record, "reused, not retrained"
+    assert {"shipped": _hashes(shipped), "experiment": _hashes(models / "generator")} == before

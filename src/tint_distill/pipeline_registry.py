@@ -78,14 +78,19 @@ def register_pipelines() -> dict[str, Pipeline]:
 
 
 def task_pipeline(stages: dict[str, Pipeline]) -> Pipeline:
-    """The task's preparation, the experiment's TINT and distillation stages (synthesis only for the
-    task's methods), and its delivery, all under the namespace ``task``: every dataset is ``task.<name>``
-    except the generator and the base-class student; parameters keep their names, except ``methods``,
-    which is ``task.methods``."""
+    """The task's preparation, its generator (its own domain generator, or the experiment's), the
+    experiment's TINT and distillation stages on it (synthesis only for the task's methods), and its
+    delivery, all under the namespace ``task``: every dataset is ``task.<name>`` except the
+    experiment's generator and the base-class student; parameters keep their names, except
+    ``methods``, which is ``task.methods``, and the inversion settings, which ``choose_generator``
+    gives (the domain generator's words)."""
+    tint = Pipeline(as_stage(inversion.create_pipeline(settings="inversion_settings"), "inversion")
+                    + as_stage(synthesis.create_pipeline(only_for_methods=True), "synthesis"),
+                    inputs={"generator": "generator_for_task"})
     inner = (
         as_stage(task.create_preparation(), "prepare")
-        + stages["inversion"]
-        + as_stage(synthesis.create_pipeline(only_for_methods=True), "synthesis")
+        + as_stage(task.create_generator(), "generator")
+        + tint
         + as_stage(distillation.create_pipeline(with_unlabeled_images=True), "distillation")
         + as_stage(task.create_delivery(), "deliver")
     )

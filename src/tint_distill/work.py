@@ -252,3 +252,11 @@ class Deferred:
         return self.compute()
 
     mark_saved = Work.mark_saved
+
+
+@dataclass(frozen=True)
+class NoModel:
+    """A model this run does not train (a task without images for its own generator): an optional
+    model folder saving it keeps whatever it holds (Kedro refuses to save ``None``). ``why`` says why."""
+
+    why: str

@@ -6,6 +6,10 @@ Layout of a task folder::
     root/<class>/<image>          the labelled images: N classes, K >= 1 each (K may differ)
     root/test/<class>/<image>     optional: labelled test images of the same classes
     root/unlabeled/<image>        optional: unlabeled images of the task's kind (any sub-folders)
+    root/base/<class>/<image>     optional: labelled images of other classes of the same domain
+
+The unlabeled and base images pre-train the task's own domain generator
+(:mod:`tint_distill.pretraining.domain`); the base classes are not the task's classes.
 
 The task becomes an episodes table (the same columns as sampled episodes, so every stage runs
 on it unchanged):
@@ -26,7 +30,7 @@ join every split's distillation set, labelled by that split's teacher like the s
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -37,12 +41,14 @@ from tint_distill.data.images import is_image_file
 from tint_distill.data.sources import DataLayoutError
 from tint_distill.methods import METHODS, samplers_for
 from tint_distill.params import SettingError, Settings
+from tint_distill.pretraining.domain import DomainGeneratorSettings
 from tint_distill.keys import check_class_slugs
 
 logger = logging.getLogger(__name__)
 
 LABELLED, TEST = "task", "test"  # the ``split`` of a labelled and of a test image in the task's index
 UNLABELED = "unlabeled"          # ... and of an unlabeled one (its class_name is empty)
+BASE = "base"                    # ... and of an image of another class of the domain (base/<class>/)
 FINAL_EPISODE = 0
 
 
@@ -56,6 +62,7 @@ class TaskSettings(Settings):
     max_repeats: int | None = None        # leave-out splits; null: every labelled image held out once
     registered_model_name: str | None = "tint_distill_task"  # MLflow Model Registry; null: logged only
     speed_threads: int | None = None      # ONNX Runtime threads for the card's CPU figures; null: its default
+    domain_generator: DomainGeneratorSettings = field(default_factory=DomainGeneratorSettings)  # from unlabeled/, base/
 
     def check(self) -> None:
         if "real_unlabeled" in self.methods:
@@ -81,16 +88,16 @@ class TaskSettings(Settings):
 
 
 def task_folder(root: str | Path, max_side: int | None = None, test_folder: str = "test",
-                unlabeled_folder: str = "unlabeled") -> ImageCollection:
+                unlabeled_folder: str = "unlabeled", base_folder: str = "base") -> ImageCollection:
     """A task folder (see the module docstring) as an image collection: ``split`` is ``task`` for
-    labelled images, ``test`` for test images and ``unlabeled`` for unlabeled ones (with an empty
-    class name); ids are paths relative to ``root``."""
+    labelled images, ``test`` for test images, ``base`` for the images of other classes and
+    ``unlabeled`` for unlabeled ones (with an empty class name); ids are paths relative to ``root``."""
     root = Path(root)
     if not root.is_dir():
         raise DataLayoutError(f"{root}: task folder not found; pass yours with --params task_path=/path/to/folder "
                               "(<folder>/<class>/<image>), or make an example with `kedro example-task`.")
     rows = []
-    reserved = {test_folder, unlabeled_folder}
+    reserved = {test_folder, unlabeled_folder, base_folder}
     class_dirs = sorted(p for p in root.iterdir()
                         if p.is_dir() and not p.name.startswith(".") and p.name not in reserved)
     if len(class_dirs) < 2:
@@ -98,7 +105,8 @@ def task_folder(root: str | Path, max_side: int | None = None, test_folder: str 
             f"{root}: a task needs at least two class folders with labelled images (root/<class>/<image>.png), "
             f"found {len(class_dirs)}."
         )
-    for split, folders in ((LABELLED, class_dirs), (TEST, _test_dirs(root / test_folder))):
+    for split, folders in ((LABELLED, class_dirs), (TEST, _class_folders_in(root / test_folder)),
+                           (BASE, _class_folders_in(root / base_folder))):
         for class_dir in folders:
             files = sorted(p for p in class_dir.iterdir() if is_image_file(p))
             if not files and split == LABELLED:
@@ -122,10 +130,17 @@ def task_folder(root: str | Path, max_side: int | None = None, test_folder: str 
     return ImageCollection(index, FileReader(str(root)), f"task folder {root}", max_side)
 
 
-def _test_dirs(folder: Path) -> list[Path]:
+def _class_folders_in(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def domain_images(index: pd.DataFrame) -> pd.DataFrame:
+    """The images that pre-train the task's domain generator: ``image_id`` and ``class_name`` of
+    the base images (their class) and the unlabeled ones (an empty class name), never the labelled
+    or test images of the task's own classes."""
+    return index.loc[index["split"].isin([BASE, UNLABELED]), ["image_id", "class_name"]].reset_index(drop=True)
 
 
 def unlabeled_ids(index: pd.DataFrame) -> list[str]:
@@ -220,6 +235,8 @@ def describe_task(index: pd.DataFrame, episodes: pd.DataFrame) -> dict:
         "images_per_class": {name: int(n) for name, n in counts.items()},
         "test_images": int((index["split"] == TEST).sum()),
         "unlabeled_images": int((index["split"] == UNLABELED).sum()),
+        "base_images": int((index["split"] == BASE).sum()),
+        "base_classes": sorted(index.loc[index["split"] == BASE, "class_name"].unique()),
         "leave_out_splits": int(episodes["episode"].max()),
         "scored_classes": sorted(counts[counts >= 2].index),
     }
@@ -239,9 +256,10 @@ def prepare_task(images: ImageCollection, settings: TaskSettings, keep_weights: 
     index = images.index.copy()
     episodes = task_episodes(index, settings.max_repeats)
     report = describe_task(index, episodes)
-    logger.info("Task: %d classes %s, images per class %s, %d test images, %d unlabeled images, %d leave-out splits",
-                len(report["classes"]), report["classes"], report["images_per_class"], report["test_images"],
-                report["unlabeled_images"], report["leave_out_splits"])
+    logger.info("Task: %d classes %s, images per class %s, %d test images, %d unlabeled images, %d base images "
+                "(%d classes), %d leave-out splits", len(report["classes"]), report["classes"],
+                report["images_per_class"], report["test_images"], report["unlabeled_images"], report["base_images"],
+                len(report["base_classes"]), report["leave_out_splits"])
     if not report["leave_out_splits"]:
         logger.warning("Every class has a single labelled image: no leave-out estimate of the accuracy is possible.")
     return index, episodes, report

@@ -74,8 +74,9 @@ class CIFARFSDataset(_ImageCollectionDataset):
 
 class TaskFolderDataset(_ImageCollectionDataset):
     """A user's task: ``path/<class>/<image>`` labelled images, optional test images in
-    ``path/test/<class>/<image>`` (``test_folder``) and unlabeled ones below ``path/unlabeled/``
-    (``unlabeled_folder``) (:mod:`tint_distill.data.task`)."""
+    ``path/test/<class>/<image>`` (``test_folder``), unlabeled ones below ``path/unlabeled/``
+    (``unlabeled_folder``) and other classes of the domain in ``path/base/<class>/<image>``
+    (``base_folder``) (:mod:`tint_distill.data.task`)."""
 
     builder = staticmethod(task.task_folder)
 

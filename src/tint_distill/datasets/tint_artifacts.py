@@ -24,7 +24,7 @@ from tint_distill.tint import (ClassSpecialisation, check_model_folder, load_spe
                                read_specialisation_sidecar, save_specialisation)
 from tint_distill.tensor_files import save_tensors
 from tint_distill.tint.models import TRAINING_RECORD, read_training_record
-from tint_distill.work import Deferred
+from tint_distill.work import Deferred, NoModel
 
 logger = logging.getLogger(__name__)
 
@@ -54,11 +54,19 @@ class DiffusersModelDataset(FolderSize, AbstractDataset[Any, Path]):
     A model is never deleted: the folder a save replaces is kept beside it as
     ``<name>.previous-<its fingerprint>``, and a Deferred whose fingerprint such a kept folder
     holds gets it back (swapped in) instead of being trained again.
+
+    ``optional: true``: a model some runs do not have (the task's domain generator): saving a
+    :class:`~tint_distill.work.NoModel` leaves the folder as it is, and ``load()`` gives None while
+    there is no folder.
+    ``retrain_parameter`` is the parameter the up-to-date message names.
     """
 
-    def __init__(self, *, path: str, read_only: bool = False, metadata: dict | None = None):
+    def __init__(self, *, path: str, read_only: bool = False, optional: bool = False,
+                 retrain_parameter: str = "generator_pretraining.retrain", metadata: dict | None = None):
         self._path = Path(path)
         self._read_only = read_only
+        self._optional = optional
+        self._retrain_parameter = retrain_parameter
         self.metadata = metadata
 
     @property
@@ -71,7 +79,9 @@ class DiffusersModelDataset(FolderSize, AbstractDataset[Any, Path]):
         """A user's own model folder, which no pipeline may write."""
         return self._read_only
 
-    def load(self) -> Path:
+    def load(self) -> Path | None:
+        if self._optional and not self._path.exists():
+            return None
         return check_model_folder(self._path)
 
     def stored_fingerprint(self) -> str | None:
@@ -79,6 +89,8 @@ class DiffusersModelDataset(FolderSize, AbstractDataset[Any, Path]):
         return read_training_record(self._path).get("fingerprint")
 
     def save(self, data: Any) -> None:
+        if isinstance(data, NoModel) and self._optional:
+            return  # no model this run
         if isinstance(data, Deferred) and not data.mark_saved():
             return  # trained already, inside its node's clock (tint_distill.hooks.NodeClock)
         if self._read_only:
@@ -90,7 +102,7 @@ class DiffusersModelDataset(FolderSize, AbstractDataset[Any, Path]):
         if isinstance(data, Deferred):
             if not data.force and self._exists() and self.stored_fingerprint() == data.fingerprint:
                 logger.info("%s is up to date (fingerprint %s): not retraining it. To retrain, set the "
-                            "parameter generator_pretraining.retrain=true.", self._path, data.fingerprint)
+                            "parameter %s=true.", self._path, data.fingerprint, self._retrain_parameter)
                 return
             kept = self.kept_folder(data.fingerprint)
             if not data.force and kept is not None:
@@ -135,7 +147,7 @@ class DiffusersModelDataset(FolderSize, AbstractDataset[Any, Path]):
         return (self._path / "model_index.json").is_file()
 
     def _describe(self) -> dict[str, Any]:
-        return {"path": str(self._path), "read_only": self._read_only}
+        return {"path": str(self._path), "read_only": self._read_only, "optional": self._optional}
 
 
 class SpecialisationDataset(AbstractDataset[ClassSpecialisation, ClassSpecialisation]):

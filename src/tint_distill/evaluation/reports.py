@@ -33,7 +33,7 @@ def accuracy_lines(estimate: dict) -> list[str]:
 
 
 def model_card(report: dict, estimate: dict, speed: dict, result: dict, classes: list[str], parameters: int,
-               export: str, settings: dict) -> dict:
+               export: str, settings: dict, generator: dict | None = None) -> dict:
     """The task's model card as JSON: the final student ``result`` (its record), the task
     ``report``, the accuracy ``estimate``, its CPU ``speed`` and the parameter blocks
     (``settings``: block name -> block, written as in YAML)."""
@@ -59,6 +59,7 @@ def model_card(report: dict, estimate: dict, speed: dict, result: dict, classes:
             "epochs": len(result["history"]),
             "settings": {name: as_plain(block) for name, block in settings.items()},
         },
+        "generator": generator,
     }
 
 
@@ -113,8 +114,20 @@ def model_card_markdown(card: dict) -> str:
         f"- {training['epochs']} epochs of distillation (KD on the synthetic images + cross-entropy on the supports).",
         "- All settings are in the JSON card (`training.settings`) and in the MLflow run.",
         "",
+        *generator_lines(card.get("generator")),
     ]
     return "\n".join(lines)
+
+
+def generator_lines(generator: dict | None) -> list[str]:
+    """The card's generator section: which generator drew the synthetic images, and what to add when
+    it was not trained on the user's domain."""
+    if not generator:
+        return []
+    lines = ["## Generator", "", f"- The synthetic images come from {generator['summary']}."]
+    if generator.get("advice"):
+        lines.append(f"- To do better: {generator['advice']}.")
+    return lines + [""]
 
 
 def plot_accuracy(summary: dict) -> Figure:

@@ -81,12 +81,14 @@ def split_images(image_index: pd.DataFrame, settings: PretrainingSettings, confi
     return table
 
 
-def _train(pictures: list[Image.Image], class_names: list[str], config: PretrainingConfig, device: str,
-           key: str, settings: dict) -> tuple[Any, dict]:
-    logger.info("Pre-training the generator on %d images (%d classes); progress is logged every %d steps",
-                len(pictures), len(set(class_names)), config.log_every)
+def train_and_record(pictures: list[Image.Image], class_names: list[str], config: PretrainingConfig, device: str,
+                     key: str, settings: dict, start_from: Path | None = None) -> tuple[Any, dict]:
+    """Train a generator (from scratch, or fine-tuning the folder ``start_from``) and describe it:
+    ``(pipeline, record)``, the record holding ``key`` as its fingerprint and ``settings``."""
+    logger.info("Pre-training the generator on %d images (%d classes) from %s; progress is logged every %d steps",
+                len(pictures), len(set(class_names)), start_from or "scratch", config.log_every)
     pipeline, history = pretrain_generator(pictures, class_names, config, progress=True,
-                                           device=resolve_device(device))
+                                           device=resolve_device(device), start_from=start_from)
     pipeline.to(dtype=STORAGE_DTYPE)  # loaders upcast to float32 on the CPU
     record = {
         "fingerprint": key,
@@ -113,7 +115,7 @@ def generator_training(raw_images: ImageCollection, pretraining_images: pd.DataF
               "training": {k: v for k, v in dataclasses.asdict(config).items() if k not in ("model", "log_every")},
               "classes": sorted(train["class_name"].unique())}
     key = fingerprint(data_key, list(zip(train["image_id"], train["class_name"])), recipe)
-    return Deferred(key, lambda: _train(pictures, class_names, config, settings.device, key, recipe),
+    return Deferred(key, lambda: train_and_record(pictures, class_names, config, settings.device, key, recipe),
                     force=settings.retrain)
 
 

@@ -25,6 +25,7 @@ import math
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -314,8 +315,10 @@ def train_unet(unet: torch.nn.Module, text_encoder: torch.nn.Module, scheduler: 
 
 def pretrain_generator(images: Sequence[Image.Image], class_names: Sequence[str],
                        config: PretrainingConfig | None = None, progress: Progress = None,
-                       device: str | torch.device = "cpu"):
-    """Pre-train a small SD-1.x-shaped model from scratch on ``images`` labelled ``class_names``.
+                       device: str | torch.device = "cpu", start_from: str | Path | None = None):
+    """Pre-train a small SD-1.x-shaped model from scratch on ``images`` labelled ``class_names``,
+    or fine-tune the diffusers folder ``start_from`` (its VAE, UNet and text encoder; its
+    architecture replaces ``config.model``, and its resolution must be ``config.resolution``).
 
     Returns ``(pipeline, history)``: a diffusers ``StableDiffusionPipeline`` (safety checker
     off, real CLIP tokenizer, SD 1.x DDIM scheduler) whose ``save_pretrained(folder)`` gives a
@@ -336,26 +339,40 @@ def pretrain_generator(images: Sequence[Image.Image], class_names: Sequence[str]
         raise ValueError("no images given")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        return _pretrain_generator(images, class_names, config, progress, device)
+        return _pretrain_generator(images, class_names, config, progress, device, start_from)
+
+
+def _starting_modules(config: PretrainingConfig, start_from: str | Path | None) -> tuple[dict[str, Any], Any]:
+    """The modules training starts from (seeded random ones, or a folder's in float32) and the tokenizer."""
+    if start_from is None:
+        with tempfile.TemporaryDirectory() as folder:
+            return build_sd_modules(config.model, seed=config.seed), build_clip_tokenizer(folder)
+    from tint_distill.tint.models import load_stable_diffusion
+
+    start = load_stable_diffusion(start_from, dtype=torch.float32)
+    if start.resolution != config.resolution:
+        raise ValueError(f"{start_from} works at {start.resolution} px, but the training resolution is "
+                         f"{config.resolution} px")
+    modules = {name: getattr(start, name) for name in ("vae", "unet", "text_encoder", "scheduler")}
+    return modules, start.tokenizer
 
 
 def _pretrain_generator(images: Sequence[Image.Image], class_names: Sequence[str], config: PretrainingConfig,
-                        progress: Progress, device: str | torch.device):
+                        progress: Progress, device: str | torch.device, start_from: str | Path | None = None):
     from diffusers import StableDiffusionPipeline
 
     classes = sorted(set(class_names))
     labels_per_image = torch.tensor([classes.index(name) for name in class_names])
     total_start = time.perf_counter()
 
-    modules = build_sd_modules(config.model, seed=config.seed)
+    modules, tokenizer = _starting_modules(config, start_from)
     for name in ("vae", "unet", "text_encoder"):
         modules[name].to(device)
-    with tempfile.TemporaryDirectory() as folder:
-        tokenizer = build_clip_tokenizer(folder)
     pool_size = 2 * config.resolution
     pool = to_model_tensor(images, pool_size)
 
-    history: dict[str, Any] = {"classes": classes, "n_images": len(images)}
+    history: dict[str, Any] = {"classes": classes, "n_images": len(images),
+                               "started_from": str(start_from) if start_from is not None else "scratch"}
     history.update(train_vae(modules["vae"], pool, config, progress))
 
     bank_start = time.perf_counter()

@@ -5,12 +5,14 @@ from kedro.pipeline import Node, Pipeline
 from tint_distill.pipelines.inversion import nodes
 
 
-def create_pipeline(**kwargs) -> Pipeline:
+def create_pipeline(settings: str = "params:inversion", **kwargs) -> Pipeline:
+    """``settings``: where the inversion settings come from (the ``task`` pipeline's own words for its
+    domain generator: a dataset its ``choose_generator`` node gives)."""
     return Pipeline(
         [
             Node(
                 nodes.specialise_classes,
-                inputs=["generator", "raw_images", "episodes", "params:inversion", "params:execution"],
+                inputs=["generator", "raw_images", "episodes", settings, "params:execution"],
                 outputs="class_specialisations",
                 name="specialise_classes",
             ),

@@ -8,7 +8,9 @@ measure it, write its model card and hand it to MLflow (:mod:`tint_distill.evalu
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from pathlib import Path
 
 import pandas as pd
 
@@ -24,7 +26,10 @@ from tint_distill.evaluation import packaging, reports, scoring
 from tint_distill.evaluation.scoring import task_metrics  # noqa: F401 (a node)
 from tint_distill.evaluation.speed import deployed_speed
 from tint_distill.keys import episode_key
+from tint_distill.pretraining import domain
+from tint_distill.stages.inversion import InversionSettings
 from tint_distill.stages.synthesis import SynthesisSettings
+from tint_distill.work import Deferred, NoModel
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +38,35 @@ def prepare_task(images: ImageCollection, task: TaskSettings, student: StudentSe
                  min_image_side: int = 8) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """The task's image index, episodes table and description, after every image has been decoded."""
     return tasks.prepare_task(images, task, student.keep_weights, min_image_side)
+
+
+def pretrain_domain_generator(images: ImageCollection, index: pd.DataFrame, generator: Path,
+                              task: TaskSettings) -> tuple[Deferred | NoModel, dict]:
+    """The task's own generator, pre-trained on its unlabeled/ and base/ images (lazily: the catalog
+    trains it only when its fingerprint changes), and the plan: ``{"fingerprint": ..., "none_because":
+    None}``, or ``{"fingerprint": None, "none_because": why}`` (a :class:`NoModel`) without such
+    images or with ``task.domain_generator.pretrain`` off."""
+    rows = tasks.domain_images(index)
+    model = domain.plan_domain_generator(images, rows["image_id"].tolist(), rows["class_name"].tolist(), generator,
+                                         task.domain_generator)
+    if isinstance(model, NoModel):
+        logger.info("Domain generator: none (%s): the task uses %s", model.why, generator)
+        return model, {"fingerprint": None, "none_because": model.why}
+    return model, {"fingerprint": model.fingerprint, "none_because": None}
+
+
+def choose_generator(generator: Path, domain_generator: Path | None, plan: dict, task: TaskSettings,
+                     inversion: InversionSettings) -> tuple[Path, InversionSettings, dict]:
+    """The generator the task's specialisations use, their settings (the domain generator's words)
+    and what the model card says of it."""
+    description = domain.describe_generator(generator, domain_generator, plan["fingerprint"], task.domain_generator)
+    logger.info("Task generator: %s", description["summary"])
+    if description["advice"]:
+        logger.warning("Task generator: %s", description["advice"])
+    if plan["fingerprint"] is None:
+        return generator, inversion, description
+    words = dataclasses.replace(inversion.textual_inversion, prompt_template=task.domain_generator.token_prompt)
+    return domain_generator, dataclasses.replace(inversion, textual_inversion=words), description
 
 
 def estimate_accuracy(episodes: pd.DataFrame, student_results: dict, teacher_outputs: dict, task: TaskSettings) -> dict:
@@ -67,14 +101,15 @@ def measure_deployed_speed(student_onnx: bytes, task: TaskSettings) -> dict:
 def write_model_card(
     report: dict, estimate: dict, speed: dict, episodes: pd.DataFrame, student_results: dict,
     task: TaskSettings, student: StudentSettings, distillation: DistillationConfig, teacher: TeacherSettings,
-    synthesis: SynthesisSettings,
+    synthesis: SynthesisSettings, generator: dict,
 ) -> tuple[str, dict]:
-    """The model card, as Markdown for people and JSON for programs."""
+    """The model card, as Markdown for people and JSON for programs; ``generator``: which generator
+    the synthetic images came from (:func:`choose_generator`)."""
     result, classes = _final_student(episodes, student_results, task.export)
     parameters = packaging.student_parameters(result, len(classes))
     settings = {"student": student, "distillation": distillation, "teacher": teacher, "synthesis": synthesis,
                 "task": task}
-    card = reports.model_card(report, estimate, speed, result, classes, parameters, task.export, settings)
+    card = reports.model_card(report, estimate, speed, result, classes, parameters, task.export, settings, generator)
     return reports.model_card_markdown(card), card
 
 

@@ -18,6 +18,17 @@ def create_preparation() -> Pipeline:
     ])
 
 
+def create_generator() -> Pipeline:
+    """Task folder's unlabeled/ and base/ images -> its domain generator (cached), or the experiment's."""
+    return Pipeline([
+        Node(nodes.pretrain_domain_generator, inputs=["raw_images", "image_index", "generator", "params:task"],
+             outputs=["domain_generator", "domain_generator_plan"], name="pretrain_domain_generator"),
+        Node(nodes.choose_generator,
+             inputs=["generator", "domain_generator", "domain_generator_plan", "params:task", "params:inversion"],
+             outputs=["generator_for_task", "inversion_settings", "generator_report"], name="choose_generator"),
+    ])
+
+
 def create_delivery() -> Pipeline:
     """Students and teacher outputs -> accuracy estimate, exports, speed, model card, MLflow model."""
     return Pipeline([
@@ -29,7 +40,8 @@ def create_delivery() -> Pipeline:
              name="measure_deployed_speed"),
         Node(nodes.write_model_card,
              inputs=["task_report", "accuracy_estimate", "deployed_speed", "episodes", "student_results",
-                     "params:task", "params:student", "params:distillation", "params:teacher", "params:synthesis"],
+                     "params:task", "params:student", "params:distillation", "params:teacher", "params:synthesis",
+                     "generator_report"],
              outputs=["model_card", "model_card_json"], name="write_model_card"),
         Node(nodes.package_for_mlflow,
              inputs=["student_onnx", "student_safetensors", "model_card", "model_card_json", "raw_images", "episodes",
@@ -41,4 +53,4 @@ def create_delivery() -> Pipeline:
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    return create_preparation() + create_delivery()
+    return create_preparation() + create_generator() + create_delivery()
