@@ -81,12 +81,14 @@ def task_pipeline(stages: dict[str, Pipeline]) -> Pipeline:
     """The task's preparation, the experiment's TINT and distillation stages (synthesis only for the
     task's methods), and its delivery, all under the namespace ``task``: every dataset is ``task.<name>``
     except the generator and the base-class student; parameters keep their names, except ``methods``,
-    which is ``task.methods``."""
+    which is ``task.methods`` (synthesis); the students trained are ``trained_methods`` (those and the
+    supports-only baseline)."""
     inner = (
         as_stage(task.create_preparation(), "prepare")
         + stages["inversion"]
         + as_stage(synthesis.create_pipeline(only_for_methods=True), "synthesis")
-        + as_stage(distillation.create_pipeline(with_unlabeled_images=True), "distillation")
+        + as_stage(distillation.create_pipeline(with_unlabeled_images=True, methods="trained_methods"),
+                   "distillation")
         + as_stage(task.create_delivery(), "deliver")
     )
     parameters = {p: p for p in inner.inputs() if p.startswith("params:")}

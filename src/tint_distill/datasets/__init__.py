@@ -9,6 +9,7 @@ from tint_distill.datasets.image_collections import (
     TaskFolderDataset,
 )
 from tint_distill.datasets.mlflow_models import LoggableModel, MlflowModelWithSignatureDataset
+from tint_distill.datasets.mlflow_tags import MlflowTagsDataset
 from tint_distill.datasets.png_image import PNGFolderDataset, PNGImageDataset
 from tint_distill.datasets.resumable_partitions import ResumableImageSetsDataset, ResumablePartitionedDataset
 from tint_distill.datasets.student_checkpoint import StudentCheckpointDataset
@@ -24,6 +25,7 @@ __all__ = [
     "ImageFolderDataset",
     "LoggableModel",
     "MlflowModelWithSignatureDataset",
+    "MlflowTagsDataset",
     "ImageSetDataset",
     "MiniImageNetDataset",
     "PNGFolderDataset",
