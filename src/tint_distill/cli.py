@@ -140,30 +140,57 @@ def _relative(path: str, project: Path) -> str:
 
 
 @cli.command(name="example-task")
-@click.option("--classes", default="fish,fruit,vehicle,clock", show_default=True,
-              help="Comma-separated class folders of the embedded drawings.")
+@click.option("--source", type=click.Choice(["drawings", "fashion-mnist"]), default="drawings", show_default=True,
+              help="drawings: the embedded clip-art drawings; fashion-mnist: small grayscale product photos "
+                   "(Debian package dataset-fashion-mnist), a domain the shipped generator never saw.")
+@click.option("--classes", default=None,
+              help="Comma-separated classes [drawings: fish,fruit,vehicle,clock; "
+                   "fashion-mnist: t_shirt,trouser,pullover,dress,coat].")
 @click.option("--images", default=5, show_default=True, help="Labelled images per class.")
-@click.option("--test", "test_images", default=5, show_default=True, help="Test images per class (under test/).")
-@click.option("--unlabeled", "unlabeled_images", default=0, show_default=True,
-              help="Unlabeled images per class (under unlabeled/, distilled on with the teacher's labels).")
+@click.option("--test", "test_images", default=None, type=int,
+              help="Test images per class (under test/) [drawings: 5; fashion-mnist: 40].")
+@click.option("--unlabeled", "unlabeled_images", default=None, type=int,
+              help="Unlabeled images per class (under unlabeled/, without their class) [drawings: 0; "
+                   "fashion-mnist: 60].")
+@click.option("--base", "base_images", default=0, show_default=True,
+              help="fashion-mnist only: labelled images of every other class under base/<class>/ (other classes "
+                   "of the same domain).")
 @click.option("--predict", "predict_images", default=5, show_default=True,
               help="Unlabeled images per class for the predict pipeline.")
 @click.option("--out", default="data/01_raw/task", show_default=True, help="The task folder to create.")
 @click.option("--predict-out", default="data/01_raw/predict", show_default=True,
               help="The folder of images to classify to create.")
+@click.option("--fashion-mnist-dir", default=None,
+              help="The folder of Fashion-MNIST's four IDX .gz files [/usr/share/datasets/fashion-mnist].")
 @click.option("--seed", default=0, show_default=True)
-def example_task(classes: str, images: int, test_images: int, unlabeled_images: int, predict_images: int, out: str,
-                 predict_out: str, seed: int) -> None:
-    """Build a small task folder (and a folder to classify) from the embedded drawings, to try the
-    `task` and `predict` pipelines on."""
+def example_task(source: str, classes: str | None, images: int, test_images: int | None,
+                 unlabeled_images: int | None, base_images: int, predict_images: int, out: str, predict_out: str,
+                 fashion_mnist_dir: str | None, seed: int) -> None:
+    """Build a small task folder (and a folder to classify) to try the `task` and `predict`
+    pipelines on: from the embedded drawings, or from Fashion-MNIST's grayscale product photos."""
+    from tint_distill.data import fashion_mnist
+    from tint_distill.data.sources import DataLayoutError
     from tint_distill.data.task import build_example_task
 
+    drawings = source == "drawings"
+    names = (classes or ("fish,fruit,vehicle,clock" if drawings else ",".join(fashion_mnist.DEFAULT_TASK_CLASSES)))
+    test_images = test_images if test_images is not None else (5 if drawings else 40)
+    unlabeled_images = unlabeled_images if unlabeled_images is not None else (0 if drawings else 60)
+    predict_folder = Path(predict_out) if predict_images else None
     try:
-        copied = build_example_task(Path("data/01_raw/openclipart"), Path(out), classes.split(","), images, test_images,
-                                    Path(predict_out) if predict_images else None, predict_images, seed,
-                                    unlabeled_images)
-    except (FileExistsError, ValueError) as error:
+        if drawings:
+            if base_images:
+                raise ValueError("--base: only with --source fashion-mnist.")
+            copied = build_example_task(Path("data/01_raw/openclipart"), Path(out), names.split(","), images,
+                                        test_images, predict_folder, predict_images, seed, unlabeled_images)
+        else:
+            copied = fashion_mnist.build_fashion_mnist_task(
+                Path(fashion_mnist_dir) if fashion_mnist_dir else fashion_mnist.FASHION_MNIST_DIR, Path(out),
+                names.split(","), images, test_images, unlabeled_images, base_images, predict_folder,
+                predict_images, seed)
+    except (FileExistsError, ValueError, DataLayoutError) as error:
         raise click.ClickException(str(error)) from error
+    base = f", {copied['base']} base-class images under base/" if copied.get("base") else ""
     click.echo(f"{out}: {copied['labelled']} labelled, {copied['test']} test and {copied['unlabeled']} unlabeled "
-               f"images of {classes}; "
+               f"images of {names}{base}; "
                f"{predict_out}: {copied['predict']} images to classify.")
