@@ -123,3 +123,20 @@ def test_the_example_builder_copies_distinct_images_and_never_writes_into_a_full
     with pytest.raises(FileExistsError, match="already holds files"):
         build_example_task(embedded_root, tmp_path / "task", ["fish", "clock"], 3)
     assert sorted(p.name for p in (tmp_path / "task").rglob("*")) == before
+
+
+def test_a_class_that_keeps_all_its_images_in_a_split_has_the_final_episodes_specialisation_key(tmp_path,
+                                                                                              embedded_root):
+    """Its specialisation (and so its synthetic images) is computed once: the store shares equal fingerprints."""
+    from tint_distill.data.episodes import images_by_episode
+    from tint_distill.stages.inversion import ClassTask, InversionSettings, specialisation_key
+
+    images = task_folder(_task(tmp_path / "task", embedded_root, {"fish": 3, "clock": 2, "house": 1}))
+    supports = images_by_episode(task_episodes(images.index, 3), "support")
+    keys = {(episode, name): specialisation_key("model", ClassTask(episode, name, tuple(ids)), images,
+                                                InversionSettings())
+            for episode, classes in supports.items() for (_, name), ids in classes.items()}
+    assert keys[(3, "clock")] == keys[(FINAL_EPISODE, "clock")], "clock keeps both its images in split 3"
+    assert {keys[(e, "house")] for e in (1, 2, 3)} == {keys[(FINAL_EPISODE, "house")]}, "one image: never held out"
+    assert len({keys[(e, "fish")] for e in (FINAL_EPISODE, 1, 2, 3)}) == 4, "other supports, other keys"
+    assert len(keys) == 12 and len(set(keys.values())) == 4 + 3 + 1, "12 (episode, class) pairs, 8 to compute"
