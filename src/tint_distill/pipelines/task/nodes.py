@@ -76,30 +76,17 @@ def estimate_accuracy(episodes: pd.DataFrame, student_results: dict, teacher_out
 
 
 def registered_name(task: TaskSettings, estimate: dict) -> str | None:
-    """The Model Registry name the exported model gets a new version under: ``registered_model_name``
-    when ``task.register`` is ``always``, or ``auto`` and the student beats every baseline; else None."""
-    wanted = task.register == "always" or (task.register == "auto" and bool(estimate["verdict"]["beats_baselines"]))
-    return task.registered_model_name if wanted else None
+    """The Model Registry name of the new version, or None (:func:`packaging.registered_name`)."""
+    return packaging.registered_name(task.registered_model_name, task.register, estimate["verdict"]["beats_baselines"])
 
 
 def registration_note(task: TaskSettings, verdict: dict) -> str:
-    """What happens to the model in the Model Registry, and why (for the card and the log)."""
-    if not task.registered_model_name:
-        return "The model is logged to MLflow, not registered (task.registered_model_name is null)."
-    if registered_name(task, {"verdict": verdict}):
-        return f"Registered as a new version of '{task.registered_model_name}' (task.register: {task.register})."
-    if task.register == "never":
-        return "Not registered (task.register: never); the model is logged to the MLflow run."
-    return (f"Not registered as a new version of '{task.registered_model_name}' because it does not beat the "
-            "baselines; the model is logged to the MLflow run. Set task.register: always to register it anyway.")
+    return packaging.registration_note(task.registered_model_name, task.register, verdict["beats_baselines"])
 
 
 def verdict_tags(estimate: dict, task: TaskSettings) -> dict[str, str]:
-    """MLflow run tags: ``task.verdict`` (beats_baselines | does_not_beat:<baseline> | none) and
-    ``task.registered`` (the registered name, or no)."""
-    verdict = estimate["verdict"]
-    found = {None: "none", True: "beats_baselines"}.get(verdict["beats_baselines"], f"does_not_beat:{verdict['closest']}")
-    return {"task.verdict": found, "task.registered": registered_name(task, estimate) or "no"}
+    """MLflow run tags: ``task.verdict`` and ``task.registered`` (:func:`packaging.verdict_tags`)."""
+    return packaging.verdict_tags(estimate["verdict"], registered_name(task, estimate))
 
 
 def _final_student(episodes: pd.DataFrame, student_results: dict, method: str) -> tuple[dict, list[str]]:
