@@ -141,6 +141,10 @@ def test_the_verdict_names_the_best_baseline_and_flips_when_a_baseline_wins():
     assert scoring.task_metrics(wins, {"latency_ms_batch_1": 1.0, "images_per_s_batch_64": 1.0})[
         "task.beats_baselines"]["value"] == 1.0
 
+    only_tiny = scoring.task_accuracy(_with_baselines([True] * 5 + [False] * 5, [True] * 8 + [False] * 2), 0, [],
+                                      "tint", to_beat=["supports_only"])
+    assert only_tiny["verdict"]["beats_baselines"] is True and only_tiny["verdict"]["closest"] == "supports_only"
+
     tied = scoring.task_accuracy(_with_baselines([True] * 5 + [False] * 5, [True] * 5 + [False] * 5), 0, [], "tint")
     assert tied["verdict"]["beats_baselines"] is False, "a tie does not beat"
 

@@ -61,6 +61,8 @@ class TaskSettings(Settings):
     folds: int = 3                        # k-fold splits of the estimate (k = min(folds, largest K)); 0: none
     registered_model_name: str | None = "tint_distill_task"  # MLflow Model Registry; null: logged only
     register: str = "auto"                # auto: a new version only when the student beats the baselines | always | never
+    baselines_to_beat: tuple[str, ...] = ("supports_only", "nn_teacher_features", "ncm_teacher_features",
+                                          "nn_raw_pixels")  # the verdict's (teacher: also possible)
     speed_threads: int | None = None      # ONNX Runtime threads for the card's CPU figures; null: its default
 
     def check(self) -> None:
@@ -72,7 +74,7 @@ class TaskSettings(Settings):
                                           "mine (images in unlabeled/ join every other method)")
         if not set(self.methods) & set(samplers_for(METHODS)):
             raise SettingError("methods", f"must hold a method that distils on synthetic images {samplers_for(METHODS)} "
-                                          f"(supports_only may be added as a baseline), got {list(self.methods)}")
+                                          f"(supports_only, the baseline, is always trained), got {list(self.methods)}")
         unknown = sorted(set(self.methods) - set(METHODS))
         if unknown:
             raise SettingError("methods", f"has unknown methods {unknown}; known: {list(METHODS)}")
@@ -82,6 +84,12 @@ class TaskSettings(Settings):
             raise SettingError("folds", f"must be 0 (no estimate) or >= 2 (a split trains on the images of the other "
                                         f"folds), got {self.folds!r}")
         SettingError.unless_one_of("register", self.register, REGISTER_CHOICES)
+        from tint_distill.evaluation.baselines import BASELINES
+
+        unknown = sorted(set(self.baselines_to_beat) - set(BASELINES))
+        if unknown or not self.baselines_to_beat:
+            raise SettingError("baselines_to_beat", f"must be a non-empty list of {list(BASELINES)}, got "
+                                                    f"{list(self.baselines_to_beat)}")
 
     def ordered_methods(self) -> list[str]:
         """The task's methods in the order results are reported."""

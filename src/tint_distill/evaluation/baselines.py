@@ -5,7 +5,8 @@ fitted on an episode's supports and predicts its queries, so it is paired per im
 students and the teacher. Plain torch, no Kedro.
 
 The supports-only student and the teacher (its prototypes) are baselines too; their predictions
-come from the distillation stage (:data:`VERDICT_BASELINES` lists what the exported student must beat).
+come from the distillation stage (:data:`VERDICT_BASELINES`: what the exported student must beat by
+default, ``task.baselines_to_beat``).
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ DESCRIPTIONS = {
     NN_RAW_PIXELS: "nearest neighbour on raw pixels",
     "teacher": "the teacher (prototypes)",
 }
-# What the exported student must beat to be registered (task.register: auto). The teacher is the
-# student's own soft-label source, a model many times its size: the card reports it, for reference.
+# What the exported student must beat to be registered (task.register: auto), by default. The teacher
+# is the student's own soft-label source, a model many times its size: the card reports it, for reference.
 VERDICT_BASELINES = ("supports_only", NN_TEACHER_FEATURES, NCM_TEACHER_FEATURES, NN_RAW_PIXELS)
+BASELINES = (*VERDICT_BASELINES, "teacher")  # every name task.baselines_to_beat may hold
 
 
 def nearest_neighbour(supports: torch.Tensor, labels: torch.Tensor, queries: torch.Tensor,

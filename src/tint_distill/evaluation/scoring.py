@@ -264,10 +264,11 @@ ADVICE = ("To do better: add unlabeled images of your domain (unlabeled/: they t
 
 
 def task_accuracy(correct: Mapping[int, Mapping[str, list[bool]]], final_episode: int, splits: list[int],
-                  export: str) -> dict:
+                  export: str, to_beat: Iterable[str] | None = None) -> dict:
     """The task's estimate: the k-fold splits pooled (with the accuracy of each fold, the number of
     held-out images and the width of the exported student's interval), the final model on the test
-    images, each None where there is nothing to score, and the :func:`verdict`."""
+    images, each None where there is nothing to score, and the :func:`verdict` against ``to_beat``
+    (default: :data:`~tint_distill.evaluation.baselines.VERDICT_BASELINES`)."""
     held_out = pooled_scores(correct, splits, export) if splits else None
     if held_out:
         stats = held_out["methods"][export]
@@ -276,12 +277,12 @@ def task_accuracy(correct: Mapping[int, Mapping[str, list[bool]]], final_episode
                                    for name in held_out["methods"]},
                         note=HELD_OUT_NOTE)
     estimate = {"leave_out": held_out, "test": pooled_scores(correct, [final_episode], export), "export": export}
-    return {**estimate, "verdict": verdict(estimate)}
+    return {**estimate, "verdict": verdict(estimate, to_beat)}
 
 
-def verdict(estimate: dict) -> dict:
-    """Whether the exported student beats every baseline a user would try first
-    (:data:`~tint_distill.evaluation.baselines.VERDICT_BASELINES`): on the test images when there
+def verdict(estimate: dict, to_beat: Iterable[str] | None = None) -> dict:
+    """Whether the exported student beats every baseline of ``to_beat`` (default: those a user would
+    try first, :data:`~tint_distill.evaluation.baselines.VERDICT_BASELINES`): on the test images when there
     are some (the exported model itself), else on the k-fold held-out images. ``closest``: the
     baseline with the smallest margin (the best one), its paired difference and interval; ``line``:
     the card's first line. ``beats_baselines`` is None when nothing could be scored."""
@@ -293,7 +294,7 @@ def verdict(estimate: dict) -> dict:
                 "line": "No verdict: every class has one labelled image and there is no test folder, so nothing "
                         "could be scored against the baselines. Add a test/ folder or more images per class."}
     scores, export = estimate[part], estimate["export"]
-    margins = {name: scores["comparisons"][f"{export}_vs_{name}"] for name in VERDICT_BASELINES
+    margins = {name: scores["comparisons"][f"{export}_vs_{name}"] for name in (to_beat or VERDICT_BASELINES)
                if f"{export}_vs_{name}" in scores["comparisons"]}
     if not margins:
         return {"beats_baselines": None, "on": part, "closest": None, "line": "No verdict: no baseline was scored."}

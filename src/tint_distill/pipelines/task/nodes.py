@@ -64,7 +64,7 @@ def estimate_accuracy(episodes: pd.DataFrame, student_results: dict, teacher_out
     splits = sorted(int(e) for e in episodes["episode"].unique() if int(e) != FINAL_EPISODE)
     correct = scoring.correct_predictions([FINAL_EPISODE, *splits], task.trained_methods(), student_results,
                                           teacher_outputs, episode_key, baseline_predictions)
-    estimate = scoring.task_accuracy(correct, FINAL_EPISODE, splits, task.export)
+    estimate = scoring.task_accuracy(correct, FINAL_EPISODE, splits, task.export, task.baselines_to_beat)
     for line in reports.accuracy_lines(estimate):
         logger.info("Task accuracy: %s", line)
     verdict = estimate["verdict"]
