@@ -31,7 +31,7 @@ DESCRIPTIONS = {
     NN_TEACHER_FEATURES: "nearest neighbour on the teacher's features",
     NCM_TEACHER_FEATURES: "nearest class mean on the teacher's features",
     NN_RAW_PIXELS: "nearest neighbour on raw pixels",
-    "teacher": "the teacher (prototypes)",
+    "teacher": "the teacher's prototypes",
 }
 # What the exported student must beat to be registered (task.register: auto), by default. The teacher
 # is the student's own soft-label source, a model many times its size: the card reports it, for reference.

@@ -46,14 +46,18 @@ def accuracy_lines(estimate: dict) -> list[str]:
 
 def comparison_lines(estimate: dict) -> list[str]:
     """The exported student minus each baseline (and the teacher), paired per image, per part:
-    ``tint − nn_raw_pixels (test, paired per image): +8.0 points [+2.1, +13.9]``."""
+    ``tint − nn_raw_pixels (nearest neighbour on raw pixels; test, paired per image): +8.0 points [+2.1, +13.9]``."""
+    from tint_distill.evaluation.baselines import DESCRIPTIONS
+
     lines = []
     for part in ("leave_out", "test"):
         for name, comparison in (estimate[part] or {}).get("comparisons", {}).items():
             bounds = comparison["ci95"]
             interval = f" [{100 * bounds[0]:+.1f}, {100 * bounds[1]:+.1f}]" if bounds else ""
+            other = name.split("_vs_", 1)[1]
+            about = f"{DESCRIPTIONS[other]}; " if other in DESCRIPTIONS else ""
             where = "k-fold" if part == "leave_out" else part
-            lines.append(f"{name.replace('_vs_', ' − ')} ({where}, paired per image): "
+            lines.append(f"{name.replace('_vs_', ' − ')} ({about}{where}, paired per image): "
                          f"{100 * comparison['mean_diff']:+.1f} points{interval}")
     return lines
 
