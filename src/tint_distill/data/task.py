@@ -60,7 +60,7 @@ class TaskSettings(Settings):
     export: str = "tint"                  # the method whose final student is exported
     folds: int = 3                        # k-fold splits of the estimate (k = min(folds, largest K)); 0: none
     registered_model_name: str | None = "tint_distill_task"  # MLflow Model Registry; null: logged only
-    register: str = "auto"                # auto: a new version only when the student beats the baselines | always | never
+    register: str = "auto"                # auto: a new version only if it beats the baselines | always | never
     baselines_to_beat: tuple[str, ...] = ("supports_only", "nn_teacher_features", "ncm_teacher_features",
                                           "nn_raw_pixels")  # the verdict's (teacher: also possible)
     speed_threads: int | None = None      # ONNX Runtime threads for the card's CPU figures; null: its default
@@ -73,8 +73,9 @@ class TaskSettings(Settings):
             raise SettingError("methods", "cannot hold mined_real: a task has no base split of other classes to "
                                           "mine (images in unlabeled/ join every other method)")
         if not set(self.methods) & set(samplers_for(METHODS)):
-            raise SettingError("methods", f"must hold a method that distils on synthetic images {samplers_for(METHODS)} "
-                                          f"(supports_only, the baseline, is always trained), got {list(self.methods)}")
+            raise SettingError("methods", f"must hold a method that distils on synthetic images "
+                                          f"{samplers_for(METHODS)} (supports_only, the baseline, is always "
+                                          f"trained), got {list(self.methods)}")
         unknown = sorted(set(self.methods) - set(METHODS))
         if unknown:
             raise SettingError("methods", f"has unknown methods {unknown}; known: {list(METHODS)}")
