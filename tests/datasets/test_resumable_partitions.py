@@ -463,7 +463,8 @@ def test_partitions_with_the_same_fingerprint_are_computed_once_and_saved_under_
         return {"tokens": [1.0, 2.0]}
 
     store = dataset(tmp_path / "parts")
-    store.save(units({"episode_0000/fish": ("same-supports", specialise), "episode_0002/fish": ("same-supports", specialise),
+    store.save(units({"episode_0000/fish": ("same-supports", specialise),
+                      "episode_0002/fish": ("same-supports", specialise),
                       "episode_0001/fish": ("fewer-supports", lambda: {"tokens": [3.0]})}))
     assert len(computed) == 1, "one computation for the two partitions with the same fingerprint"
     loaded = store.load()

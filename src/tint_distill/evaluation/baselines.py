@@ -70,7 +70,8 @@ def baseline_predictions(episodes: pd.DataFrame, features: Mapping[str, torch.Te
         def stacked(values: Mapping[str, torch.Tensor], ids: pd.Series) -> torch.Tensor:
             return torch.stack([values[i] for i in ids])
 
-        support_features, query_features = stacked(features, supports["image_id"]), stacked(features, queries["image_id"])
+        support_features = stacked(features, supports["image_id"])
+        query_features = stacked(features, queries["image_id"])
         support_pixels, query_pixels = stacked(pixels, supports["image_id"]), stacked(pixels, queries["image_id"])
         predictions[episode_key(int(episode))] = {
             NN_TEACHER_FEATURES: nearest_neighbour(support_features, labels, query_features, cosine=True),

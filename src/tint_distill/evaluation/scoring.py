@@ -212,7 +212,8 @@ def proportion(correct: list[bool]) -> dict:
 
 def correct_predictions(episodes: Iterable[int], methods: list[str], student_results: Partitions,
                         teacher_outputs: Partitions, key_of: Callable[[int], str],
-                        baselines: Mapping[str, Mapping[str, list[int]]] | None = None) -> dict[int, dict[str, list[bool]]]:
+                        baselines: Mapping[str, Mapping[str, list[int]]] | None = None,
+                        ) -> dict[int, dict[str, list[bool]]]:
     """Per episode, per method, ``teacher`` and baseline (``baselines``: per episode key, each
     baseline's predicted labels, :func:`tint_distill.evaluation.baselines.baseline_predictions`):
     whether each query was predicted right."""
