@@ -290,7 +290,7 @@ def tiny_image_in_task(project: Project, rng: random.Random) -> tuple[bool, str]
 def kill_during_task(project: Project, rng: random.Random) -> tuple[bool, str]:
     task = project.path / "data" / "01_raw" / "bench_task"
     (task / "fish" / "pixel.png").unlink(missing_ok=True)
-    args = ["run", "--env", "test", "--pipeline", "task", "--params", f"task_path={task},task.max_repeats=1"]
+    args = ["run", "--env", "test", "--pipeline", "task", "--params", f"task_path={task},task.folds=2"]
     specialisations = Path("data/06_models/task/class_specialisations")
     process = project.start(*args)
     delay = rng.uniform(0, 1.5)

@@ -36,39 +36,65 @@ def test_task_gives_a_carded_registered_model_and_predict_lists_bad_files(kedro_
     for old_name, new_name in (("clock", "01"), ("house", "None")):  # names a CSV round trip must not change
         for folder in (task, task / "test"):
             (folder / old_name).rename(folder / new_name)
-    run = kedro(kedro_project, "run", "--pipeline", "task", "--env", "test",
-                "--params", "task_path=data/01_raw/task,task.registered_model_name=drawings,task.max_repeats=2")
+    params = "task_path=data/01_raw/task,task.registered_model_name=drawings,task.folds=2"
+    run = kedro(kedro_project, "run", "--pipeline", "task", "--env", "test", "--params", params)
     assert "Task accuracy: tint student:" in run.stdout + run.stderr
 
     models = kedro_project / "data" / "06_models" / "task"
     card = json.loads(_only_version(models / "model_card.json").read_text())
     assert card["classes"] == ["01", "None", "fish"]
     leave_out = card["accuracy"]["leave_out"]
-    assert leave_out["splits"] == 2 and leave_out["methods"]["tint"]["predictions"] == 6
+    assert leave_out["splits"] == 2 and leave_out["held_out_images"] == 9, "2 folds hold out each of the 9 images once"
+    for name in ("tint", "supports_only", "nn_teacher_features", "ncm_teacher_features", "nn_raw_pixels", "teacher"):
+        assert leave_out["methods"][name]["predictions"] == 9, name
+        assert card["accuracy"]["test"]["methods"][name]["predictions"] == 3, name
+    assert set(leave_out["comparisons"]) == {f"tint_vs_{name}" for name in (
+        "supports_only", "nn_teacher_features", "ncm_teacher_features", "nn_raw_pixels", "teacher")}
     tint = leave_out["methods"]["tint"]
     assert 0 <= tint["low"] <= tint["accuracy"] <= tint["high"] <= 1 and tint["high"] > tint["low"]
-    assert card["accuracy"]["test"]["methods"]["teacher"]["predictions"] == 3
+    assert leave_out["width"] == pytest.approx(tint["high"] - tint["low"])
     assert card["training"]["supports_per_class"] == {"01": 3, "None": 3, "fish": 3}
     assert card["training"]["unlabeled_real_images"] == 3 and card["training"]["synthetic_images"] == 3 * 4
     assert card["speed_cpu"]["images_per_s_batch_64"] > 0 and card["parameters"] > 100_000
     markdown = _only_version(models / "model_card.md").read_text()
-    assert "tint student:" in markdown and "held-out images (2 leave-out splits)" in markdown
+    verdict = card["accuracy"]["verdict"]
+    assert markdown.splitlines()[0] == f"**{verdict['line']}**" and "on 3 test images" in verdict["line"]
+    assert verdict["line"].startswith("Beats every baseline" if verdict["beats_baselines"] else "Does NOT beat")
+    assert "tint student:" in markdown and "held-out images (2 folds)" in markdown
+    assert "nearest neighbour on raw pixels:" in markdown
+    assert "tint − supports_only (the supports-only student; test, paired per image)" in markdown
     assert "3 unlabeled real images" in markdown
     assert card["generator"]["kind"] == "domain" and card["generator"]["fingerprint"] in markdown
+    log = run.stdout + run.stderr
+    assert ("WARNING" in log and "Task verdict: Does NOT beat" in log) != verdict["beats_baselines"]
 
     classifier = OnnxClassifier(_only_version(models / "student.onnx"))
     assert classifier.classes == card["classes"]
 
     mlflow.set_tracking_uri(f"sqlite:///{kedro_project / 'mlflow.db'}")
     client = mlflow.MlflowClient()
+    task_run = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                                  order_by=["attributes.start_time DESC"])[0]
+    assert task_run.data.tags["task.verdict"] == ("beats_baselines" if verdict["beats_baselines"]
+                                                  else f"does_not_beat:{verdict['closest']}")
+    assert task_run.data.metrics["task.beats_baselines"] == float(verdict["beats_baselines"])
+    registered = client.search_model_versions("name='drawings'")
+    assert len(registered) == (1 if verdict["beats_baselines"] else 0), "task.register: auto"
+    assert task_run.data.tags["task.registered"] == ("drawings" if verdict["beats_baselines"] else "no")
+
+    kedro(kedro_project, "run", "--pipeline", "task", "--env", "test", "--nodes", "task.deliver.log_mlflow_model",
+          "--params", f"{params},task.register=always")
     versions = client.search_model_versions("name='drawings'")
-    assert len(versions) == 1 and "tint student:" in versions[0].description, "the card on the registry page"
-    info = mlflow.models.get_model_info(f"models:/drawings/{versions[0].version}")
+    assert len(versions) == len(registered) + 1, "task.register: always registers whatever the verdict"
+    version = max(versions, key=lambda v: int(v.version))
+    assert "tint student:" in version.description, "the card on the registry page"
+    info = mlflow.models.get_model_info(f"models:/drawings/{version.version}")
     assert info.signature is not None and info.saved_input_example_info is not None
-    assert [a.path for a in client.list_artifacts(versions[0].run_id, "task_model")] == [
+    assert [a.path for a in client.list_artifacts(version.run_id, "task_model")] == [
         "task_model/model_card.json", "task_model/model_card.md", "task_model/student.safetensors"]
-    [logged] = [m for m in mlflow.search_logged_models(experiment_ids=[client.get_run(versions[0].run_id).info.experiment_id],
-                                                       output_format="list") if m.name == "task_student"]
+    [logged] = [m for m in mlflow.search_logged_models(experiment_ids=[client.get_run(version.run_id).info.experiment_id],
+                                                       output_format="list")
+                if m.name == "task_student" and m.source_run_id == version.run_id]
     own = {m.key: m.value for m in logged.metrics}  # its own numbers, none of the run's (task.*, duration_s.*)
     assert all(key.startswith("task_model.") for key in own) and own["task_model.accuracy"] == pytest.approx(tint["accuracy"])
     assert own["task_model.accuracy_low"] == pytest.approx(tint["low"]) and "task_model.test_accuracy" in own

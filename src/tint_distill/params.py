@@ -70,7 +70,8 @@ def _type_problem(value: Any, hint: Any) -> str | None:
 
 
 # Settings that were renamed, with what a user should write now.
-RENAMED = {"dtype": "precision (fp32 | bf16 | fp16)"}
+RENAMED = {"dtype": "precision (fp32 | bf16 | fp16)",
+           "max_repeats": "folds (task.folds: k-fold splits, each image held out once; default 3)"}
 
 
 def _settings_class(hint: Any) -> type | None:

@@ -82,8 +82,9 @@ def task_pipeline(stages: dict[str, Pipeline]) -> Pipeline:
     experiment's TINT and distillation stages on it (synthesis only for the task's methods), and its
     delivery, all under the namespace ``task``: every dataset is ``task.<name>`` except the
     experiment's generator and the base-class student; parameters keep their names, except
-    ``methods``, which is ``task.methods``, and the inversion settings, which ``choose_generator``
-    gives (the domain generator's words)."""
+    ``methods``, which is ``task.methods`` (synthesis), and the inversion settings, which
+    ``choose_generator`` gives (the domain generator's words); the students trained are
+    ``trained_methods`` (the task's methods and the supports-only baseline)."""
     tint = Pipeline(as_stage(inversion.create_pipeline(settings="inversion_settings"), "inversion")
                     + as_stage(synthesis.create_pipeline(only_for_methods=True), "synthesis"),
                     inputs={"generator": "generator_for_task"})
@@ -91,7 +92,8 @@ def task_pipeline(stages: dict[str, Pipeline]) -> Pipeline:
         as_stage(task.create_preparation(), "prepare")
         + as_stage(task.create_generator(), "generator")
         + tint
-        + as_stage(distillation.create_pipeline(with_unlabeled_images=True), "distillation")
+        + as_stage(distillation.create_pipeline(with_unlabeled_images=True, methods="trained_methods"),
+                   "distillation")
         + as_stage(task.create_delivery(), "deliver")
     )
     parameters = {p: p for p in inner.inputs() if p.startswith("params:")}

@@ -387,17 +387,17 @@ def test_verify_finds_changed_contents_and_repair_has_them_recomputed(tmp_path: 
         return drawn_images(3)
 
     store = image_store(tmp_path / "images")
-    store.save(units({"a": ("v1", work), "b": ("v1", work)}))
+    store.save(units({"a": ("v1", work), "b": ("v2", work)}))
     assert store.verify() == {"checked": 2, "unrecorded": 0, "damaged": []}
     shard = version_dir(tmp_path / "images", "a") / "images.safetensors"
     data = bytearray(shard.read_bytes())
     data[-20] ^= 0xFF  # same size, other pixels: only a hash sees it
     shard.write_bytes(bytes(data))
-    store.save(units({"a": ("v1", work), "b": ("v1", work)}))
+    store.save(units({"a": ("v1", work), "b": ("v2", work)}))
     assert len(calls) == 2, "a run checks sizes only"
     assert store.verify()["damaged"] == [("a", "changed: images.safetensors")]
     store.verify(repair=True)
-    store.save(units({"a": ("v1", work), "b": ("v1", work)}))
+    store.save(units({"a": ("v1", work), "b": ("v2", work)}))
     assert len(calls) == 3 and store.verify()["damaged"] == [], "the repaired partition was recomputed, alone"
 
 
@@ -477,3 +477,22 @@ def test_preview_summarises_per_method_with_the_named_ones_first(tmp_path: Path)
     assert per_partition["columns"] == ["partition", "seconds"]
     assert [row[0] for row in per_partition["data"]][:2] == ["mined_real/episode_0000", "mined_real/episode_0001"]
     assert per_partition["data"][-1][0] == "all (8 students)"
+
+
+def test_partitions_with_the_same_fingerprint_are_computed_once_and_saved_under_each_key(tmp_path: Path):
+    """A task's class keeps all its images in a k-fold split: its specialisation is the final episode's."""
+    computed = []
+
+    def specialise():
+        computed.append(1)
+        return {"tokens": [1.0, 2.0]}
+
+    store = dataset(tmp_path / "parts")
+    store.save(units({"episode_0000/fish": ("same-supports", specialise),
+                      "episode_0002/fish": ("same-supports", specialise),
+                      "episode_0001/fish": ("fewer-supports", lambda: {"tokens": [3.0]})}))
+    assert len(computed) == 1, "one computation for the two partitions with the same fingerprint"
+    loaded = store.load()
+    assert sorted(loaded) == ["episode_0000/fish", "episode_0001/fish", "episode_0002/fish"]
+    assert loaded["episode_0002/fish"]() == loaded["episode_0000/fish"]() == {"tokens": [1.0, 2.0]}
+    assert loaded["episode_0002/fish"].fingerprint == "same-supports"

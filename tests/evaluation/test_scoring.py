@@ -87,23 +87,24 @@ def test_episode_accuracy_table_from_teacher_logits_and_student_results():
 
 
 def test_task_estimate_pools_held_out_predictions_with_wilson_intervals():
-    correct = {0: {"teacher": [True, True], "tint": [True, False]},
-               1: {"teacher": [True, False], "tint": [True, True]},
-               2: {"teacher": [True], "tint": [False]}}
-    estimate = scoring.task_accuracy(correct, 0, [1, 2], ["tint"], "tint")
+    correct = {0: {"tint": [True, False], "teacher": [True, True]},
+               1: {"tint": [True, True], "teacher": [True, False]},
+               2: {"tint": [False], "teacher": [True]}}
+    estimate = scoring.task_accuracy(correct, 0, [1, 2], "tint")
     tint = estimate["leave_out"]["methods"]["tint"]  # 2 of 3 held-out predictions right
     p, n = 2 / 3, 3
     centre = (p + Z95**2 / (2 * n)) / (1 + Z95**2 / n)
     half = Z95 * math.sqrt(p * (1 - p) / n + Z95**2 / (4 * n * n)) / (1 + Z95**2 / n)
     assert tint["accuracy"] == pytest.approx(p) and tint["predictions"] == 3
     assert (tint["low"], tint["high"]) == (pytest.approx(centre - half), pytest.approx(centre + half))
+    assert estimate["leave_out"]["held_out_images"] == 3 and estimate["leave_out"]["width"] == pytest.approx(2 * half)
     assert estimate["leave_out"]["per_split"] == {"teacher": [0.5, 1.0], "tint": [1.0, 0.0]}
-    assert estimate["leave_out"]["comparisons"]["teacher_vs_tint"]["mean_diff"] == pytest.approx(0.0)
+    assert estimate["leave_out"]["comparisons"]["tint_vs_teacher"]["mean_diff"] == pytest.approx(0.0)
     assert estimate["test"]["methods"]["teacher"]["accuracy"] == 1.0
     lines = accuracy_lines(estimate)
     assert lines[0] == (f"tint student: 66.7% [{100 * (centre - half):.1f}%, {100 * (centre + half):.1f}%] on 3 "
-                        "held-out images (2 leave-out splits)")
-    assert lines[1].startswith("teacher (for reference): 66.7%")
+                        "held-out images (2 folds)")
+    assert lines[1].startswith("teacher (prototypes, for reference): 66.7%")
     metrics = scoring.task_metrics(estimate, {"latency_ms_batch_1": 1.5, "images_per_s_batch_64": 900})
     assert metrics["task.accuracy.tint"]["value"] == pytest.approx(p)
     assert metrics["task.accuracy_low.tint"]["value"] == pytest.approx(centre - half)
@@ -111,10 +112,60 @@ def test_task_estimate_pools_held_out_predictions_with_wilson_intervals():
     assert metrics["task.latency_ms_batch_1"] == {"value": 1.5, "step": 0}
 
 
+def _with_baselines(tint: list[bool], pixels: list[bool]) -> dict:
+    """One test episode (0) where the supports-only student is always wrong and the teacher always right."""
+    n = len(tint)
+    return {0: {"tint": tint, "supports_only": [False] * n, "nn_teacher_features": [False] * n,
+                "ncm_teacher_features": [False] * n, "nn_raw_pixels": pixels, "teacher": [True] * n}}
+
+
+def test_the_verdict_names_the_best_baseline_and_flips_when_a_baseline_wins():
+    wins = scoring.task_accuracy(_with_baselines([True] * 10, [True] * 5 + [False] * 5), 0, [], "tint")
+    verdict = wins["verdict"]
+    assert verdict["beats_baselines"] is True and verdict["closest"] == "nn_raw_pixels" and verdict["on"] == "test"
+    assert verdict["mean_diff"] == pytest.approx(0.5)
+    low, high = verdict["ci95"]
+    assert 0 < low < 0.5 < high
+    assert verdict["line"] == (f"Beats every baseline: +50.0 points over nearest neighbour on raw pixels "
+                               f"[{100 * low:+.1f}, {100 * high:+.1f}] on 10 test images")
+    assert "teacher" not in verdict["line"], "the teacher is a reference, not a baseline to beat"
+
+    loses = scoring.task_accuracy(_with_baselines([True] * 5 + [False] * 5, [True] * 8 + [False] * 2), 0, [], "tint")
+    verdict = loses["verdict"]
+    assert verdict["beats_baselines"] is False and verdict["closest"] == "nn_raw_pixels"
+    assert verdict["line"].startswith("Does NOT beat nearest neighbour on raw pixels: -30.0 points [")
+    assert "unlabeled images of your domain" in verdict["line"] and "sd_model_path" in verdict["line"]
+    metrics = scoring.task_metrics(loses, {"latency_ms_batch_1": 1.0, "images_per_s_batch_64": 1.0})
+    assert metrics["task.beats_baselines"]["value"] == 0.0
+    assert metrics["task.margin_over_best_baseline"]["value"] == pytest.approx(-0.3)
+    assert scoring.task_metrics(wins, {"latency_ms_batch_1": 1.0, "images_per_s_batch_64": 1.0})[
+        "task.beats_baselines"]["value"] == 1.0
+
+    only_tiny = scoring.task_accuracy(_with_baselines([True] * 5 + [False] * 5, [True] * 8 + [False] * 2), 0, [],
+                                      "tint", to_beat=["supports_only"])
+    assert only_tiny["verdict"]["beats_baselines"] is True and only_tiny["verdict"]["closest"] == "supports_only"
+
+    tied = scoring.task_accuracy(_with_baselines([True] * 5 + [False] * 5, [True] * 5 + [False] * 5), 0, [], "tint")
+    assert tied["verdict"]["beats_baselines"] is False, "a tie does not beat"
+
+
+def test_the_verdict_uses_the_held_out_images_without_a_test_folder():
+    correct = {0: {"tint": [], "supports_only": [], "nn_raw_pixels": [], "teacher": []},
+               1: {"tint": [True, True], "supports_only": [True, False], "nn_raw_pixels": [False, False],
+                   "teacher": [True, True]},
+               2: {"tint": [True], "supports_only": [False], "nn_raw_pixels": [True], "teacher": [True]}}
+    verdict = scoring.task_accuracy(correct, 0, [1, 2], "tint")["verdict"]
+    assert verdict["on"] == "leave_out" and verdict["beats_baselines"] is True
+    assert verdict["closest"] == "supports_only" and "on 3 held-out images (2 folds)" in verdict["line"]
+    assert verdict["line"].endswith("(the interval includes 0: not a clear margin)")
+
+
 def test_no_held_out_split_and_no_test_folder_means_no_estimate():
-    estimate = scoring.task_accuracy({0: {"teacher": [], "tint": []}}, 0, [], ["tint"], "tint")
-    assert estimate == {"leave_out": None, "test": None, "export": "tint"}
+    estimate = scoring.task_accuracy({0: {"teacher": [], "tint": []}}, 0, [], "tint")
+    assert estimate["leave_out"] is None and estimate["test"] is None and estimate["verdict"]["beats_baselines"] is None
     assert accuracy_lines(estimate) == ["no estimate: every class has one labelled image and there is no test folder"]
+    assert "task.beats_baselines" not in scoring.task_metrics(estimate, {"latency_ms_batch_1": 1.0,
+                                                                         "images_per_s_batch_64": 1.0})
 
 
 def test_evaluation_block_checks_its_nested_blocks():

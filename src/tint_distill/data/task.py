@@ -1,4 +1,4 @@
-"""A user's own classification task as data: their labelled images, the leave-out splits that
+"""A user's own classification task as data: their labelled images, the k-fold splits that
 estimate the accuracy without a test set, and the final training set. Plain pandas, no Kedro.
 
 Layout of a task folder::
@@ -16,15 +16,18 @@ on it unchanged):
 
 - episode 0, the *final* model: every labelled image is a support; the test images, if any,
   are its queries;
-- episodes 1..R, the *leave-out* splits: in split r each class with K >= r images (and K >= 2)
-  holds out its image number r - 1 as the query and keeps the other K - 1 as supports; a class
-  with fewer images keeps them all as supports in that split (not scored there, only competed
-  against), so every image is held out at most once. R is the largest K (every image of a class
-  with K >= 2 held out once), capped by ``max_repeats``.
+- episodes 1..k, the *k-fold* splits (k = ``folds``, at most the largest K): the images of each
+  class (sorted) are dealt round-robin to the folds, image i to fold i mod k; split f holds out
+  the images of fold f as queries and keeps the others as supports. A class with fewer images
+  than folds (K >= 2) has one image held out in each of its first K splits and keeps all its
+  images in the others (not scored there, only competed against); a class with one image is
+  never held out. Every image of a class with K >= 2 is held out exactly once.
 
-Each split runs the whole method (specialisation, synthesis, teacher, student) on its K - 1
-supports, so a held-out image never reaches the model that is scored on it. Unlabeled images
-join every split's distillation set, labelled by that split's teacher like the synthetic images.
+Each split runs the whole method (specialisation, synthesis, teacher, student) on its supports,
+so a held-out image never reaches the model that is scored on it. A class whose supports in a
+split are all its images has the final episode's specialisation (same supports, same
+fingerprint): it is computed once. Unlabeled images join every split's distillation set,
+labelled by that split's teacher like the synthetic images.
 """
 
 from __future__ import annotations
@@ -50,17 +53,22 @@ LABELLED, TEST = "task", "test"  # the ``split`` of a labelled and of a test ima
 UNLABELED = "unlabeled"          # ... and of an unlabeled one (its class_name is empty)
 BASE = "base"                    # ... and of an image of another class of the domain (base/<class>/)
 FINAL_EPISODE = 0
+SUPPORTS_ONLY = "supports_only"  # the student of the supports alone: always trained, the first baseline
+REGISTER_CHOICES = ("auto", "always", "never")
 
 
 @dataclass(frozen=True)
 class TaskSettings(Settings):
-    """The ``task`` block: the students trained per split, the one exported, the leave-out splits,
+    """The ``task`` block: the students trained per split, the one exported, the k-fold splits,
     and where the exported model goes."""
 
     methods: tuple[str, ...] = ("tint",)  # students trained per split (real_unlabeled, mined_real: no data here)
     export: str = "tint"                  # the method whose final student is exported
-    max_repeats: int | None = None        # leave-out splits; null: every labelled image held out once
+    folds: int = 3                        # k-fold splits of the estimate (k = min(folds, largest K)); 0: none
     registered_model_name: str | None = "tint_distill_task"  # MLflow Model Registry; null: logged only
+    register: str = "auto"                # auto: a new version only if it beats the baselines | always | never
+    baselines_to_beat: tuple[str, ...] = ("supports_only", "nn_teacher_features", "ncm_teacher_features",
+                                          "nn_raw_pixels")  # the verdict's (teacher: also possible)
     speed_threads: int | None = None      # ONNX Runtime threads for the card's CPU figures; null: its default
     domain_generator: DomainGeneratorSettings = field(default_factory=DomainGeneratorSettings)  # from unlabeled/, base/
 
@@ -72,19 +80,33 @@ class TaskSettings(Settings):
             raise SettingError("methods", "cannot hold mined_real: a task has no base split of other classes to "
                                           "mine (images in unlabeled/ join every other method)")
         if not set(self.methods) & set(samplers_for(METHODS)):
-            raise SettingError("methods", f"must hold a method that distils on synthetic images {samplers_for(METHODS)} "
-                                          f"(supports_only may be added as a baseline), got {list(self.methods)}")
+            raise SettingError("methods", f"must hold a method that distils on synthetic images "
+                                          f"{samplers_for(METHODS)} (supports_only, the baseline, is always "
+                                          f"trained), got {list(self.methods)}")
         unknown = sorted(set(self.methods) - set(METHODS))
         if unknown:
             raise SettingError("methods", f"has unknown methods {unknown}; known: {list(METHODS)}")
         if self.export not in self.methods:
             raise SettingError("export", f"must be one of the task's methods {list(self.methods)}, got {self.export!r}")
-        if self.max_repeats is not None and self.max_repeats < 0:
-            raise SettingError("max_repeats", f"must be >= 0 or null, got {self.max_repeats}")
+        if not isinstance(self.folds, int) or self.folds < 0 or self.folds == 1:
+            raise SettingError("folds", f"must be 0 (no estimate) or >= 2 (a split trains on the images of the other "
+                                        f"folds), got {self.folds!r}")
+        SettingError.unless_one_of("register", self.register, REGISTER_CHOICES)
+        from tint_distill.evaluation.baselines import BASELINES
+
+        unknown = sorted(set(self.baselines_to_beat) - set(BASELINES))
+        if unknown or not self.baselines_to_beat:
+            raise SettingError("baselines_to_beat", f"must be a non-empty list of {list(BASELINES)}, got "
+                                                    f"{list(self.baselines_to_beat)}")
 
     def ordered_methods(self) -> list[str]:
         """The task's methods in the order results are reported."""
         return [m for m in METHODS if m in self.methods]
+
+    def trained_methods(self) -> list[str]:
+        """The students trained on every split: the task's methods and, always, ``supports_only``
+        (the baseline the card compares the exported student with; it trains in seconds)."""
+        return [m for m in METHODS if m in self.methods or m == SUPPORTS_ONLY]
 
 
 def task_folder(root: str | Path, max_side: int | None = None, test_folder: str = "test",
@@ -153,8 +175,8 @@ def task_classes(index: pd.DataFrame) -> list[str]:
     return sorted(index.loc[index["split"] == LABELLED, "class_name"].unique())
 
 
-def task_episodes(index: pd.DataFrame, max_repeats: int | None = None) -> pd.DataFrame:
-    """The final episode and the leave-out splits (module docstring) as an episodes table."""
+def task_episodes(index: pd.DataFrame, folds: int = 3) -> pd.DataFrame:
+    """The final episode and the k-fold splits (module docstring) as an episodes table."""
     classes = task_classes(index)
     labelled = {name: sorted(index.loc[(index["split"] == LABELLED) & (index["class_name"] == name), "image_id"])
                 for name in classes}
@@ -164,23 +186,23 @@ def task_episodes(index: pd.DataFrame, max_repeats: int | None = None) -> pd.Dat
     for label, name in enumerate(classes):
         rows += [(FINAL_EPISODE, label, name, "support", i, image) for i, image in enumerate(labelled[name])]
         rows += [(FINAL_EPISODE, label, name, "query", i, image) for i, image in enumerate(tests[name])]
-    for repeat in range(leave_out_repeats(index, max_repeats)):
+    k = fold_count(index, folds)
+    for fold in range(k):
         for label, name in enumerate(classes):
             images = labelled[name]
-            held_out = repeat if len(images) >= 2 and repeat < len(images) else None
-            kept = [image for i, image in enumerate(images) if i != held_out]
-            rows += [(repeat + 1, label, name, "support", i, image) for i, image in enumerate(kept)]
-            if held_out is not None:
-                rows.append((repeat + 1, label, name, "query", 0, images[held_out]))
+            held_out = [image for i, image in enumerate(images) if len(images) >= 2 and i % k == fold]
+            kept = [image for image in images if image not in held_out]
+            rows += [(fold + 1, label, name, "support", i, image) for i, image in enumerate(kept)]
+            rows += [(fold + 1, label, name, "query", i, image) for i, image in enumerate(held_out)]
     return pd.DataFrame(rows, columns=EPISODE_COLUMNS)
 
 
-def leave_out_repeats(index: pd.DataFrame, max_repeats: int | None = None) -> int:
-    """How many leave-out splits the images allow: the largest K among classes with K >= 2 (0 when
-    every class has one image), at most ``max_repeats``."""
+def fold_count(index: pd.DataFrame, folds: int = 3) -> int:
+    """How many k-fold splits the images allow: ``folds``, at most the largest K among classes with
+    K >= 2 (0 when every class has one image: nothing can be held out)."""
     counts = index[index["split"] == LABELLED].groupby("class_name").size()
     possible = int(counts[counts >= 2].max()) if (counts >= 2).any() else 0
-    return possible if max_repeats is None else min(possible, max_repeats)
+    return min(possible, folds)
 
 
 def build_example_task(source: str | Path, task_root: str | Path, classes: list[str], images_per_class: int,
@@ -237,7 +259,7 @@ def describe_task(index: pd.DataFrame, episodes: pd.DataFrame) -> dict:
         "unlabeled_images": int((index["split"] == UNLABELED).sum()),
         "base_images": int((index["split"] == BASE).sum()),
         "base_classes": sorted(index.loc[index["split"] == BASE, "class_name"].unique()),
-        "leave_out_splits": int(episodes["episode"].max()),
+        "folds": int(episodes["episode"].max()),
         "scored_classes": sorted(counts[counts >= 2].index),
     }
 
@@ -254,12 +276,13 @@ def prepare_task(images: ImageCollection, settings: TaskSettings, keep_weights: 
     check_class_slugs(images.index.loc[images.index["split"] == LABELLED, "class_name"].unique())
     check_decodable(images, images.index["image_id"], min_image_side)
     index = images.index.copy()
-    episodes = task_episodes(index, settings.max_repeats)
+    episodes = task_episodes(index, settings.folds)
     report = describe_task(index, episodes)
     logger.info("Task: %d classes %s, images per class %s, %d test images, %d unlabeled images, %d base images "
-                "(%d classes), %d leave-out splits", len(report["classes"]), report["classes"],
-                report["images_per_class"], report["test_images"], report["unlabeled_images"], report["base_images"],
-                len(report["base_classes"]), report["leave_out_splits"])
-    if not report["leave_out_splits"]:
-        logger.warning("Every class has a single labelled image: no leave-out estimate of the accuracy is possible.")
+                "(%d classes), %d folds", len(report["classes"]), report["classes"], report["images_per_class"],
+                report["test_images"], report["unlabeled_images"], report["base_images"],
+                len(report["base_classes"]), report["folds"])
+    if not report["folds"]:
+        logger.warning("No k-fold estimate of the accuracy: %s.", "task.folds is 0" if not settings.folds else
+                       "every class has a single labelled image")
     return index, episodes, report

@@ -9,6 +9,7 @@ from tint_distill.datasets.image_collections import (
     TaskFolderDataset,
 )
 from tint_distill.datasets.mlflow_models import LoggableModel, MlflowModelWithSignatureDataset
+from tint_distill.datasets.mlflow_tags import MlflowTagsDataset
 from tint_distill.datasets.png_image import MatplotlibPNGDataset, PNGFolderDataset, PNGImageDataset
 from tint_distill.datasets.resumable_partitions import ResumableImageSetsDataset, ResumablePartitionedDataset
 from tint_distill.datasets.student_checkpoint import StudentCheckpointDataset
@@ -25,6 +26,7 @@ __all__ = [
     "LoggableModel",
     "MatplotlibPNGDataset",
     "MlflowModelWithSignatureDataset",
+    "MlflowTagsDataset",
     "ImageSetDataset",
     "MiniImageNetDataset",
     "PNGFolderDataset",

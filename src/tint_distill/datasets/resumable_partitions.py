@@ -283,8 +283,11 @@ class ResumablePartitionedDataset(FolderSize, PartitionedDataset):
                "host": socket.gethostname()}
         self._write_atomically(self._under(PENDING_FILE), json.dumps(run, indent=1))  # current: see complete_run
         pending = [key for key in sorted(versions) if not self._is_done(key, versions[key])]
-        if isinstance(data, Work):
-            outcomes = data.engine.run(data, [data.units[key] for key in pending])
+        sharing = {}  # fingerprint -> the pending keys with it (the same supports in two task splits, say)
+        for key in pending:
+            sharing.setdefault(versions[key], []).append(key)
+        if isinstance(data, Work):  # each distinct version computed once, saved under every key that has it
+            outcomes = data.engine.run(data, [data.units[keys[0]] for keys in sharing.values()])
         else:
             here = {"host": socket.gethostname(), "pid": os.getpid(), "device": "cpu"}  # values made by the node
             outcomes = (Outcome(key, data[key], where=here) for key in pending)
@@ -292,14 +295,16 @@ class ResumablePartitionedDataset(FolderSize, PartitionedDataset):
         try:
             for position, outcome in enumerate(outcomes, start=1):
                 key = outcome.key
+                keys = sharing[versions[key]] if isinstance(data, Work) else [key]
                 if outcome.error is not None:
-                    logger.error("%s: partition %s failed: %s", self._path, key, outcome.error)
-                    failures.append((key, outcome.error))
+                    logger.error("%s: partition %s failed: %s", self._path, ", ".join(keys), outcome.error)
+                    failures += [(same, outcome.error) for same in keys]
                     continue
-                self._commit(key, versions[key], outcome.value, outcome.seconds, outcome.where)
+                for same in keys:
+                    self._commit(same, versions[key], outcome.value, outcome.seconds, outcome.where)
                 remote = outcome.where and outcome.where.get("host") != socket.gethostname()
-                logger.info("%s: saved partition %s (%d / %d to compute) in %.1f s%s", self._path, key, position,
-                            len(pending), outcome.seconds,
+                logger.info("%s: saved partition %s (%d / %d to compute) in %.1f s%s", self._path, ", ".join(keys),
+                            position, len(sharing), outcome.seconds,
                             f" on {outcome.where['host']}, {outcome.where['device']}" if remote else "")
         finally:
             if hasattr(outcomes, "close"):
@@ -307,6 +312,9 @@ class ResumablePartitionedDataset(FolderSize, PartitionedDataset):
         if len(pending) < len(versions):
             logger.info("%s: %d of %d partitions were already done and reused", self._path,
                         len(versions) - len(pending), len(versions))
+        if isinstance(data, Work) and len(sharing) < len(pending):
+            logger.info("%s: %d partitions had the same fingerprint as another and were computed once", self._path,
+                        len(pending) - len(sharing))
         if not failures:  # this stage is done; the run is complete when its pipeline is (complete_run)
             self._write_atomically(self._under(PENDING_FILE), json.dumps({**run, "saved_at": _now()}, indent=1))
         self._invalidate_caches()

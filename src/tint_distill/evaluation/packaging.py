@@ -201,6 +201,33 @@ def task_model_metrics(card: Mapping) -> dict[str, float]:
     return {name: float(value) for name, value in metrics.items()}
 
 
+def registered_name(name: str | None, register: str, beats_baselines: bool | None) -> str | None:
+    """The Model Registry name the task's model gets a new version under: ``name`` when ``register``
+    is ``always``, or ``auto`` and the student beats every baseline; else None (logged only)."""
+    wanted = register == "always" or (register == "auto" and bool(beats_baselines))
+    return name if wanted else None
+
+
+def registration_note(name: str | None, register: str, beats_baselines: bool | None) -> str:
+    """What happens to the task's model in the Model Registry, and why (for the card and the log)."""
+    if not name:
+        return "The model is logged to MLflow, not registered (task.registered_model_name is null)."
+    if registered_name(name, register, beats_baselines):
+        return f"Registered as a new version of '{name}' (task.register: {register})."
+    if register == "never":
+        return "Not registered (task.register: never); the model is logged to the MLflow run."
+    return (f"Not registered as a new version of '{name}' because it does not beat the baselines (task.register: "
+            "auto); the model is logged to the MLflow run. Set task.register: always to register it anyway.")
+
+
+def verdict_tags(verdict: dict, registered: str | None) -> dict[str, str]:
+    """MLflow run tags: ``task.verdict`` (beats_baselines | does_not_beat:<baseline> | none) and
+    ``task.registered`` (the registered name, or no)."""
+    beats = verdict["beats_baselines"]
+    found = "none" if beats is None else "beats_baselines" if beats else f"does_not_beat:{verdict['closest']}"
+    return {"task.verdict": found, "task.registered": registered or "no"}
+
+
 def student_parameters(result: Mapping, n_classes: int) -> int:
     """The parameters of a kept student."""
     from tint_distill.distill.student import load_student

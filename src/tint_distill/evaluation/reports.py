@@ -16,25 +16,57 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
+def _label(name: str, export: str) -> str:
+    from tint_distill.evaluation.baselines import DESCRIPTIONS, FEATURE_BASELINES
+
+    if name == "teacher":
+        return "teacher (prototypes, for reference)"
+    if name in FEATURE_BASELINES:
+        return DESCRIPTIONS[name]
+    return f"{name} student" + (" (baseline)" if name == "supports_only" and name != export else "")
+
+
 def accuracy_lines(estimate: dict) -> list[str]:
-    """One readable line per estimate, the exported student first:
-    ``tint student: 85.0% [64.0%, 94.8%] on 20 held-out images (5 leave-out splits)``."""
+    """One readable line per estimate, the exported student first, then the baselines, the teacher
+    last: ``tint student: 85.0% [64.0%, 94.8%] on 20 held-out images (3 folds)``."""
+    from tint_distill.evaluation.baselines import VERDICT_BASELINES
+
     lines = []
-    for part, where in (("leave_out", "held-out images ({splits} leave-out splits)"), ("test", "test images")):
+    for part, where in (("leave_out", "held-out images ({splits} folds)"), ("test", "test images")):
         if not estimate.get(part):
             continue
         methods = estimate[part]["methods"]
-        for name in sorted(methods, key=lambda n: (n != estimate["export"], n == "teacher", n)):
+        order = [estimate["export"], *VERDICT_BASELINES]
+        for name in sorted(methods, key=lambda n: (n == "teacher", order.index(n) if n in order else len(order), n)):
             stats = methods[name]
-            label = "teacher (for reference)" if name == "teacher" else f"{name} student"
-            lines.append(f"{label}: {_pct(stats['accuracy'])} [{_pct(stats['low'])}, {_pct(stats['high'])}] on "
-                         f"{stats['predictions']} {where.format(splits=estimate[part].get('splits'))}")
+            lines.append(f"{_label(name, estimate['export'])}: {_pct(stats['accuracy'])} [{_pct(stats['low'])}, "
+                         f"{_pct(stats['high'])}] on {stats['predictions']} "
+                         f"{where.format(splits=estimate[part].get('splits'))}")
     return lines or ["no estimate: every class has one labelled image and there is no test folder"]
 
 
+def comparison_lines(estimate: dict) -> list[str]:
+    """The exported student minus each baseline (and the teacher), paired per image, per part:
+    ``tint − nn_raw_pixels (nearest neighbour on raw pixels; test, paired per image): +8.0 points [+2.1, +13.9]``."""
+    from tint_distill.evaluation.baselines import DESCRIPTIONS
+
+    lines = []
+    for part in ("leave_out", "test"):
+        for name, comparison in (estimate[part] or {}).get("comparisons", {}).items():
+            bounds = comparison["ci95"]
+            interval = f" [{100 * bounds[0]:+.1f}, {100 * bounds[1]:+.1f}]" if bounds else ""
+            other = name.split("_vs_", 1)[1]
+            about = f"{DESCRIPTIONS[other]}; " if other in DESCRIPTIONS else ""
+            where = "k-fold" if part == "leave_out" else part
+            lines.append(f"{name.replace('_vs_', ' − ')} ({about}{where}, paired per image): "
+                         f"{100 * comparison['mean_diff']:+.1f} points{interval}")
+    return lines
+
+
 def model_card(report: dict, estimate: dict, speed: dict, result: dict, classes: list[str], parameters: int,
-               export: str, settings: dict, generator: dict | None = None) -> dict:
-    """The task's model card as JSON: the final student ``result`` (its record), the task
+               export: str, settings: dict, generator: dict | None = None, registration: str = "") -> dict:
+    """The task's model card as JSON: the verdict (does the student beat the baselines) and what
+    the Model Registry got (``registration``), the final student ``result`` (its record), the task
     ``report``, the accuracy ``estimate``, its CPU ``speed`` and the parameter blocks
     (``settings``: block name -> block, written as in YAML)."""
     from tint_distill.distill.distillation import STUDENT_MEAN, STUDENT_STD
@@ -42,6 +74,8 @@ def model_card(report: dict, estimate: dict, speed: dict, result: dict, classes:
 
     real_unlabeled = report["unlabeled_images"] if export != "supports_only" else 0
     return {
+        "verdict": estimate["verdict"]["line"],
+        "registration": registration,
         "model": f"{result['student']} student distilled with {export}",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "classes": classes,
@@ -68,6 +102,9 @@ def model_card_markdown(card: dict) -> str:
     speed, training, source = card["speed_cpu"], card["training"], card["input"]
     supports = ", ".join(f"{name} {n}" for name, n in training["supports_per_class"].items())
     lines = [
+        f"**{card['verdict']}**",
+        "",
+        *([card["registration"], ""] if card.get("registration") else []),
         f"# Model card: {card['model']}",
         "",
         f"Created {card['created']} by `kedro run --pipeline task` (tint_distill).",
@@ -86,15 +123,16 @@ def model_card_markdown(card: dict) -> str:
         "## Accuracy",
         "",
         *[f"- {line}" for line in accuracy_lines(card["accuracy"])],
+        "",
+        "Compared with what you would try first, on the same images (the exported method minus each):",
+        "",
+        *[f"- {line}" for line in comparison_lines(card["accuracy"])],
     ]
-    for part in ("leave_out", "test"):
-        for name, comparison in (card["accuracy"][part] or {}).get("comparisons", {}).items():
-            bounds = comparison["ci95"]
-            interval = f" [{100 * bounds[0]:+.1f}, {100 * bounds[1]:+.1f}]" if bounds else ""
-            lines.append(f"- {name.replace('_vs_', ' − ')} ({part.replace('_', '-')}, paired per image): "
-                         f"{100 * comparison['mean_diff']:+.1f} points{interval}")
-    if card["accuracy"]["leave_out"]:
-        lines += ["", f"95% intervals (Wilson). {card['accuracy']['leave_out']['note']}"]
+    held_out = card["accuracy"]["leave_out"]
+    if held_out:
+        lines += ["", f"The k-fold estimate: {held_out['held_out_images']} held-out images over {held_out['splits']} "
+                      f"folds; the exported method's interval is {100 * held_out['width']:.1f} points wide. "
+                      f"95% intervals of accuracies: Wilson; of differences: t-intervals. {held_out['note']}"]
     lines += [
         "",
         "## Size and speed (CPU, ONNX Runtime)",

@@ -211,56 +211,115 @@ def proportion(correct: list[bool]) -> dict:
 
 
 def correct_predictions(episodes: Iterable[int], methods: list[str], student_results: Partitions,
-                        teacher_outputs: Partitions, key_of: Callable[[int], str]) -> dict[int, dict[str, list[bool]]]:
-    """Per episode, per ``teacher`` and method: whether each query was predicted right."""
+                        teacher_outputs: Partitions, key_of: Callable[[int], str],
+                        baselines: Mapping[str, Mapping[str, list[int]]] | None = None,
+                        ) -> dict[int, dict[str, list[bool]]]:
+    """Per episode, per method, ``teacher`` and baseline (``baselines``: per episode key, each
+    baseline's predicted labels, :func:`tint_distill.evaluation.baselines.baseline_predictions`):
+    whether each query was predicted right."""
     correct = {}
     for episode in episodes:
         outputs = teacher_outputs[key_of(episode)]()
         labels = outputs["query_labels"].long().tolist()
-        correct[episode] = {TEACHER: [p == y for p, y in zip(outputs["query_logits"].argmax(1).tolist(), labels)]}
+        correct[episode] = {}
         for method in methods:
             predictions = student_results[f"{method}/{key_of(episode)}"]()["query_predictions"]
             correct[episode][method] = [p == y for p, y in zip(predictions, labels)]
+        baseline = (baselines or {}).get(key_of(episode), {})
+        if baseline and baseline["labels"] != labels:
+            raise ValueError(f"{key_of(episode)}: the baselines scored other queries than the students "
+                             f"({len(baseline['labels'])} labels against {len(labels)}); rerun the task pipeline")
+        for name, predictions in baseline.items():
+            if name != "labels":
+                correct[episode][name] = [p == y for p, y in zip(predictions, labels)]
+        correct[episode][TEACHER] = [p == y for p, y in zip(outputs["query_logits"].argmax(1).tolist(), labels)]
     return correct
 
 
-def pooled_scores(correct: Mapping[int, Mapping[str, list[bool]]], episodes: list[int], methods: list[str]) -> dict | None:
-    """Every prediction of ``episodes`` pooled: per name a Wilson interval, and per method the
-    teacher-minus-student difference paired per query (95% t-interval clipped to [-1, 1], None
-    where it cannot be computed). None when there are no predictions."""
-    pooled = {name: [c for e in episodes for c in correct[e][name]] for name in [TEACHER, *methods]}
-    if not pooled[TEACHER]:
+def pooled_scores(correct: Mapping[int, Mapping[str, list[bool]]], episodes: list[int], export: str) -> dict | None:
+    """Every prediction of ``episodes`` pooled: per name (method, baseline, teacher) a Wilson
+    interval, and ``<export>_vs_<name>``: the exported method minus each other one, paired per
+    image (95% t-interval clipped to [-1, 1], None where it cannot be computed). None when there
+    are no predictions."""
+    names = list(correct[episodes[0]]) if episodes else []
+    pooled = {name: [c for e in episodes for c in correct[e][name]] for name in names}
+    if not pooled.get(export):
         return None
     result = {"methods": {name: proportion(values) for name, values in pooled.items()}, "comparisons": {}}
-    for method in methods:
-        difference = paired_difference(np.array(pooled[TEACHER], float), np.array(pooled[method], float))
+    for name in names:
+        if name == export:
+            continue
+        difference = paired_difference(np.array(pooled[export], float), np.array(pooled[name], float))
         interval = None if np.isnan(difference["half_width"]) else [max(-1.0, difference["low"]),
                                                                        min(1.0, difference["high"])]
-        result["comparisons"][f"teacher_vs_{method}"] = {"mean_diff": difference["mean"], "ci95": interval}
+        result["comparisons"][f"{export}_vs_{name}"] = {"mean_diff": difference["mean"], "ci95": interval}
     return result
 
 
-LEAVE_OUT_NOTE = ("Each split re-runs the whole method on K-1 images per class and scores the held-out image; the "
-                  "intervals treat the held-out predictions as independent, which the shared training images make "
-                  "only approximately true.")
+HELD_OUT_NOTE = ("Each fold re-runs the whole method on the other folds' images and scores its held-out images; "
+                 "the intervals treat the held-out predictions as independent, which the shared training images "
+                 "make only approximately true.")
+ADVICE = ("To do better: add unlabeled images of your domain (unlabeled/: they train a generator of your domain and "
+          "join the distillation), use a real Stable Diffusion folder (sd_model_path) on a GPU, or label more "
+          "images per class.")
 
 
 def task_accuracy(correct: Mapping[int, Mapping[str, list[bool]]], final_episode: int, splits: list[int],
-                  methods: list[str], export: str) -> dict:
-    """The task's estimate: the leave-out splits pooled (with the accuracy of each split), and the
-    final model on the test images, each None where there is nothing to score."""
-    leave_out = pooled_scores(correct, splits, methods) if splits else None
-    if leave_out:
-        leave_out.update(splits=len(splits),
-                         per_split={name: [float(np.mean(correct[e][name])) for e in splits]
-                                    for name in [TEACHER, *methods]},
-                         note=LEAVE_OUT_NOTE)
-    return {"leave_out": leave_out, "test": pooled_scores(correct, [final_episode], methods), "export": export}
+                  export: str, to_beat: Iterable[str] | None = None) -> dict:
+    """The task's estimate: the k-fold splits pooled (with the accuracy of each fold, the number of
+    held-out images and the width of the exported student's interval), the final model on the test
+    images, each None where there is nothing to score, and the :func:`verdict` against ``to_beat``
+    (default: :data:`~tint_distill.evaluation.baselines.VERDICT_BASELINES`)."""
+    held_out = pooled_scores(correct, splits, export) if splits else None
+    if held_out:
+        stats = held_out["methods"][export]
+        held_out.update(splits=len(splits), held_out_images=stats["predictions"], width=stats["high"] - stats["low"],
+                        per_split={name: [float(np.mean(correct[e][name])) for e in splits]
+                                   for name in held_out["methods"]},
+                        note=HELD_OUT_NOTE)
+    estimate = {"leave_out": held_out, "test": pooled_scores(correct, [final_episode], export), "export": export}
+    return {**estimate, "verdict": verdict(estimate, to_beat)}
+
+
+def verdict(estimate: dict, to_beat: Iterable[str] | None = None) -> dict:
+    """Whether the exported student beats every baseline of ``to_beat`` (default: those a user would
+    try first, :data:`~tint_distill.evaluation.baselines.VERDICT_BASELINES`): on the test images when there
+    are some (the exported model itself), else on the k-fold held-out images. ``closest``: the
+    baseline with the smallest margin (the best one), its paired difference and interval; ``line``:
+    the card's first line. ``beats_baselines`` is None when nothing could be scored."""
+    from tint_distill.evaluation.baselines import DESCRIPTIONS, VERDICT_BASELINES
+
+    part = "test" if estimate["test"] else "leave_out" if estimate["leave_out"] else None
+    if part is None:
+        return {"beats_baselines": None, "on": None, "closest": None,
+                "line": "No verdict: every class has one labelled image and there is no test folder, so nothing "
+                        "could be scored against the baselines. Add a test/ folder or more images per class."}
+    scores, export = estimate[part], estimate["export"]
+    margins = {name: scores["comparisons"][f"{export}_vs_{name}"] for name in (to_beat or VERDICT_BASELINES)
+               if f"{export}_vs_{name}" in scores["comparisons"]}
+    if not margins:
+        return {"beats_baselines": None, "on": part, "closest": None, "line": "No verdict: no baseline was scored."}
+    closest = min(margins, key=lambda name: margins[name]["mean_diff"])
+    difference, interval = margins[closest]["mean_diff"], margins[closest]["ci95"]
+    beats = difference > 0
+    where = (f"on {scores['methods'][export]['predictions']} "
+             + ("test images" if part == "test" else f"held-out images ({scores['splits']} folds)"))
+    bounds = f" [{100 * interval[0]:+.1f}, {100 * interval[1]:+.1f}]" if interval else ""
+    if beats:
+        line = f"Beats every baseline: {100 * difference:+.1f} points over {DESCRIPTIONS[closest]}{bounds} {where}"
+        if interval and interval[0] <= 0:
+            line += " (the interval includes 0: not a clear margin)"
+    else:
+        line = f"Does NOT beat {DESCRIPTIONS[closest]}: {100 * difference:+.1f} points{bounds} {where}. {ADVICE}"
+    return {"beats_baselines": beats, "on": part, "closest": closest, "mean_diff": difference, "ci95": interval,
+            "line": line}
 
 
 def task_metrics(estimate: dict, speed: dict) -> dict[str, dict]:
-    """MLflow metrics: ``task.accuracy.<name>`` with ``task.accuracy_low/high.<name>`` (leave-out,
-    95%), ``task.test_accuracy.<name>``, ``task.latency_ms_batch_1`` and ``task.images_per_s_batch_64``."""
+    """MLflow metrics: ``task.accuracy.<name>`` with ``task.accuracy_low/high.<name>`` (k-fold held-out
+    images, 95%), ``task.test_accuracy.<name>`` (students, baselines, teacher), ``task.beats_baselines``
+    (1 or 0) with ``task.margin_over_best_baseline`` (the exported student minus the best baseline,
+    paired per image), ``task.latency_ms_batch_1`` and ``task.images_per_s_batch_64``."""
     metrics = {"task.latency_ms_batch_1": speed["latency_ms_batch_1"],
                "task.images_per_s_batch_64": speed["images_per_s_batch_64"]}
     if estimate["leave_out"]:
@@ -271,4 +330,8 @@ def task_metrics(estimate: dict, speed: dict) -> dict[str, dict]:
     if estimate["test"]:
         for name, stats in estimate["test"]["methods"].items():
             metrics[f"task.test_accuracy.{name}"] = stats["accuracy"]
+    found = estimate.get("verdict") or {}
+    if found.get("beats_baselines") is not None:
+        metrics["task.beats_baselines"] = float(found["beats_baselines"])
+        metrics["task.margin_over_best_baseline"] = found["mean_diff"]
     return {name: {"value": float(value), "step": 0} for name, value in metrics.items()}

@@ -6,15 +6,17 @@ from kedro.pipeline import Node, Pipeline
 from tint_distill.pipelines.distillation import nodes
 
 
-def create_pipeline(with_unlabeled_images: bool = False, **kwargs) -> Pipeline:
+def create_pipeline(with_unlabeled_images: bool = False, methods: str = "params:methods", **kwargs) -> Pipeline:
     """``with_unlabeled_images``: the teacher labels, and every method that distils trains on, the
-    images of the dataset ``unlabeled_ids`` too (the ``task`` pipeline: the user's unlabeled images)."""
+    images of the dataset ``unlabeled_ids`` too (the ``task`` pipeline: the user's unlabeled images).
+    ``methods``: the input naming the methods whose students are trained (the ``task`` pipeline:
+    its methods and the supports-only baseline)."""
     unlabeled = ["unlabeled_ids"] if with_unlabeled_images else []
     return Pipeline(
         [
             Node(
                 nodes.embed_candidate_images,
-                inputs=["raw_images", "image_index", "params:teacher", "params:methods", "params:mined_real",
+                inputs=["raw_images", "image_index", "params:teacher", methods, "params:mined_real",
                         "params:execution"],
                 outputs="candidate_image_features",
                 name="embed_candidate_images",
@@ -22,7 +24,7 @@ def create_pipeline(with_unlabeled_images: bool = False, **kwargs) -> Pipeline:
             Node(
                 nodes.mine_real_images,
                 inputs=["raw_images", "image_index", "episodes", "candidate_image_features", "params:teacher",
-                        "params:methods", "params:mined_real", "params:synthesis.images_per_class"],
+                        methods, "params:mined_real", "params:synthesis.images_per_class"],
                 outputs="mined_real_images",
                 name="mine_real_images",
             ),
@@ -30,7 +32,7 @@ def create_pipeline(with_unlabeled_images: bool = False, **kwargs) -> Pipeline:
                 nodes.label_with_teacher,
                 inputs=[
                     "raw_images", "episodes", "image_index", "synthetic_images",
-                    "params:teacher", "params:methods", "params:real_unlabeled", "mined_real_images",
+                    "params:teacher", methods, "params:real_unlabeled", "mined_real_images",
                     "params:execution", *unlabeled,
                 ],
                 outputs="teacher_outputs",
@@ -40,7 +42,7 @@ def create_pipeline(with_unlabeled_images: bool = False, **kwargs) -> Pipeline:
                 nodes.train_students,
                 inputs=[
                     "raw_images", "episodes", "image_index", "synthetic_images", "teacher_outputs",
-                    "params:methods", "params:student", "params:distillation", "params:real_unlabeled",
+                    methods, "params:student", "params:distillation", "params:real_unlabeled",
                     "mined_real_images", "base_student", "params:execution", *unlabeled,
                 ],
                 outputs="student_results",

@@ -9,12 +9,13 @@ from tint_distill.pipelines.task import nodes
 
 
 def create_preparation() -> Pipeline:
-    """Task folder -> image index and episodes (final training set + leave-out splits)."""
+    """Task folder -> image index and episodes (final training set + k-fold splits), the students to train."""
     return Pipeline([
         Node(nodes.prepare_task, inputs=["raw_images", "params:task", "params:student",
                                          "params:data_episodes.min_image_side"],
              outputs=["image_index", "episodes", "task_report"], name="prepare_task"),
         Node(unlabeled_ids, inputs="image_index", outputs="unlabeled_ids", name="list_unlabeled_images"),
+        Node(nodes.trained_methods, inputs="params:task", outputs="trained_methods", name="list_trained_methods"),
     ])
 
 
@@ -30,9 +31,13 @@ def create_generator() -> Pipeline:
 
 
 def create_delivery() -> Pipeline:
-    """Students and teacher outputs -> accuracy estimate, exports, speed, model card, MLflow model."""
+    """Students and teacher outputs -> baselines, accuracy estimate and verdict, exports, speed, model
+    card, MLflow model (registered when it beats the baselines), metrics and tags."""
     return Pipeline([
-        Node(nodes.estimate_accuracy, inputs=["episodes", "student_results", "teacher_outputs", "params:task"],
+        Node(nodes.score_baselines, inputs=["raw_images", "episodes", "params:teacher", "params:distillation"],
+             outputs="baseline_predictions", name="score_baselines"),
+        Node(nodes.estimate_accuracy,
+             inputs=["episodes", "student_results", "teacher_outputs", "baseline_predictions", "params:task"],
              outputs="accuracy_estimate", name="estimate_accuracy"),
         Node(nodes.export_student, inputs=["episodes", "student_results", "params:task"],
              outputs=["student_onnx", "student_safetensors"], name="export_student"),
@@ -49,6 +54,8 @@ def create_delivery() -> Pipeline:
              outputs="mlflow_model", name="log_mlflow_model"),
         Node(nodes.task_metrics, inputs=["accuracy_estimate", "deployed_speed"], outputs="metrics",
              name="log_task_metrics"),
+        Node(nodes.verdict_tags, inputs=["accuracy_estimate", "params:task"], outputs="verdict_tags",
+             name="tag_task_verdict"),
     ])
 
 
