@@ -14,7 +14,7 @@ from tint_distill.data.image_batch import ImageBatch
 from tint_distill.data.sources import image_folder
 from tint_distill.distill.distillation import DistillationConfig
 from tint_distill.distill.student import StudentSettings
-from tint_distill.distill.synthetic_filter import SyntheticFilterSettings, keep_mask, pixel_std
+from tint_distill.distill.synthetic_filter import SyntheticFilterSettings, keep_mask, passing_mask, pixel_std
 from tint_distill.distill.teacher import TeacherSettings
 from tint_distill.evaluation.scoring import summary_metrics, synthetic_image_counts
 from tint_distill.execution import ExecutionSettings, LocalEngine
@@ -112,9 +112,11 @@ def test_the_teacher_keeps_only_the_images_it_assigns_to_their_class(small_folde
     reduced, reduced_targets, record = kept_synthetic_images(method, [(0, "fish"), (1, "clock")], 3,
                                                              student_data, targets)
     assert len(reduced.distilled["tint"][0]) == int(kept.sum()) == len(reduced_targets["tint.logits"])
+    passed = targets["tint.passed"]
+    assert torch.equal(passed, passing & (pixel_std(generated) >= 2)) and passed[kept].all()
     assert record["synthetic_images"] == {
-        "tint/episode_0003/fish": {"generated": 7, "kept": int(kept[:7].sum())},
-        "tint/episode_0003/clock": {"generated": 6, "kept": int(kept[7:].sum())}}
+        "tint/episode_0003/fish": {"generated": 7, "passed": int(passed[:7].sum()), "kept": int(kept[:7].sum())},
+        "tint/episode_0003/clock": {"generated": 6, "passed": int(passed[7:].sum()), "kept": int(kept[7:].sum())}}
     assert record["n_generated"] == 13 and record["n_kept"] == int(kept.sum())
     agreement = float((logits.argmax(1) == labels).float().mean())
     assert record["teacher_agreement_on_generated"] == agreement
@@ -138,5 +140,9 @@ def test_the_teacher_keeps_only_the_images_it_assigns_to_their_class(small_folde
 def test_unlabeled_task_images_are_always_kept():
     logits = torch.tensor([[5.0, 0.0], [0.0, 5.0], [0.0, 5.0]])
     images = ImageBatch(torch.randint(0, 255, (3, 3, 8, 8), dtype=torch.uint8))
-    keep = keep_mask(logits, torch.tensor([0, 0, -1]), images, SyntheticFilterSettings(min_confidence=0.5), 5)
-    assert keep.tolist() == [True, False, True]
+    intended = torch.tensor([0, 0, -1])
+    passing = passing_mask(logits, intended, images, SyntheticFilterSettings(min_confidence=0.5))
+    assert passing.tolist() == [True, False, True]
+    assert keep_mask(passing, intended, 5).tolist() == [True, False, True]
+    assert keep_mask(torch.ones(3, dtype=torch.bool), intended, 1).tolist() == [True, False, True], "one a class"
+

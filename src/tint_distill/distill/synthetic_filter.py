@@ -61,11 +61,11 @@ def pixel_std(images: Sequence) -> torch.Tensor:
     return torch.tensor([float(np.asarray(image.convert("RGB"), dtype=np.float32).std()) for image in images])
 
 
-def keep_mask(logits: torch.Tensor, intended: torch.Tensor, images: Sequence, settings: SyntheticFilterSettings,
-              images_per_class: int) -> torch.Tensor:
-    """Which images to keep (bool ``[N]``): per intended class, the first (in order) that pass every
-    threshold, at most ``images_per_class``. An image whose intended class is negative (the task's
-    unlabeled real images: no class) is always kept."""
+def passing_mask(logits: torch.Tensor, intended: torch.Tensor, images: Sequence,
+                 settings: SyntheticFilterSettings) -> torch.Tensor:
+    """Which images pass every threshold (bool ``[N]``): the teacher's top class is the intended one
+    with at least ``min_confidence``, and the pixels vary by at least ``min_pixel_std``. An image whose
+    intended class is negative (the task's unlabeled real images: no class) always passes."""
     intended = torch.as_tensor(intended, dtype=torch.long)
     passing = torch.ones(len(intended), dtype=torch.bool)
     if settings.min_confidence is not None:
@@ -74,16 +74,29 @@ def keep_mask(logits: torch.Tensor, intended: torch.Tensor, images: Sequence, se
         passing &= (probabilities.argmax(1) == intended) & (own >= settings.min_confidence)
     if settings.min_pixel_std is not None:
         passing &= pixel_std(images) >= settings.min_pixel_std
+    return passing | (intended < 0)
+
+
+def keep_mask(passing: torch.Tensor, intended: torch.Tensor, images_per_class: int) -> torch.Tensor:
+    """Which images to keep (bool ``[N]``): per intended class, the first passing ones in order, at most
+    ``images_per_class``; an image of no class (negative) is always kept."""
+    intended = torch.as_tensor(intended, dtype=torch.long)
     keep = intended < 0
     for label in intended[intended >= 0].unique().tolist():
-        candidates = torch.nonzero(passing & (intended == label)).squeeze(1)[:images_per_class]
-        keep[candidates] = True
+        keep[torch.nonzero(passing & (intended == label)).squeeze(1)[:images_per_class]] = True
     return keep
 
 
-def kept_counts(intended: torch.Tensor, keep: torch.Tensor | None) -> dict[int, tuple[int, int]]:
-    """Per intended class (labels >= 0): ``(generated, kept)``; everything is kept without a mask."""
+def kept_counts(intended: torch.Tensor, keep: torch.Tensor | None,
+                passing: torch.Tensor | None = None) -> dict[int, dict[str, int]]:
+    """Per intended class (labels >= 0): how many were ``generated``, ``passed`` the thresholds (with
+    a mask) and were ``kept``; everything is kept without a mask."""
     intended = torch.as_tensor(intended, dtype=torch.long)
     keep = torch.ones(len(intended), dtype=torch.bool) if keep is None else keep.bool()
-    return {int(label): (int((intended == label).sum()), int((keep & (intended == label)).sum()))
-            for label in intended[intended >= 0].unique().tolist()}
+    counts = {}
+    for label in intended[intended >= 0].unique().tolist():
+        mine = intended == label
+        counts[int(label)] = {"generated": int(mine.sum()),
+                              **({"passed": int((passing.bool() & mine).sum())} if passing is not None else {}),
+                              "kept": int((keep & mine).sum())}
+    return counts

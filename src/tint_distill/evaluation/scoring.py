@@ -111,8 +111,8 @@ def method_summaries(episode_accuracies: pd.DataFrame) -> dict[str, dict]:
 
 
 def synthetic_image_counts(student_results: Partitions) -> dict[str, dict]:
-    """Per synthetic method: how many images were generated and how many the filter kept
-    (``synthesis.filter``), in all and per synthesis partition (``<sampler>/episode_XXXX/<class>``),
+    """Per synthetic method: how many images were generated, passed the filter's thresholds and
+    were kept (``synthesis.filter``), in all and per synthesis partition (``<sampler>/episode_XXXX/<class>``),
     from the students' records (a partition counted once, however many students read it)."""
     counts: dict[str, dict] = {}
     for key, load in sorted(student_results.items()):
@@ -123,7 +123,8 @@ def synthetic_image_counts(student_results: Partitions) -> dict[str, dict]:
     for method, partitions in counts.items():
         generated = sum(p["generated"] for p in partitions.values())
         kept = sum(p["kept"] for p in partitions.values())
-        summary[method] = {"generated": generated, "kept": kept,
+        passed = [p["passed"] for p in partitions.values() if "passed" in p]
+        summary[method] = {"generated": generated, **({"passed": sum(passed)} if passed else {}), "kept": kept,
                            "kept_fraction": kept / generated if generated else None,
                            "per_partition": dict(sorted(partitions.items()))}
     return summary

@@ -28,7 +28,7 @@ from tint_distill.distill.distillation import (DISTILLATION_VERSION, Distillatio
 from tint_distill.distill.images import Images
 from tint_distill.distill.mining import nearest_to_supports
 from tint_distill.distill.student import WEIGHTS_KEY, StudentSettings, create_student
-from tint_distill.distill.synthetic_filter import SyntheticFilterSettings, keep_mask, kept_counts
+from tint_distill.distill.synthetic_filter import SyntheticFilterSettings, keep_mask, kept_counts, passing_mask
 from tint_distill.distill.teacher import (TEACHER_VERSION, PrototypeClassifier, TeacherSettings, extract_features,
                                           load_teacher, teacher_logits)
 
@@ -183,8 +183,8 @@ class TeacherCall:
 def label_episode(worker: Worker, settings: TeacherSettings, data: EpisodeData,
                   selection: SyntheticSelection | None = None) -> dict[str, torch.Tensor]:
     """The teacher's logits on an episode's queries and on each method's images; with ``selection``,
-    which of a filtered method's images to keep (``<method>.kept``,
-    :func:`~tint_distill.distill.synthetic_filter.keep_mask`)."""
+    which of a filtered method's images pass its thresholds (``<method>.passed``) and which are kept
+    (``<method>.kept``: the first that pass, at most ``images_per_class`` a class)."""
     backbone = worker.keep(("teacher", settings), partial(load_teacher, settings))
     worker.uses(backbone.device)
     classifier = PrototypeClassifier(temperature=settings.temperature, finetune_steps=settings.finetune_steps)
@@ -196,8 +196,9 @@ def label_episode(worker: Worker, settings: TeacherSettings, data: EpisodeData,
             outputs[f"{method}.logits"] = teacher_logits(backbone, classifier, pictures, settings.batch_size)
             outputs[f"{method}.class_labels"] = torch.tensor(labels)
             if selection is not None and method in selection.methods:
-                outputs[f"{method}.kept"] = keep_mask(outputs[f"{method}.logits"], labels, pictures,
-                                                      selection.filter, selection.images_per_class)
+                passed = passing_mask(outputs[f"{method}.logits"], labels, pictures, selection.filter)
+                outputs[f"{method}.passed"] = passed
+                outputs[f"{method}.kept"] = keep_mask(passed, labels, selection.images_per_class)
     return outputs
 
 
@@ -220,14 +221,17 @@ def filter_preview(episodes: pd.DataFrame, synthetic_images: Mapping[str, Stored
                 continue
             generated = ImageBatch.of(synthetic_images[key]())
             intended = outputs[f"{method.name}.class_labels"]
-            kept = outputs.get(f"{method.name}.kept", torch.ones(len(intended), dtype=torch.bool))[intended == label]
-            kept_ids = torch.nonzero(kept.bool()).squeeze(1).tolist()
-            rejected_ids = torch.nonzero(~kept.bool()).squeeze(1).tolist()
+            everything = torch.ones(len(intended), dtype=torch.bool)
+            kept = outputs.get(f"{method.name}.kept", everything)[intended == label].bool()
+            passed = outputs.get(f"{method.name}.passed", everything)[intended == label].bool()
+            kept_ids = torch.nonzero(kept).squeeze(1).tolist()
+            rejected_ids = torch.nonzero(~passed).squeeze(1).tolist()
+            spare = int((passed & ~kept).sum())
             which = f"{label}: {name} ({method.name.replace('textual_inversion', 'TI')})"
-            rows.append((f"{which} kept {len(kept_ids)}/{len(kept)}", [generated[i] for i in kept_ids[:n_images]]))
-            rows.append((f"   rejected {len(rejected_ids)}", [generated[i] for i in rejected_ids[:n_images]]))
-    title = (f"episode {episode}: the synthetic images the teacher kept (its class, confident, not blank) "
-             "and those it rejected (synthesis.filter)")
+            rows.append((f"{which}: kept {len(kept_ids)} of {len(kept)}", [generated[i] for i in kept_ids[:n_images]]))
+            rows.append((f"   rejected {len(rejected_ids)}" + (f" ({spare} passed, not needed)" if spare else ""),
+                         [generated[i] for i in rejected_ids[:n_images]]))
+    title = f"episode {episode}: synthetic images kept / rejected by the teacher"
     return image_grid(rows or [("no synthetic images", [])], cell_size=cell_size, title=title)
 
 
@@ -307,15 +311,16 @@ def kept_synthetic_images(method: Method, classes: Sequence[tuple[int, str]], ep
     """A synthetic method's images and teacher targets reduced to those the teacher kept (its
     ``<method>.kept``; all of them when the filter is off), and what to record: per synthesis
     partition (``<sampler>/episode_XXXX/<class>``) how many were generated and kept, their totals,
-    and with a filter the teacher's agreement with the intended class on every generated image."""
+    and with a filter how many passed its thresholds and the teacher's agreement with the intended
+    class on every generated image."""
     name, intended = method.name, targets[f"{method.name}.class_labels"]
     keep = targets.get(f"{name}.kept")
     names = dict(classes)
-    counts = kept_counts(intended, keep)
-    partitions = {PartitionKey.of(episode, names[label], method.sampler).format(): {"generated": g, "kept": k}
-                  for label, (g, k) in sorted(counts.items())}
-    record = {"synthetic_images": partitions, "n_generated": sum(g for g, _ in counts.values()),
-              "n_kept": sum(k for _, k in counts.values())}
+    counts = kept_counts(intended, keep, targets.get(f"{name}.passed"))
+    partitions = {PartitionKey.of(episode, names[label], method.sampler).format(): count
+                  for label, count in sorted(counts.items())}
+    record = {"synthetic_images": partitions, "n_generated": sum(c["generated"] for c in counts.values()),
+              "n_kept": sum(c["kept"] for c in counts.values())}
     if keep is None:
         return data, targets, record
     known = intended >= 0
