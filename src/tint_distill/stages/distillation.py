@@ -231,7 +231,7 @@ def filter_preview(episodes: pd.DataFrame, synthetic_images: Mapping[str, Stored
             rows.append((f"{which}: kept {len(kept_ids)} of {len(kept)}", [generated[i] for i in kept_ids[:n_images]]))
             rows.append((f"   rejected {len(rejected_ids)}" + (f" ({spare} passed, not needed)" if spare else ""),
                          [generated[i] for i in rejected_ids[:n_images]]))
-    title = f"episode {episode}: kept / rejected by the teacher"
+    title = f"episode {episode}: kept / rejected by synthesis.filter"
     return image_grid(rows or [("no synthetic images", [])], cell_size=cell_size, title=title)
 
 
