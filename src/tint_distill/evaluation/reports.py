@@ -88,6 +88,7 @@ def model_card(report: dict, estimate: dict, speed: dict, result: dict, classes:
         "training": {
             "supports_per_class": report["images_per_class"],
             "synthetic_images": int(result["n_unlabeled"]) - real_unlabeled,
+            "synthetic_images_generated": result.get("n_generated"),  # more when synthesis.filter oversamples
             "unlabeled_real_images": real_unlabeled,
             "teacher_agreement_on_synthetic": result.get("teacher_agreement_on_unlabeled"),
             "epochs": len(result["history"]),
@@ -146,7 +147,10 @@ def model_card_markdown(card: dict) -> str:
         f"- Labelled images per class (all used as supports): {supports}.",
         f"- {training['synthetic_images']} synthetic images, labelled by the teacher "
         f"(teacher {training['settings']['teacher'].get('backbone')}); the teacher's label matched the intended class "
-        f"for {_pct(training['teacher_agreement_on_synthetic'])} of them.",
+        f"for {_pct(training['teacher_agreement_on_synthetic'])} of them."
+        + (f" They are those the filter kept of {training['synthetic_images_generated']} generated "
+           "(`synthesis.filter`)." if training.get("synthetic_images_generated") not in (None, training["synthetic_images"])
+           else ""),
         *([f"- {training['unlabeled_real_images']} unlabeled real images (`unlabeled/`), labelled by the teacher too."]
           if training["unlabeled_real_images"] else []),
         f"- {training['epochs']} epochs of distillation (KD on the synthetic images + cross-entropy on the supports).",

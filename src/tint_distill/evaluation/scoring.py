@@ -79,7 +79,8 @@ def episode_accuracy_table(student_results: Partitions, teacher_outputs: Partiti
         })
     for _, load in sorted(student_results.items()):
         result = load()
-        rows.append({k: v for k, v in result.items() if k not in ("history", "weights_file", "query_predictions")})
+        rows.append({k: v for k, v in result.items()
+                     if k not in ("history", "weights_file", "query_predictions", "synthetic_images")})
     return pd.DataFrame(rows).sort_values(["method", "episode"], kind="stable").reset_index(drop=True)
 
 
@@ -102,10 +103,31 @@ def method_summaries(episode_accuracies: pd.DataFrame) -> dict[str, dict]:
             "n_way": n_way,
             "n_unlabeled_per_episode": float(group["n_unlabeled"].mean()),
         }
-        agreement = group.get("teacher_agreement_on_unlabeled", pd.Series(dtype=float)).dropna()
-        if len(agreement):
-            methods[method]["teacher_agreement_on_unlabeled"] = float(agreement.astype(float).mean())
+        for name in ("teacher_agreement_on_unlabeled", "teacher_agreement_on_generated"):
+            agreement = group.get(name, pd.Series(dtype=float)).dropna()
+            if len(agreement):
+                methods[method][name] = float(agreement.astype(float).mean())
     return methods
+
+
+def synthetic_image_counts(student_results: Partitions) -> dict[str, dict]:
+    """Per synthetic method: how many images were generated, passed the filter's thresholds and
+    were kept (``synthesis.filter``), in all and per synthesis partition (``<sampler>/episode_XXXX/<class>``),
+    from the students' records (a partition counted once, however many students read it)."""
+    counts: dict[str, dict] = {}
+    for key, load in sorted(student_results.items()):
+        partitions = load().get("synthetic_images")
+        if partitions:
+            counts.setdefault(key.split("/", 1)[0], {}).update(partitions)
+    summary = {}
+    for method, partitions in counts.items():
+        generated = sum(p["generated"] for p in partitions.values())
+        kept = sum(p["kept"] for p in partitions.values())
+        passed = [p["passed"] for p in partitions.values() if "passed" in p]
+        summary[method] = {"generated": generated, **({"passed": sum(passed)} if passed else {}), "kept": kept,
+                           "kept_fraction": kept / generated if generated else None,
+                           "per_partition": dict(sorted(partitions.items()))}
+    return summary
 
 
 def paired_comparisons(episode_accuracies: pd.DataFrame, comparisons: Iterable[Iterable[str]]) -> dict[str, dict]:
@@ -145,16 +167,24 @@ def episode_plan(episode_accuracies: pd.DataFrame, unit_costs: pd.DataFrame,
 
 def summarise(episode_accuracies: pd.DataFrame, speed: dict, unit_costs: pd.DataFrame,
               comparisons: Iterable[Iterable[str]], planner: PlannerSettings,
-              inversion_report: dict | None = None) -> dict:
+              inversion_report: dict | None = None, student_results: Partitions | None = None) -> dict:
     """The experiment's summary: per method (:func:`method_summaries`), paired comparisons, the
-    planner and its cost plan, the speed report, and how faithfully the null-text inversion
-    rebuilds the supports (``inversion``) when there is a report."""
+    planner and its cost plan, the speed report, how faithfully the null-text inversion
+    rebuilds the supports (``inversion``) when there is a report, and the synthetic images
+    generated and kept (``synthetic_images``, :func:`synthetic_image_counts`) when the students
+    recorded them."""
     planned, plan = episode_plan(episode_accuracies, unit_costs, planner)
     summary = {"methods": method_summaries(episode_accuracies),
                "comparisons": paired_comparisons(episode_accuracies, comparisons),
                "planner": planned, "cost_plan": plan, "speed": speed}
     if inversion_report and inversion_report.get("summary"):
         summary["inversion"] = inversion_report["summary"]
+    counts = synthetic_image_counts(student_results or {})
+    if counts:
+        summary["synthetic_images"] = counts
+        for method, count in counts.items():
+            logger.info("Synthetic images (%s): kept %d of %d generated (%.0f%%)", method, count["kept"],
+                        count["generated"], 100 * (count["kept_fraction"] or 0))
     return summary
 
 
@@ -186,6 +216,11 @@ def summary_metrics(summary: dict) -> dict[str, dict]:
         values[f"ci95.{method}"] = stats["ci95"]
         if "teacher_agreement_on_unlabeled" in stats:
             values[f"teacher_agreement.{method}"] = stats["teacher_agreement_on_unlabeled"]
+        if "teacher_agreement_on_generated" in stats:
+            values[f"teacher_agreement_generated.{method}"] = stats["teacher_agreement_on_generated"]
+    for method, counts in summary.get("synthetic_images", {}).items():
+        if counts["kept_fraction"] is not None:
+            values[f"filter.kept_fraction.{method}"] = counts["kept_fraction"]
     for name, result in summary["comparisons"].items():
         values[f"diff.{name}"] = result["mean_diff"]
         values[f"diff_low.{name}"], values[f"diff_high.{name}"] = result["ci95"]

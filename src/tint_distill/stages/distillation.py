@@ -17,19 +17,23 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from PIL import Image
 
 from tint_distill.data.collection import ImageCollection
-from tint_distill.data.episodes import images_by_episode
+from tint_distill.data.episodes import episode_images, images_by_episode
+from tint_distill.data.grids import image_grid
+from tint_distill.data.image_batch import ImageBatch
 from tint_distill.distill.distillation import (DISTILLATION_VERSION, DistillationConfig, accuracy, portable_state_dict,
                                                predict, student_canvas, train_student)
 from tint_distill.distill.images import Images
 from tint_distill.distill.mining import nearest_to_supports
 from tint_distill.distill.student import WEIGHTS_KEY, StudentSettings, create_student
+from tint_distill.distill.synthetic_filter import SyntheticFilterSettings, keep_mask, kept_counts, passing_mask
 from tint_distill.distill.teacher import (TEACHER_VERSION, PrototypeClassifier, TeacherSettings, extract_features,
                                           load_teacher, teacher_logits)
 
 from tint_distill.fingerprints import file_fingerprint, fingerprint
-from tint_distill.keys import PartitionKey, slug
+from tint_distill.keys import PartitionKey, episode_key, slug
 from tint_distill.methods import EpisodeInputs, Method, MinedRealSettings, RealUnlabeledSettings, methods_key
 from tint_distill.params import ParameterError, computation_key
 from tint_distill.work import Call, Engine, Stored, Unit, Work, Worker
@@ -124,16 +128,41 @@ def _absolute(settings: TeacherSettings) -> TeacherSettings:
 # --- the teacher ---------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class SyntheticSelection:
+    """The synthetic-image filter as the teacher applies it: to the images of ``methods`` (those a
+    synthesis sampler makes), with ``filter`` (``synthesis.filter``), at most ``images_per_class`` kept
+    per class (``synthesis.images_per_class``)."""
+
+    methods: tuple[str, ...]
+    filter: SyntheticFilterSettings
+    images_per_class: int
+
+    @classmethod
+    def of(cls, methods: Sequence[Method], synthetic_filter: SyntheticFilterSettings | None,
+           images_per_class: int) -> SyntheticSelection | None:
+        """None when nothing is filtered (the filter off, or no synthetic method): then neither the
+        teacher's keys nor its outputs change."""
+        filtered = tuple(m.name for m in methods if m.sampler)
+        active = synthetic_filter is not None and synthetic_filter.active
+        return cls(filtered, synthetic_filter, int(images_per_class)) if filtered and active else None
+
+    def key(self) -> list:
+        return [list(self.methods), self.filter.key(self.images_per_class)]
+
+
 def plan_teacher_labels(source: EpisodeSource, methods: Sequence[Method], settings: TeacherSettings,
-                        engine: Engine) -> Work:
+                        engine: Engine, selection: SyntheticSelection | None = None) -> Work:
     """Per episode: the prototype teacher fitted on the supports, its logits on the queries and on
-    every method's images (the soft targets)."""
+    every method's images (the soft targets), and with ``selection`` which synthetic images to keep
+    (``<method>.kept``); the selection's settings then join the keys."""
     weights = _weights_key(settings.weights())
+    chosen = [selection.key()] if selection else []
     units = [Unit(PartitionKey(episode).format(),
-                  fingerprint(TEACHER_VERSION, settings.key(), weights, source.key(episode, methods)),
+                  fingerprint(TEACHER_VERSION, settings.key(), weights, source.key(episode, methods), *chosen),
                   episode)
              for episode in source.episode_numbers()]
-    return Work.of(units, TeacherCall(source, tuple(methods), _absolute(settings)), engine)
+    return Work.of(units, TeacherCall(source, tuple(methods), _absolute(settings), selection), engine)
 
 
 @dataclass(frozen=True)
@@ -143,14 +172,19 @@ class TeacherCall:
     source: EpisodeSource
     methods: tuple[Method, ...]
     settings: TeacherSettings
+    selection: SyntheticSelection | None = None
 
     def __call__(self, episodes: list[int]) -> Call:
         (episode,) = episodes
-        return Call(label_episode, (self.settings, self.source.load(episode, self.methods)), single=True)
+        return Call(label_episode, (self.settings, self.source.load(episode, self.methods), self.selection),
+                    single=True)
 
 
-def label_episode(worker: Worker, settings: TeacherSettings, data: EpisodeData) -> dict[str, torch.Tensor]:
-    """The teacher's logits on an episode's queries and on each method's images."""
+def label_episode(worker: Worker, settings: TeacherSettings, data: EpisodeData,
+                  selection: SyntheticSelection | None = None) -> dict[str, torch.Tensor]:
+    """The teacher's logits on an episode's queries and on each method's images; with ``selection``,
+    which of a filtered method's images pass its thresholds (``<method>.passed``) and which are kept
+    (``<method>.kept``: the first that pass, at most ``images_per_class`` a class)."""
     backbone = worker.keep(("teacher", settings), partial(load_teacher, settings))
     worker.uses(backbone.device)
     classifier = PrototypeClassifier(temperature=settings.temperature, finetune_steps=settings.finetune_steps)
@@ -161,7 +195,44 @@ def label_episode(worker: Worker, settings: TeacherSettings, data: EpisodeData) 
         if pictures:
             outputs[f"{method}.logits"] = teacher_logits(backbone, classifier, pictures, settings.batch_size)
             outputs[f"{method}.class_labels"] = torch.tensor(labels)
+            if selection is not None and method in selection.methods:
+                passed = passing_mask(outputs[f"{method}.logits"], labels, pictures, selection.filter)
+                outputs[f"{method}.passed"] = passed
+                outputs[f"{method}.kept"] = keep_mask(passed, labels, selection.images_per_class)
     return outputs
+
+
+def filter_preview(episodes: pd.DataFrame, synthetic_images: Mapping[str, Stored],
+                   teacher_outputs: Mapping[str, Stored], methods: Sequence[Method], n_images: int,
+                   cell_size: int) -> Image.Image:
+    """The first episode's synthetic images per class and synthetic method: a row of those the
+    teacher kept (``<method>.kept``; all of them with the filter off) and a row of those it rejected,
+    with how many of how many."""
+    synthetic = [m for m in methods if m.sampler]
+    episode = min((int(k.rsplit("_", 1)[1]) for k in teacher_outputs), default=None)
+    if episode is None or not synthetic:
+        return image_grid([("no synthetic method in this run", [])], cell_size=cell_size, title="synthetic filter")
+    outputs = teacher_outputs[episode_key(episode)]()
+    rows = []
+    for (label, name), _ in episode_images(episodes, episode, "support").items():
+        for method in synthetic:
+            key = PartitionKey.of(episode, name, method.sampler).format()
+            if key not in synthetic_images or f"{method.name}.class_labels" not in outputs:
+                continue
+            generated = ImageBatch.of(synthetic_images[key]())
+            intended = outputs[f"{method.name}.class_labels"]
+            everything = torch.ones(len(intended), dtype=torch.bool)
+            kept = outputs.get(f"{method.name}.kept", everything)[intended == label].bool()
+            passed = outputs.get(f"{method.name}.passed", everything)[intended == label].bool()
+            kept_ids = torch.nonzero(kept).squeeze(1).tolist()
+            rejected_ids = torch.nonzero(~passed).squeeze(1).tolist()
+            spare = int((passed & ~kept).sum())
+            which = f"{label}: {name} ({method.name.replace('textual_inversion', 'TI')})"
+            rows.append((f"{which}: kept {len(kept_ids)} of {len(kept)}", [generated[i] for i in kept_ids[:n_images]]))
+            rows.append((f"   rejected {len(rejected_ids)}" + (f" ({spare} passed, not needed)" if spare else ""),
+                         [generated[i] for i in rejected_ids[:n_images]]))
+    title = f"episode {episode}: kept / rejected by synthesis.filter"
+    return image_grid(rows or [("no synthetic images", [])], cell_size=cell_size, title=title)
 
 
 # --- the students --------------------------------------------------------------------------------
@@ -227,14 +298,48 @@ class StudentCall:
         (task,) = tasks
         targets = self.teacher_outputs[PartitionKey(task.episode).format()]()
         data = self.source.load(task.episode, [task.method]).for_student(self.config)
-        return Call(train_one, (task.method.name, task.episode, self.student, self.weights, self.config, data, targets),
-                    single=True)
+        record = {}
+        if task.method.sampler and task.method.name in data.distilled:
+            data, targets, record = kept_synthetic_images(task.method, self.source.inputs(task.episode).classes,
+                                                          task.episode, data, targets)
+        return Call(train_one, (task.method.name, task.episode, self.student, self.weights, self.config, data, targets,
+                                record), single=True)
+
+
+def kept_synthetic_images(method: Method, classes: Sequence[tuple[int, str]], episode: int, data: EpisodeData,
+                          targets: dict[str, torch.Tensor]) -> tuple[EpisodeData, dict[str, torch.Tensor], dict]:
+    """A synthetic method's images and teacher targets reduced to those the teacher kept (its
+    ``<method>.kept``; all of them when the filter is off), and what to record: per synthesis
+    partition (``<sampler>/episode_XXXX/<class>``) how many were generated and kept, their totals,
+    and with a filter how many passed its thresholds and the teacher's agreement with the intended
+    class on every generated image."""
+    name, intended = method.name, targets[f"{method.name}.class_labels"]
+    keep = targets.get(f"{name}.kept")
+    names = dict(classes)
+    counts = kept_counts(intended, keep, targets.get(f"{name}.passed"))
+    partitions = {PartitionKey.of(episode, names[label], method.sampler).format(): count
+                  for label, count in sorted(counts.items())}
+    record = {"synthetic_images": partitions, "n_generated": sum(c["generated"] for c in counts.values()),
+              "n_kept": sum(c["kept"] for c in counts.values())}
+    if keep is None:
+        return data, targets, record
+    known = intended >= 0
+    logits = targets[f"{name}.logits"]
+    record["teacher_agreement_on_generated"] = float((logits.argmax(1)[known] == intended[known]).float().mean())
+    pictures, labels = data.distilled[name]
+    keep = keep.bool()
+    data = dataclasses.replace(data, distilled={**data.distilled, name: (
+        pictures[keep], [label for label, kept in zip(labels, keep.tolist()) if kept])})
+    targets = {**targets, f"{name}.logits": logits[keep], f"{name}.class_labels": intended[keep]}
+    return data, targets, record
 
 
 def train_one(worker: Worker, method: str, episode: int, student: StudentSettings, weights: str | None,
-              config: DistillationConfig, data: EpisodeData, targets: dict[str, torch.Tensor]) -> dict:
+              config: DistillationConfig, data: EpisodeData, targets: dict[str, torch.Tensor],
+              record: dict | None = None) -> dict:
     """One student trained with KD on its method's images plus cross-entropy on the supports, scored
-    on the queries. A loss that diverges fails this student alone (the engine saves the others)."""
+    on the queries (``record``: more to put in its result, such as the synthetic images kept). A loss
+    that diverges fails this student alone (the engine saves the others)."""
     n_way = len(set(data.support_labels))
     model = create_student(student.name, num_classes=n_way, image_size=config.image_size, pretrained_weights=weights,
                            seed=config.seed + episode)
@@ -263,6 +368,7 @@ def train_one(worker: Worker, method: str, episode: int, student: StudentSetting
         "history": history,
         "student": student.name,
         "image_size": config.image_size,
+        **(record or {}),
         **({WEIGHTS_KEY: portable_state_dict(model)} if method in student.keep_weights else {}),
     }
 

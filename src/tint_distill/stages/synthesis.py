@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -15,6 +15,7 @@ from tint_distill.data.collection import ImageCollection
 from tint_distill.data.episodes import episode_images
 from tint_distill.data.image_batch import ImageBatch
 from tint_distill.data.grids import image_grid
+from tint_distill.distill.synthetic_filter import SyntheticFilterSettings
 
 from tint_distill.fingerprints import fingerprint, folder_fingerprint
 from tint_distill.keys import PartitionKey, episode_key, partition_key
@@ -44,6 +45,12 @@ class SynthesisSettings(Settings):
     output_size: int | None = None  # side of the saved images; null: the model's resolution
     device: str = "auto"
     precision: str = "fp32"         # fp32 | bf16 | fp16: what the model calls compute in
+    filter: SyntheticFilterSettings = field(default_factory=SyntheticFilterSettings)  # generate more, keep some
+
+    @property
+    def generated_per_class(self) -> int:
+        """How many images are generated per class: ``images_per_class``, times ``filter.oversample``."""
+        return self.filter.generated(self.images_per_class)
 
     def check(self) -> None:
         for name in ("images_per_class", "batch_size"):
@@ -81,10 +88,13 @@ class ClassSamples:
 def plan_generation(generator: Path, class_specialisations: Mapping[str, Stored], settings: SynthesisSettings,
                     engine: Engine) -> Work:
     """A unit per (sampler, specialised class): keys ``<sampler>/episode_XXXX/<class>``, each keyed on
-    its specialisation's fingerprint, the model and the sampler's settings."""
+    its specialisation's fingerprint, the model and the sampler's settings. Images are drawn one seeded
+    generator each, so what counts is how many are generated (``generated_per_class``), not why: the
+    filter's thresholds act later, on the teacher's labels, and are not part of these keys."""
     model = DiffusionModel.checked(generator, settings.device, settings.precision)
     model_key = folder_fingerprint(generator)
-    sampler_settings = {k: v for k, v in dataclasses.asdict(settings).items() if k != "samplers"}
+    sampler_settings = {k: v for k, v in dataclasses.asdict(settings).items() if k not in ("samplers", "filter")}
+    sampler_settings["images_per_class"] = settings.generated_per_class
     units = []
     for sampler in settings.samplers:
         for key, specialisation in sorted(class_specialisations.items()):
@@ -111,12 +121,12 @@ class GenerationCall:
 
 def generate(worker: Worker, model: DiffusionModel, spec, settings: SynthesisSettings,
              task: ClassSamples) -> ImageBatch:
-    """``settings.images_per_class`` images of one specialised class with ``task.sampler``, as one
+    """``settings.generated_per_class`` images of one specialised class with ``task.sampler``, as one
     uint8 batch (what the partition's shard holds; compact for a Ray worker to send back)."""
     components = model.on(worker)
     apply_specialisation(components, spec)
-    logger.info("Generating %d %s images for %s", settings.images_per_class, task.sampler, task.key)
-    common = dict(n_images=settings.images_per_class, seed=settings.seed, batch_size=settings.batch_size,
+    logger.info("Generating %d %s images for %s", settings.generated_per_class, task.sampler, task.key)
+    common = dict(n_images=settings.generated_per_class, seed=settings.seed, batch_size=settings.batch_size,
                   output_size=settings.output_size, output_type="uint8", progress=True)
     if task.sampler == "tint":
         return ImageBatch(sample_class(components, spec, alpha=settings.alpha, alpha_mode=settings.alpha_mode, **common))

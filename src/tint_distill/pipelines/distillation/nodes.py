@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+from PIL import Image
 
 from tint_distill.data.collection import ImageCollection
 from tint_distill.distill.distillation import DistillationConfig
@@ -18,6 +19,7 @@ from tint_distill.distill.teacher import TeacherSettings
 from tint_distill.execution import ExecutionSettings, engine_for
 from tint_distill.methods import MinedRealSettings, RealUnlabeledSettings, methods_named
 from tint_distill.stages import distillation as stage
+from tint_distill.stages.synthesis import PreviewSettings, SynthesisSettings
 from tint_distill.work import Work
 
 
@@ -44,12 +46,24 @@ def mine_real_images(images: ImageCollection, image_index: pd.DataFrame, episode
 def label_with_teacher(images: ImageCollection, episodes: pd.DataFrame, image_index: pd.DataFrame,
                        synthetic_images: dict, teacher: TeacherSettings, methods: list[str],
                        real_unlabeled: RealUnlabeledSettings, mined_real_images: pd.DataFrame,
-                       execution: ExecutionSettings, unlabeled_ids: list[str] | None = None) -> Work:
+                       execution: ExecutionSettings, synthesis: SynthesisSettings | None = None,
+                       unlabeled_ids: list[str] | None = None) -> Work:
     """Per episode: the prototype teacher fitted on the supports, its logits on the queries and on
-    every method's images (the soft targets), computed once and cached."""
+    every method's images (the soft targets), and which synthetic images pass ``synthesis.filter``
+    (at most ``synthesis.images_per_class`` per class), computed once and cached."""
     source = stage.EpisodeSource(images, episodes, image_index, synthetic_images, real_unlabeled, mined_real_images,
                                  tuple(unlabeled_ids or ()))
-    return stage.plan_teacher_labels(source, methods_named(methods), teacher, engine_for(execution, "distillation"))
+    chosen = methods_named(methods)
+    synthesis = synthesis or SynthesisSettings()
+    selection = stage.SyntheticSelection.of(chosen, synthesis.filter, synthesis.images_per_class)
+    return stage.plan_teacher_labels(source, chosen, teacher, engine_for(execution, "distillation"), selection)
+
+
+def draw_filter_preview(episodes: pd.DataFrame, synthetic_images: dict, teacher_outputs: dict, methods: list[str],
+                        synthesis_preview: PreviewSettings) -> Image.Image:
+    """The first episode's synthetic images the teacher kept and those it rejected, per class and method."""
+    return stage.filter_preview(episodes, synthetic_images, teacher_outputs, methods_named(methods),
+                                synthesis_preview.n_images, synthesis_preview.cell_size)
 
 
 def train_students(images: ImageCollection, episodes: pd.DataFrame, image_index: pd.DataFrame, synthetic_images: dict,

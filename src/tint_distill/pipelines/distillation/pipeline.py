@@ -33,10 +33,16 @@ def create_pipeline(with_unlabeled_images: bool = False, methods: str = "params:
                 inputs=[
                     "raw_images", "episodes", "image_index", "synthetic_images",
                     "params:teacher", methods, "params:real_unlabeled", "mined_real_images",
-                    "params:execution", *unlabeled,
+                    "params:execution", "params:synthesis", *unlabeled,
                 ],
                 outputs="teacher_outputs",
                 name="label_with_teacher",
+            ),
+            Node(
+                nodes.draw_filter_preview,
+                inputs=["episodes", "synthetic_images", "teacher_outputs", "params:methods", "params:synthesis_preview"],
+                outputs="synthetic_filter_preview",
+                name="draw_filter_preview",
             ),
             Node(
                 nodes.train_students,

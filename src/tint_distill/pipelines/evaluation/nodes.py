@@ -40,10 +40,13 @@ def collect_unit_costs(class_specialisations: dict, synthetic_images: dict, teac
 
 
 def summarise(episode_accuracies: pd.DataFrame, speed: dict, unit_costs: pd.DataFrame, comparisons: list[list[str]],
-              planner: PlannerSettings, inversion_report: dict | None = None) -> dict:
+              planner: PlannerSettings, inversion_report: dict | None = None,
+              student_results: dict | None = None) -> dict:
     """Mean accuracy and 95% CI per method, paired differences, the episode planner and its cost
-    plan, speed, and how faithfully the null-text inversion rebuilds the supports."""
-    return scoring.summarise(episode_accuracies, speed, unit_costs, comparisons, planner, inversion_report)
+    plan, speed, how faithfully the null-text inversion rebuilds the supports, and the synthetic
+    images generated and kept per partition."""
+    return scoring.summarise(episode_accuracies, speed, unit_costs, comparisons, planner, inversion_report,
+                             student_results)
 
 
 def package_logged_student(episode_accuracies: pd.DataFrame, student_results: dict, episodes: pd.DataFrame,

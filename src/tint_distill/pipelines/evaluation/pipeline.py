@@ -29,7 +29,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(
                 nodes.summarise,
                 inputs=["episode_accuracies", "speed_report", "unit_costs", "params:evaluation.comparisons",
-                        "params:evaluation.planner", "inversion_report"],
+                        "params:evaluation.planner", "inversion_report", "student_results"],
                 outputs="evaluation_summary",
                 name="summarise_evaluation",
             ),
