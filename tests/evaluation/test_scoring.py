@@ -211,3 +211,13 @@ def test_cost_plan_title_fits_in_its_figure_with_every_stage():
     box, page = title.get_window_extent(renderer), figure.bbox
     assert "mined_real_search 1234.5" in title.get_text()
     assert page.x0 <= box.x0 and box.x1 <= page.x1 and box.y1 <= page.y1, "the whole title is on the figure"
+
+
+def test_a_student_losing_to_the_teachers_features_is_told_that_a_nearest_neighbour_on_them_is_better():
+    correct = _with_baselines([True] * 5 + [False] * 5, [False] * 10)
+    correct[0]["nn_teacher_features"] = [True] * 9 + [False]
+    verdict = scoring.task_accuracy(correct, 0, [], "tint")["verdict"]
+    assert verdict["beats_baselines"] is False and verdict["closest"] == "nn_teacher_features"
+    assert "a nearest neighbour on its features is the better model" in verdict["line"]
+    raw = scoring.task_accuracy(_with_baselines([True] * 5 + [False] * 5, [True] * 8 + [False] * 2), 0, [], "tint")
+    assert "nearest neighbour on its features" not in raw["verdict"]["line"]

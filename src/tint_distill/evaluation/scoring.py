@@ -294,9 +294,12 @@ def pooled_scores(correct: Mapping[int, Mapping[str, list[bool]]], episodes: lis
 HELD_OUT_NOTE = ("Each fold re-runs the whole method on the other folds' images and scores its held-out images; "
                  "the intervals treat the held-out predictions as independent, which the shared training images "
                  "make only approximately true.")
-ADVICE = ("To do better: add unlabeled images of your domain (unlabeled/: they train a generator of your domain and "
-          "join the distillation), use a real Stable Diffusion folder (sd_model_path) on a GPU, or label more "
-          "images per class.")
+ADVICE = ("To do better: add (more) unlabeled images of your domain (unlabeled/: they train a generator of your "
+          "domain and join the distillation), use a real Stable Diffusion folder (sd_model_path) on a GPU, or label "
+          "more images per class.")
+TEACHER_FEATURES_ADVICE = ("Here the teacher's own features do better: if the teacher's backbone (teacher.backbone) "
+                           "fits your size and speed budget, a nearest neighbour on its features is the better model "
+                           "for now.")
 
 
 def task_accuracy(correct: Mapping[int, Mapping[str, list[bool]]], final_episode: int, splits: list[int],
@@ -346,6 +349,8 @@ def verdict(estimate: dict, to_beat: Iterable[str] | None = None) -> dict:
             line += " (the interval includes 0: not a clear margin)"
     else:
         line = f"Does NOT beat {DESCRIPTIONS[closest]}: {100 * difference:+.1f} points{bounds} {where}. {ADVICE}"
+        if closest.endswith("teacher_features"):
+            line += f" {TEACHER_FEATURES_ADVICE}"
     return {"beats_baselines": beats, "on": part, "closest": closest, "mean_diff": difference, "ci95": interval,
             "line": line}
 
