@@ -87,7 +87,7 @@ def log_of(result: subprocess.CompletedProcess) -> str:
 
 
 def experiment(project: Project, *params: str) -> list[str]:
-    return ["run", "--env", "test", "--pipeline", "experiment"] + (["--params", ",".join(params)] if params else [])
+    return ["run", "--env", "test", "--pipelines", "experiment"] + (["--params", ",".join(params)] if params else [])
 
 
 # --- the scenarios: each returns (held, what was seen) ---------------------------------------------
@@ -149,7 +149,7 @@ def truncated_safetensors_refused_then_recomputed(project: Project, rng: random.
     victim = next(rng.choice(in_use(project, STORES["teacher"])).with_suffix("").glob("*.safetensors"))
     with victim.open("r+b") as handle:
         handle.truncate(victim.stat().st_size // 2)
-    alone = project.kedro("run", "--env", "test", "--pipeline", "evaluation")
+    alone = project.kedro("run", "--env", "test", "--pipelines", "evaluation")
     message = log_of(alone)
     rerun = project.kedro(*experiment(project))
     return (alone.returncode != 0 and "of another size" in message and "kedro run" in message
@@ -207,7 +207,7 @@ def lock_file_deleted_mid_run(project: Project, rng: random.Random) -> tuple[boo
     while not (note.exists() and "experiment" in note.read_text(errors="ignore")) and time.time() < deadline:
         time.sleep(0.1)
     note.unlink()
-    second = project.kedro("run", "--env", "test", "--pipeline", "data_episodes")
+    second = project.kedro("run", "--env", "test", "--pipelines", "data_episodes")
     running = first.poll() is None
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
@@ -229,7 +229,7 @@ def damaged_mlflow_store(project: Project, rng: random.Random) -> tuple[bool, st
     store.write_bytes(bytes(data))
     marker = project.path / "data" / "02_intermediate" / "image_index.csv"
     stamp = marker.stat().st_mtime_ns if marker.exists() else None
-    run = project.kedro("run", "--env", "test", "--pipeline", "data_episodes")
+    run = project.kedro("run", "--env", "test", "--pipelines", "data_episodes")
     untouched = (marker.stat().st_mtime_ns if marker.exists() else None) == stamp
     store.unlink()
     if backup.exists():
@@ -267,7 +267,7 @@ def bad_images(project: Project, rng: random.Random) -> tuple[bool, str]:
     victim = sorted(folder.glob("*.png"))[-1]
     original = victim.read_bytes()
     victim.write_bytes(original[:200])
-    run = project.kedro("run", "--env", "test", "--pipeline", "data_episodes")
+    run = project.kedro("run", "--env", "test", "--pipelines", "data_episodes")
     victim.write_bytes(original)
     return (run.returncode != 0 and victim.name in log_of(run) and "cannot" in log_of(run),
             f"a truncated PNG stops the run naming it: {victim.name in log_of(run)}")
@@ -280,7 +280,7 @@ def tiny_image_in_task(project: Project, rng: random.Random) -> tuple[bool, str]
     made = project.kedro("example-task", "--classes", "fish,clock", "--images", "3", "--test", "0", "--predict", "0",
                          "--out", str(task))
     Image.new("RGB", (1, 1), (200, 0, 0)).save(task / "fish" / "pixel.png")
-    run = project.kedro("run", "--env", "test", "--pipeline", "task", "--params", f"task_path={task}")
+    run = project.kedro("run", "--env", "test", "--pipelines", "task", "--params", f"task_path={task}")
     message = log_of(run)
     worked = (project.path / "data" / "06_models" / "task").exists()
     return (made.returncode == 0 and run.returncode != 0 and "pixel.png (1x1 px)" in message and not worked,
@@ -290,7 +290,7 @@ def tiny_image_in_task(project: Project, rng: random.Random) -> tuple[bool, str]
 def kill_during_task(project: Project, rng: random.Random) -> tuple[bool, str]:
     task = project.path / "data" / "01_raw" / "bench_task"
     (task / "fish" / "pixel.png").unlink(missing_ok=True)
-    args = ["run", "--env", "test", "--pipeline", "task", "--params", f"task_path={task},task.folds=2"]
+    args = ["run", "--env", "test", "--pipelines", "task", "--params", f"task_path={task},task.folds=2"]
     specialisations = Path("data/06_models/task/class_specialisations")
     process = project.start(*args)
     delay = rng.uniform(0, 1.5)
@@ -312,7 +312,7 @@ def crafted_cifar_pickle(project: Project, rng: random.Random) -> tuple[bool, st
     split.mkdir(parents=True)
     for name in ("train", "val", "test"):
         (split / f"{name}.txt").write_text("a\n")
-    run = project.kedro("run", "--pipeline", "data_episodes", "--params", f"data_source=cifar_fs,raw_path={root}")
+    run = project.kedro("run", "--pipelines", "data_episodes", "--params", f"data_source=cifar_fs,raw_path={root}")
     return (run.returncode != 0 and not ran.exists() and "refused" in log_of(run),
             f"crafted meta file refused naming it: {'meta' in log_of(run)}; its code ran: {ran.exists()}")
 

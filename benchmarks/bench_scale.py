@@ -4,7 +4,7 @@ the CPU for several episode counts E, to see what the driver costs per episode a
     HF_HUB_OFFLINE=1 python benchmarks/bench_scale.py --episodes 20,100,400 --output benchmarks/results/scale-cpu-2core.json
 
 For each E, in a throw-away copy of the project (the test settings; the shipped generator and base
-student as the test environment's models), `kedro run --env test --pipeline experiment` runs once
+student as the test environment's models), `kedro run --env test --pipelines experiment` runs once
 (everything computed), then once more (a no-op rerun: every partition reused). Per E it reports:
 
 - the wall time of the `kedro` process, the time of the pipeline's nodes (MLflow ``duration_s.*``)
@@ -78,7 +78,7 @@ def kedro_run(project: Path, params: list[str], log: Path) -> dict:
     """One `kedro run`: wall seconds, peak RSS of the process (MiB), return code, partitions computed."""
     env = {**os.environ, "COLUMNS": "400", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "KEDRO_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1"}
-    command = [*KEDRO, "run", "--env", "test", "--pipeline", "experiment", "--params", ",".join(params)]
+    command = [*KEDRO, "run", "--env", "test", "--pipelines", "experiment", "--params", ",".join(params)]
     started = time.perf_counter()
     with log.open("w") as out:
         process = subprocess.Popen(command, cwd=project, stdout=out, stderr=subprocess.STDOUT, env=env)

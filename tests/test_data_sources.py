@@ -146,12 +146,12 @@ def digests(folder: Path) -> dict[str, str]:
 
 @pytest.mark.slow
 def test_a_mistyped_data_source_stops_before_any_work(kedro_project: Path, embedded_root: Path, tmp_path: Path):
-    """`kedro run --env test --pipeline experiment --params data_source=mini_imagnet,...` names the
+    """`kedro run --env test --pipelines experiment --params data_source=mini_imagnet,...` names the
     valid sources and writes nothing. (The benchmark's experiment itself runs in
     tests/test_paper_table.py, from the README's command.)"""
     project = kedro_project
     raw = write_mini_imagenet(tmp_path / "mini-imagenet", embedded_root, per_class=2)
-    typo = kedro(project, "run", "--env", "test", "--pipeline", "experiment", "--params",
+    typo = kedro(project, "run", "--env", "test", "--pipelines", "experiment", "--params",
                  f"data_source=mini_imagnet,raw_path={raw}", check=False)
     output = typo.stdout + typo.stderr
     assert typo.returncode != 0 and "use one of ['cifar_fs', 'cub', 'drawings', 'folder', 'mini_imagenet']" in output

@@ -48,7 +48,7 @@ class Run:
     n_classes: int  # (episode, class) pairs
     finished_at_kill: int  # specialisations done when the inversion was killed
     resumed_log: str  # `--pipelines inversion,synthesis` after the kill
-    again_log: str  # `--pipeline tint` once more, nothing changed
+    again_log: str  # `--pipelines tint` once more, nothing changed
     tint_run: pd.Series  # the MLflow run of that last tint run
     episodes: pd.DataFrame
     mlflow_server: str  # the address of an `mlflow server` on the project's store, started during the runs
@@ -100,7 +100,7 @@ def run(pretrained_project: Path, tmp_path_factory) -> Run:
     specialisations = project / "data" / "06_models" / "class_specialisations"
     env = {**os.environ, "COLUMNS": "400"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "kedro", "run", "--env", "test", "--pipeline", "inversion"],
+        [sys.executable, "-m", "kedro", "run", "--env", "test", "--pipelines", "inversion"],
         cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     deadline = time.time() + 300
@@ -113,7 +113,7 @@ def run(pretrained_project: Path, tmp_path_factory) -> Run:
     resumed = kedro(project, "run", "--env", "test", "--pipelines", "inversion,synthesis")
     server, address = start_mlflow_server(project)  # the store exists now; the server starts while the runs go on
     try:
-        again = kedro(project, "run", "--env", "test", "--pipeline", "tint")
+        again = kedro(project, "run", "--env", "test", "--pipelines", "tint")
         mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
         tint_run = latest_run()
         kedro(project, "run", "--env", "test", "--pipelines", "distillation,evaluation", "--params", "speed.threads=1")

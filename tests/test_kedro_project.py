@@ -20,7 +20,7 @@ def test_data_episodes_run_is_reproducible_and_tracked(pretrained_project: Path,
     first = episodes_file.read_bytes()
     episodes_file.unlink()
     shutil.rmtree(project / "data" / "08_reporting" / "episode_support_grids")  # this run draws them again
-    kedro(project, "run", "--pipeline", "data_episodes", "--env", "test")
+    kedro(project, "run", "--pipelines", "data_episodes", "--env", "test")
     assert episodes_file.read_bytes() == first, "same seed and data must give identical episodes"
 
     episodes = pd.read_csv(episodes_file)
@@ -54,7 +54,7 @@ def test_bad_input_gives_one_line_error_naming_it(kedro_project: Path, problem: 
         victim = sorted((raw / "mammal").glob("*.png"))[0]
         victim.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
         expected = f"{victim.relative_to(kedro_project)}: cannot decode image (UnidentifiedImageError); replace or delete"
-    result = kedro(kedro_project, "run", "--pipeline", "data_episodes", "--env", "test", check=False)
+    result = kedro(kedro_project, "run", "--pipelines", "data_episodes", "--env", "test", check=False)
     assert result.returncode != 0
     output = result.stdout + result.stderr
     lines = [line for line in output.splitlines() if expected in line]

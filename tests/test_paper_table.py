@@ -29,7 +29,7 @@ def readme_table() -> list[dict]:
     models = re.search(r"^MODELS=(\S+)$", section, re.M).group(1)
     rows = []
     for line in section.splitlines():
-        match = re.match(r"\| (.+?) \| (\d)-way (\d)-shot \| `kedro run --env (\w+) --pipeline (\w+) --params \"(.+?)\"` "
+        match = re.match(r"\| (.+?) \| (\d)-way (\d)-shot \| `kedro run --env (\w+) --pipelines (\w+) --params \"(.+?)\"` "
                          r"\| ~(\d+) \|", line)
         if match:
             benchmark, n_way, n_shot, env, pipeline, params, needed = match.groups()
@@ -110,7 +110,7 @@ def test_the_documented_mini_imagenet_command_runs_on_a_cpu(kedro_project: Path,
               "synthesis.images_per_class": "2", "distillation.epochs": "1", "student_pretraining.epochs": "1",
               "real_unlabeled.images_per_class": "2", "mined_real.images_per_class": "2",
               "speed.batch_size": "2", "speed.n_batches": "1"}
-    run = kedro(project, "run", "--env", row["env"], "--pipeline", row["pipeline"],
+    run = kedro(project, "run", "--env", row["env"], "--pipelines", row["pipeline"],
                 "--params", ",".join(f"{k}={v}" for k, v in params.items()))
     log = run.stdout + run.stderr
     assert re.search(r"Base student: training \S*data/06_models/mini_imagenet/base_student\.safetensors", log)

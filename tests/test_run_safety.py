@@ -37,7 +37,7 @@ def files_under(folder: Path) -> dict[str, int]:
 
 
 def tint(project: Path, *params: str, check: bool = True) -> subprocess.CompletedProcess:
-    args = ["run", "--env", "test", "--pipeline", "tint"] + (["--params", ",".join(params)] if params else [])
+    args = ["run", "--env", "test", "--pipelines", "tint"] + (["--params", ",".join(params)] if params else [])
     return kedro(project, *args, check=check)
 
 
@@ -88,7 +88,7 @@ def test_other_runs_keep_finished_work_and_bad_settings_stop_before_any_work(pro
     assert len(mlflow.search_runs(experiment_names=["tint_distill"])) == runs_before, "no MLflow run was opened"
 
     # Finding 5: a missing or hub-id model folder is reported before the first stage (not after data_episodes).
-    result = kedro(project, "run", "--env", "gpu", "--pipeline", "experiment", "--params",
+    result = kedro(project, "run", "--env", "gpu", "--pipelines", "experiment", "--params",
                    "sd_model_path=runwayml/stable-diffusion-v1-5,inversion.device=cpu,synthesis.device=cpu,"
                    "teacher.device=cpu,distillation.device=cpu", check=False)
     output = result.stdout + result.stderr
@@ -101,7 +101,7 @@ def test_two_runs_at_once_one_is_refused_and_no_partition_is_corrupt(project: Pa
     """Finding 4: one run crashed, the other finished, and a partition was left half written under
     a valid marker; a fresh project could also crash while both runs created mlflow.db."""
     env = {**os.environ, "COLUMNS": "400"}
-    command = [sys.executable, "-m", "kedro", "run", "--env", "test", "--pipeline", "tint"]
+    command = [sys.executable, "-m", "kedro", "run", "--env", "test", "--pipelines", "tint"]
     runs = [subprocess.Popen(command, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             for _ in range(2)]
     outputs = [run.communicate(timeout=600)[0] for run in runs]

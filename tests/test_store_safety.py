@@ -63,7 +63,7 @@ def test_a_damaged_tracking_store_is_named_with_what_to_do(tmp_path: Path):
 def test_a_damaged_mlflow_db_stops_the_run_before_the_first_node(kedro_project: Path):
     """Finding 6: a damaged mlflow.db was found only at the last node, after all the work."""
     damaged_store(kedro_project / "mlflow.db")
-    result = kedro(kedro_project, "run", "--env", "test", "--pipeline", "data_episodes", check=False)
+    result = kedro(kedro_project, "run", "--env", "test", "--pipelines", "data_episodes", check=False)
     output = result.stdout + result.stderr
     assert result.returncode != 0 and "mlflow.db is damaged" in output, output[-3000:]
     assert not (kedro_project / "data" / "02_intermediate" / "image_index.csv").exists(), "no node ran"
@@ -71,10 +71,10 @@ def test_a_damaged_mlflow_db_stops_the_run_before_the_first_node(kedro_project: 
 
 @pytest.mark.slow
 def test_a_run_without_its_environments_generator_names_the_command_that_trains_it(kedro_project: Path):
-    result = kedro(kedro_project, "run", "--env", "test", "--pipeline", "tint", check=False)
+    result = kedro(kedro_project, "run", "--env", "test", "--pipelines", "tint", check=False)
     output = " ".join((result.stdout + result.stderr).split())
     assert result.returncode != 0 and "data/06_models/test/generator" in output, output[-2000:]
-    assert "kedro run --pipeline generator_pretraining --env test" in output
+    assert "kedro run --pipelines generator_pretraining --env test" in output
     assert not (kedro_project / "data" / "06_models" / "class_specialisations").exists()
 
 

@@ -37,7 +37,7 @@ def test_task_gives_a_carded_registered_model_and_predict_lists_bad_files(kedro_
         for folder in (task, task / "test"):
             (folder / old_name).rename(folder / new_name)
     params = "task_path=data/01_raw/task,task.registered_model_name=drawings,task.folds=2"
-    run = kedro(kedro_project, "run", "--pipeline", "task", "--env", "test", "--params", params)
+    run = kedro(kedro_project, "run", "--pipelines", "task", "--env", "test", "--params", params)
     assert "Task accuracy: tint student:" in run.stdout + run.stderr
 
     models = kedro_project / "data" / "06_models" / "task"
@@ -82,7 +82,7 @@ def test_task_gives_a_carded_registered_model_and_predict_lists_bad_files(kedro_
     assert len(registered) == (1 if verdict["beats_baselines"] else 0), "task.register: auto"
     assert task_run.data.tags["task.registered"] == ("drawings" if verdict["beats_baselines"] else "no")
 
-    kedro(kedro_project, "run", "--pipeline", "task", "--env", "test", "--nodes", "task.deliver.log_mlflow_model",
+    kedro(kedro_project, "run", "--pipelines", "task", "--env", "test", "--nodes", "task.deliver.log_mlflow_model",
           "--params", f"{params},task.register=always")
     versions = client.search_model_versions("name='drawings'")
     assert len(versions) == len(registered) + 1, "task.register: always registers whatever the verdict"
@@ -102,7 +102,7 @@ def test_task_gives_a_carded_registered_model_and_predict_lists_bad_files(kedro_
 
     predict_folder = kedro_project / "data" / "01_raw" / "predict"
     (predict_folder / "broken.png").write_bytes(b"\x89PNG but truncated")
-    kedro(kedro_project, "run", "--pipeline", "predict", "--params", f"predict_path={predict_folder}")
+    kedro(kedro_project, "run", "--pipelines", "predict", "--params", f"predict_path={predict_folder}")
     table = pd.read_csv(_only_version(kedro_project / "data" / "07_model_output" / "predictions.csv"),
                         keep_default_na=False)
     assert len(table) == 7 and {"p_01", "p_None", "p_fish"} <= set(table.columns)
@@ -130,7 +130,7 @@ def test_task_with_unlabeled_images_trains_its_own_generator_reuses_it_and_leave
     kedro(kedro_project, "example-task", "--classes", "fish,clock", "--images", "2", "--test", "1",
           "--unlabeled", "2", "--predict", "0")
     params = "task_path=data/01_raw/task,task.max_repeats=0"
-    run = kedro(kedro_project, "run", "--pipeline", "task", "--env", "test", "--params", params,
+    run = kedro(kedro_project, "run", "--pipelines", "task", "--env", "test", "--params", params,
                 "--to-nodes", "task.inversion.specialise_classes")  # the card's part: the test above
     log = run.stdout + run.stderr
     domain = kedro_project / "data" / "06_models" / "task" / "generator"
@@ -143,7 +143,7 @@ def test_task_with_unlabeled_images_trains_its_own_generator_reuses_it_and_leave
     assert words == {"a photo of a {token}"}
     assert f"fingerprint {record['fingerprint']}" in log  # the node saying which generator the task uses
 
-    again = kedro(kedro_project, "run", "--pipeline", "task", "--env", "test", "--params", params,
+    again = kedro(kedro_project, "run", "--pipelines", "task", "--env", "test", "--params", params,
                   "--to-nodes", "task.generator.choose_generator")
     assert "data/06_models/task/generator is up to date" in again.stdout + again.stderr
     assert json.loads((domain / "training_record.json").read_text()) == record, "reused, not retrained"

@@ -96,7 +96,7 @@ class DiffusersModelDataset(FolderSize, AbstractDataset[Any, Path]):
         if self._read_only:
             raise DatasetError(
                 f"{self._path} is a read-only model folder in this environment; run the pipelines that "
-                "use it (--pipeline experiment or tint) rather than the generator_pretraining pipeline that "
+                "use it (--pipelines experiment or tint) rather than the generator_pretraining pipeline that "
                 "would overwrite it."
             )
         if isinstance(data, Deferred):

@@ -108,7 +108,7 @@ def model_card_markdown(card: dict) -> str:
         *([card["registration"], ""] if card.get("registration") else []),
         f"# Model card: {card['model']}",
         "",
-        f"Created {card['created']} by `kedro run --pipeline task` (tint_distill).",
+        f"Created {card['created']} by `kedro run --pipelines task` (tint_distill).",
         "",
         "## Classes",
         "",

@@ -129,7 +129,7 @@ class RunGuard:
             if not isinstance(cause, ModelFolderError) or getattr(dataset, "read_only", True) or dataset.path.exists():
                 raise
             raise ModelFolderError(
-                f"{cause}; this environment trains its own: run `kedro run --pipeline generator_pretraining"
+                f"{cause}; this environment trains its own: run `kedro run --pipelines generator_pretraining"
                 f"{options}` first (or a pipeline that includes it, such as the default)"
             ) from error
 

@@ -254,7 +254,7 @@ def student_start(settings: StudentSettings, base_student: Path | None, options:
         if base_student is None:
             raise ParameterError(
                 f"student.init is base_classes, but there is no base-class student{f' at {where}' if where else ''}: "
-                f"run `kedro run --pipeline student_pretraining{options}` first (or a "
+                f"run `kedro run --pipelines student_pretraining{options}` first (or a "
                 "pipeline that includes it, such as the default), or set student.init: scratch.")
         return str(base_student)
     return settings.pretrained_weights

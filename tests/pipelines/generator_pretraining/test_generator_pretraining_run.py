@@ -1,4 +1,4 @@
-"""`kedro run --pipeline generator_pretraining` on the test environment: a generator is trained
+"""`kedro run --pipelines generator_pretraining` on the test environment: a generator is trained
 from scratch (nothing shipped is copied into the project) into the environment's own folder,
 judged, logged, and not retrained by a second run.
 
@@ -54,7 +54,7 @@ def test_generator_is_trained_from_scratch_judged_and_cached(pretraining: Pretra
     copy = copy_pretrained(project, tmp_path / "project")
     weights = sorted((copy / model.relative_to(project)).rglob("*.safetensors"))
     stamps = [p.stat().st_mtime_ns for p in weights]
-    second = kedro(copy, "run", "--env", "test", "--pipeline", "generator_pretraining")
+    second = kedro(copy, "run", "--env", "test", "--pipelines", "generator_pretraining")
     assert "up to date" in second.stdout + second.stderr
     assert [p.stat().st_mtime_ns for p in weights] == stamps, "a second run does not retrain"
     assert "VAE pre-training" not in second.stdout + second.stderr
