@@ -129,7 +129,7 @@ def test_task_with_unlabeled_images_trains_its_own_generator_reuses_it_and_leave
     before = {"shipped": _hashes(shipped), "experiment": _hashes(models / "generator")}
     kedro(kedro_project, "example-task", "--classes", "fish,clock", "--images", "2", "--test", "1",
           "--unlabeled", "2", "--predict", "0")
-    params = "task_path=data/01_raw/task,task.max_repeats=0"
+    params = "task_path=data/01_raw/task,task.folds=0"
     run = kedro(kedro_project, "run", "--pipelines", "task", "--env", "test", "--params", params,
                 "--to-nodes", "task.inversion.specialise_classes")  # the card's part: the test above
     log = run.stdout + run.stderr
