@@ -40,7 +40,7 @@ test-quick: setup  ## the tests not marked slow (no `kedro run` subprocess): the
 # One torch thread: on a shared 2-core machine the ratios are then steady (see benchmarks/README.md).
 BENCH_ARGS ?= --threads 1 --repeats 2
 
-bench: setup  ## TINT engine, execution engines, predict, NTI reconstruction, reliability, storage, scale -> data/08_reporting/benchmark*.json
+bench: setup  ## TINT engine, execution engines, predict, NTI reconstruction, reliability, storage, scale, task cost -> data/08_reporting/benchmark*.json
 	$(BIN)/python benchmarks/bench_tint.py $(BENCH_ARGS) --output data/08_reporting/benchmark.json
 	$(BIN)/python benchmarks/bench_execution.py --repeats 2 --output data/08_reporting/benchmark_execution.json
 	$(BIN)/python benchmarks/bench_predict.py --output data/08_reporting/benchmark_predict.json
@@ -48,6 +48,7 @@ bench: setup  ## TINT engine, execution engines, predict, NTI reconstruction, re
 	$(BIN)/python benchmarks/bench_reliability.py --output data/08_reporting/benchmark_reliability.json
 	$(BIN)/python benchmarks/bench_storage.py --output data/08_reporting/benchmark_storage.json
 	$(BIN)/python benchmarks/bench_scale.py --episodes 20,100,400 --output data/08_reporting/benchmark_scale.json
+	$(BIN)/python benchmarks/bench_task_cost.py --output data/08_reporting/benchmark_task_cost.json
 
 # The prepared GPU check (benchmarks/README.md, "GPU check"): under 8 minutes on one H100 ->
 # benchmarks/results/<device>.json. No `setup` first: a GPU machine may have no package index; the
