@@ -46,10 +46,10 @@ TINY = ("inversion.textual_inversion.num_steps=1", "inversion.null_text.num_step
         "speed.n_batches=1")
 
 
-def make_project(folder: Path) -> Path:
+def make_project(folder: Path, models: str = "data/06_models/test") -> Path:
     """A throw-away copy of the project: conf, pyproject, the embedded drawings, and the shipped
-    generator and base student as the test environment's models (nothing of the repository's data/
-    is touched)."""
+    generator and base student under ``models`` (default: as the test environment's models; nothing
+    of the repository's data/ is touched)."""
     folder.mkdir(parents=True)
     for name in ("pyproject.toml", ".telemetry", ".gitignore"):
         shutil.copy(ROOT / name, folder)
@@ -57,7 +57,7 @@ def make_project(folder: Path) -> Path:
     (folder / "conf" / "local").mkdir()
     (folder / "src").mkdir()
     shutil.copytree(ROOT / "data" / "01_raw" / "openclipart", folder / "data" / "01_raw" / "openclipart")
-    models = folder / "data" / "06_models" / "test"
+    models = folder / models
     shutil.copytree(ROOT / "data" / "06_models" / "generator", models / "generator")
     shutil.copy(ROOT / "data" / "06_models" / "base_student.safetensors", models)
     return folder

@@ -32,22 +32,16 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_scale import make_project as copy_project
+
 ROOT = Path(__file__).resolve().parents[1]
 KEDRO = [sys.executable, "-m", "kedro"]
 
 
 def make_project(folder: Path, source: str) -> Path:
-    """A throw-away copy of the project with the shipped models where the default settings read
-    them, and a task folder built by ``kedro example-task --source <source>``."""
-    folder.mkdir(parents=True)
-    for name in ("pyproject.toml", ".telemetry", ".gitignore"):
-        shutil.copy(ROOT / name, folder)
-    shutil.copytree(ROOT / "conf", folder / "conf", ignore=shutil.ignore_patterns("local"))
-    (folder / "conf" / "local").mkdir()
-    (folder / "src").mkdir()
-    shutil.copytree(ROOT / "data" / "01_raw" / "openclipart", folder / "data" / "01_raw" / "openclipart")
-    shutil.copytree(ROOT / "data" / "06_models" / "generator", folder / "data" / "06_models" / "generator")
-    shutil.copy(ROOT / "data" / "06_models" / "base_student.safetensors", folder / "data" / "06_models")
+    """A throw-away copy of the project (bench_scale's) with the shipped models where the default
+    settings read them, and a task folder built by ``kedro example-task --source <source>``."""
+    copy_project(folder, models="data/06_models")
     subprocess.run([*KEDRO, "example-task", "--source", source, "--out", "data/01_raw/task", "--predict", "0"],
                    cwd=folder, check=True, env=environment(), capture_output=True)
     return folder
